@@ -1,0 +1,85 @@
+"""utils/splits.py: grouping of names and the grouped test split + k folds."""
+import warnings
+
+import pytest
+
+from utils.splits import DEFAULT_GROUP_PATTERN, Split, group_of, make_split
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ("QFN21LA(Cu) -508 Rev1_5", "QFN21LA(Cu) -508 Rev1_3"),
+        ("8-040116-SOP1(ETCH) REV A_1", "8-040116-SOP1(ETCH) REV A_2"),
+        ("QFN-a_rev2", "QFN-a_rev0"),
+        ("X Rev.2", "X_rev3"),
+        ("X-r2", "X REV C"),
+        ("DFN6V-226 Rev2_2", "DFN6V-226"),
+    ],
+)
+def test_revisions_and_pieces_share_a_group(a, b):
+    assert group_of(a) == group_of(b)
+
+
+def test_group_names():
+    assert group_of("QFN-a_rev2") == "QFN-a"
+    assert group_of("SOP-c_rev0") == "SOP-c"
+    assert group_of("QFN21LA(Cu) -508 Rev1_5") == "QFN21LA(Cu) -508"
+    assert group_of("PREV2") == "PREV2"  # "REV" glued to a word is not a revision
+    assert group_of("QFN-a") != group_of("QFN-b")
+
+
+def _names():
+    return [f"PKG{g:02d}-{g * 7} Rev{r}_{p}" for g in range(25) for r in (1, 2) for p in (1, 2)]
+
+
+def test_split_covers_everything_once_and_keeps_groups_together():
+    names = _names()
+    s = make_split(names, test_fraction=0.2, k_folds=5, seed=3)
+    assert len(s.folds) == 5
+    groups = [group_of(n) for n in names]
+    test_groups = {groups[i] for i in s.test}
+    vals = [i for _, va in s.folds for i in va]
+    assert sorted(vals + s.test) == list(range(len(names)))  # each once
+    assert 0.15 <= len(s.test) / len(names) <= 0.25
+    for train, val in s.folds:
+        assert set(train).isdisjoint(val) and set(train).isdisjoint(s.test)
+        assert sorted(train + val + s.test) == list(range(len(names)))
+        tg, vg = {groups[i] for i in train}, {groups[i] for i in val}
+        assert not (tg & vg) and not (tg & test_groups) and not (vg & test_groups)
+
+
+def test_same_seed_same_split_other_seed_differs():
+    names = _names()
+    a = make_split(names, seed=1, k_folds=4)
+    b = make_split(names, seed=1, k_folds=4)
+    c = make_split(names, seed=2, k_folds=4)
+    assert a.test == b.test and a.folds == b.folds
+    assert a.test != c.test or a.folds != c.folds
+
+
+def test_save_load_round_trip(tmp_path):
+    s = make_split(["a b（中）_1", "a b（中）_2", "c Rev1", "d", "e", "f"], k_folds=2, seed=5)
+    path = s.save(tmp_path / "split.json")
+    t = Split.load(path)
+    assert t.names == s.names and t.test == s.test and t.folds == s.folds
+    assert t.seed == 5 and t.group_pattern == DEFAULT_GROUP_PATTERN
+
+
+def test_tiny_inputs_reduce_folds_with_warning():
+    with pytest.warns(RuntimeWarning, match="reduced"):
+        s = make_split(["a", "b", "c", "d"], k_folds=10, seed=0)
+    assert len(s.test) == 1 and len(s.folds) == 3
+    with pytest.warns(RuntimeWarning):
+        one = make_split(["x_1", "x_2"], k_folds=3)
+    assert one.test == [] and one.folds == [([0, 1], [])]
+
+
+def test_single_fold_is_grouped_holdout():
+    names = _names()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = make_split(names, k_folds=1, seed=0)
+    (train, val), = s.folds
+    assert len(val) > 0 and len(train) > len(val) * 4
+    assert {group_of(names[i]) for i in train}.isdisjoint({group_of(names[i]) for i in val})

@@ -1,0 +1,213 @@
+"""The grouped train/validation/test split of SPEC §6, saved with every run.
+
+20 % of the drawings (by group) are held out as the test set; the rest is cut into
+k grouped folds for cross validation. Revisions and pieces of one drawing
+("QFN21LA(Cu) -508 Rev1_3", "... Rev1_5", "... Rev2_1") form one *group* and
+always stay on one side of every cut. A group is the name with the match of a
+regular expression removed (``DEFAULT_GROUP_PATTERN``, configurable).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit
+
+#: Removed from the end of a name to give its group, in this order of the name:
+#: separators, a revision marker (" Rev1", "REV C", "Rev.2", "_rev3", "-r2"; not
+#: glued to a preceding letter or digit), a piece suffix ("_5"), trailing spaces.
+DEFAULT_GROUP_PATTERN = (
+    r"[\s_\-.]*"
+    r"(?:(?<![A-Za-z0-9])(?:rev\.?\s*[A-Za-z0-9]{1,3}|r\d{1,3}))?"
+    r"(?:_\d+)?"
+    r"[\s_\-]*$"
+)
+
+VAL_FRACTION_SINGLE = 0.1  # validation share when k_folds == 1
+
+
+def group_of(name: str, pattern: str = DEFAULT_GROUP_PATTERN) -> str:
+    """The group of a drawing name: ``re.sub(pattern, "", name)`` (case-insensitive).
+
+    Falls back to the whole name if the substitution leaves nothing.
+    """
+    group = re.sub(pattern, "", name, flags=re.IGNORECASE)
+    return group if group else name
+
+
+@dataclass
+class Split:
+    """A seeded grouped split of ``names``.
+
+    Attributes:
+        names: the drawing names, in the order the indices refer to.
+        test: indices of the held-out test drawings (sorted).
+        folds: ``folds[i] = (train, val)``, sorted index lists; their union with
+            ``test`` covers every name, and each fold's ``val`` parts are disjoint.
+        seed: the seed the split was drawn with.
+        group_pattern: the grouping regex used.
+    """
+
+    names: list[str]
+    test: list[int]
+    folds: list[tuple[list[int], list[int]]]
+    seed: int = 0
+    group_pattern: str = DEFAULT_GROUP_PATTERN
+    test_fraction: float = 0.2
+    k_folds: int = 10
+    groups: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            self.groups = [group_of(n, self.group_pattern) for n in self.names]
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds)
+
+    def names_of(self, indices: Sequence[int]) -> list[str]:
+        """The names at ``indices``."""
+        return [self.names[i] for i in indices]
+
+    def to_dict(self) -> dict:
+        return {
+            "names": list(self.names),
+            "test": [int(i) for i in self.test],
+            "folds": [{"train": [int(i) for i in tr], "val": [int(i) for i in va]} for tr, va in self.folds],
+            "seed": int(self.seed),
+            "group_pattern": self.group_pattern,
+            "test_fraction": float(self.test_fraction),
+            "k_folds": int(self.k_folds),
+            "groups": list(self.groups),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the split as JSON (names included, so it survives a changed data folder)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Split":
+        return cls(
+            names=list(d["names"]),
+            test=[int(i) for i in d["test"]],
+            folds=[([int(i) for i in f["train"]], [int(i) for i in f["val"]]) for f in d["folds"]],
+            seed=int(d.get("seed", 0)),
+            group_pattern=d.get("group_pattern", DEFAULT_GROUP_PATTERN),
+            test_fraction=float(d.get("test_fraction", 0.2)),
+            k_folds=int(d.get("k_folds", len(d["folds"]))),
+            groups=list(d.get("groups", [])),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Split":
+        """Read a split written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _grouped_holdout(
+    indices: np.ndarray, group_ids: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``indices`` into (keep, held_out) by whole groups; held_out has
+    ``ceil(fraction * n_groups)`` groups, at least 1 and at most n_groups - 1."""
+    n_groups = len(np.unique(group_ids))
+    n_held = min(max(1, math.ceil(fraction * n_groups)), n_groups - 1)
+    splitter = GroupShuffleSplit(n_splits=1, test_size=n_held, random_state=seed)
+    keep, held = next(splitter.split(indices, groups=group_ids))
+    return indices[keep], indices[held]
+
+
+def make_split(
+    names: Sequence[str],
+    test_fraction: float = 0.2,
+    k_folds: int = 10,
+    seed: int = 0,
+    group_pattern: str = DEFAULT_GROUP_PATTERN,
+) -> Split:
+    """Draw the grouped test split and the k grouped folds of SPEC §6.
+
+    Args:
+        names: drawing names (no extension); index ``i`` of the result refers to ``names[i]``.
+        test_fraction: share of groups held out as the test set (0 for none).
+        k_folds: number of cross-validation folds of the rest; 1 means a single
+            grouped 90/10 train/validation split. Reduced (with a warning) when
+            there are fewer groups than folds.
+        seed: the seed; the same seed and names give the same split.
+        group_pattern: the grouping regex (see :func:`group_of`).
+    Returns:
+        a :class:`Split`.
+    """
+    names = list(names)
+    if not names:
+        raise ValueError("cannot split an empty list of drawings")
+    if len(set(names)) != len(names):
+        raise ValueError("drawing names must be unique")
+    if k_folds < 1:
+        raise ValueError(f"k_folds must be >= 1, got {k_folds}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+
+    groups = [group_of(n, group_pattern) for n in names]
+    _, group_ids = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    all_idx = np.arange(len(names))
+    n_groups = int(group_ids.max()) + 1
+
+    # Test part: keep at least two groups for training and validation.
+    if test_fraction > 0 and n_groups >= 3:
+        n_held = min(max(1, math.ceil(test_fraction * n_groups)), n_groups - 2)
+        splitter = GroupShuffleSplit(n_splits=1, test_size=n_held, random_state=seed)
+        rest_pos, test_pos = next(splitter.split(all_idx, groups=group_ids))
+        rest, test = all_idx[rest_pos], all_idx[test_pos]
+    else:
+        if test_fraction > 0:
+            warnings.warn(
+                f"only {n_groups} drawing group(s): no test set held out", RuntimeWarning, stacklevel=2
+            )
+        rest, test = all_idx, all_idx[:0]
+
+    rest_groups = group_ids[rest]
+    n_rest_groups = len(np.unique(rest_groups))
+    folds: list[tuple[list[int], list[int]]] = []
+    k = k_folds
+    if k > 1 and n_rest_groups < k:
+        warnings.warn(
+            f"{n_rest_groups} drawing group(s) outside the test set: {k_folds} folds reduced to "
+            f"{n_rest_groups}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        k = n_rest_groups
+    if k >= 2:
+        kfold = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        for tr, va in kfold.split(rest, groups=rest_groups):
+            folds.append((sorted(rest[tr].tolist()), sorted(rest[va].tolist())))
+    elif n_rest_groups >= 2:
+        train, val = _grouped_holdout(rest, rest_groups, VAL_FRACTION_SINGLE, seed)
+        folds.append((sorted(train.tolist()), sorted(val.tolist())))
+    else:
+        warnings.warn(
+            "a single drawing group: validation set is empty", RuntimeWarning, stacklevel=2
+        )
+        folds.append((sorted(rest.tolist()), []))
+
+    return Split(
+        names=names,
+        test=sorted(test.tolist()),
+        folds=folds,
+        seed=int(seed),
+        group_pattern=group_pattern,
+        test_fraction=float(test_fraction),
+        k_folds=len(folds),
+        groups=groups,
+    )
+
+
+__all__ = ["DEFAULT_GROUP_PATTERN", "Split", "group_of", "make_split"]
