@@ -1,0 +1,214 @@
+"""GF graphs (``<data_dir>/GF/*.npz``, docs/architecture.md) and their pair batches (SPEC §4).
+
+All graphs are loaded once into three tensors (they are tiny: 10 nodes each), so a
+batch is an index into them, on whatever device they were moved to.
+
+Pairs: each epoch the graphs are shuffled; every batch holds ``2 × batch_size``
+distinct graphs paired into ``batch_size`` pairs (first half with second half);
+every graph is used once per epoch. The last batch may be smaller. With an odd
+number of graphs, the one left over is paired with a graph drawn from an earlier
+batch (so it is used too, and the graphs of one batch stay distinct).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.layers.DenseGraphMatching import node_mask
+
+N_NODES = 10
+N_FEATURES = 11
+
+
+class GFDataError(RuntimeError):
+    """The GF folder is missing, empty, or holds a file of the wrong shape."""
+
+
+@dataclass
+class GFGraphs:
+    """A set of GF graphs as stacked tensors.
+
+    Attributes:
+        names: drawing names (docs/architecture.md), length G.
+        features: ``[G, 10, 11]`` float32.
+        adjacency: ``[G, 10, 10]`` float32, symmetric 0/1.
+        mask: ``[G, 10]`` bool, classes present in the drawing.
+    """
+
+    names: list[str]
+    features: Tensor
+    adjacency: Tensor
+    mask: Tensor
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, indices: Sequence[int]) -> "GFGraphs":
+        """The graphs at ``indices`` (e.g. one side of a split)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.features.device)
+        return GFGraphs([self.names[i] for i in idx.tolist()], self.features[idx], self.adjacency[idx], self.mask[idx])
+
+    def to(self, device: str | torch.device) -> "GFGraphs":
+        """A copy on ``device``."""
+        return GFGraphs(self.names, self.features.to(device), self.adjacency.to(device), self.mask.to(device))
+
+
+def gf_dir(data_dir: str | Path) -> Path:
+    """``<data_dir>/GF``, the folder ``python dataset/dxf_process.py --output <data_dir>`` writes."""
+    return Path(data_dir) / "GF"
+
+
+def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None) -> GFGraphs:
+    """Load every ``<data_dir>/GF/*.npz`` (sorted by name), or only ``names``.
+
+    Raises:
+        GFDataError: the folder is missing or empty, or a file has the wrong shape.
+    """
+    folder = gf_dir(data_dir)
+    if not folder.is_dir():
+        raise GFDataError(
+            f"no GF data in {folder}: create it with `python dataset/dxf_process.py --output {data_dir}` "
+            "(add --input DIR for your own DXF folder)"
+        )
+    paths = sorted(folder.glob("*.npz")) if names is None else [folder / f"{n}.npz" for n in names]
+    if not paths:
+        raise GFDataError(f"{folder} holds no .npz files: run `python dataset/dxf_process.py --output {data_dir}` first")
+    feats = np.zeros((len(paths), N_NODES, N_FEATURES), dtype=np.float32)
+    adjs = np.zeros((len(paths), N_NODES, N_NODES), dtype=np.float32)
+    for i, p in enumerate(paths):
+        with np.load(p, allow_pickle=False) as z:
+            f, a = z["features"], z["adjacency"]
+        if f.shape != (N_NODES, N_FEATURES) or a.shape != (N_NODES, N_NODES):
+            raise GFDataError(f"{p}: expected features [10, 11] and adjacency [10, 10], got {f.shape} and {a.shape}")
+        feats[i], adjs[i] = f, a
+    features, adjacency = torch.from_numpy(feats), torch.from_numpy(adjs)
+    return GFGraphs([p.stem for p in paths], features, adjacency, node_mask(features, adjacency))
+
+
+def pair_indices(n: int, batch_size: int, generator: Optional[torch.Generator] = None, shuffle: bool = True) -> list[tuple[Tensor, Tensor]]:
+    """Index pairs of one epoch.
+
+    Args:
+        n: number of graphs.
+        batch_size: pairs per batch.
+        generator: CPU generator for the shuffle.
+
+    Returns:
+        a list of ``(first [b], second [b])`` long tensors, one per batch; in every
+        batch the ``2 b`` indices are distinct; every index in ``0..n-1`` occurs
+        (exactly once, except the partner of an odd leftover, which occurs twice).
+    """
+    if n < 1:
+        return []
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if n == 1:
+        return [(order[:1], order[:1])]  # nothing to pair with: the graph meets itself
+    leftover = None
+    if n % 2:
+        leftover, order = order[-1:], order[:-1]
+    batches = []
+    step = 2 * batch_size
+    for start in range(0, len(order), step):
+        chunk = order[start:start + step]
+        half = len(chunk) // 2
+        batches.append((chunk[:half], chunk[half:]))
+    if leftover is not None:
+        first, second = batches[-1]
+        taken = torch.cat([first, second])
+        others = order[~torch.isin(order, taken)]
+        pool = others if len(others) else order  # only one batch: a graph of it meets the leftover twice
+        partner = pool[torch.randint(len(pool), (1,), generator=generator)]
+        if len(others) and len(first) < batch_size:
+            batches[-1] = (torch.cat([first, leftover]), torch.cat([second, partner]))
+        else:
+            batches.append((leftover, partner))
+    return batches
+
+
+class GFPairLoader:
+    """Iterates pair batches of :class:`GFGraphs` for one epoch at a time.
+
+    Each item is ``(x1, adj1, mask1, x2, adj2, mask2)``: ``[b, 10, 11]``,
+    ``[b, 10, 10]``, ``[b, 10]`` for the first and the second graph of the ``b``
+    pairs, on the graphs' device. Call :meth:`set_epoch` before each epoch for a
+    new shuffle (the shuffle is a function of ``seed`` and the epoch only).
+
+    Args:
+        graphs: the graphs (move them to the training device first).
+        batch_size: pairs per batch (``GF_batch_size``).
+        shuffle: False gives the same pairs every epoch (validation, test); they
+            are still a seeded shuffle, so that pairs mix drawings.
+        seed: seed of the pairing.
+    """
+
+    def __init__(self, graphs: GFGraphs, batch_size: int, shuffle: bool = True, seed: int = 0) -> None:
+        self.graphs = graphs
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[tuple[Tensor, Tensor]]:
+        """This epoch's index pairs (see :func:`pair_indices`)."""
+        g = torch.Generator().manual_seed(self.seed + (self.epoch if self.shuffle else 0))
+        return pair_indices(len(self.graphs), self.batch_size, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        gr = self.graphs
+        dev = gr.features.device
+        for first, second in self.batches():
+            first, second = first.to(dev), second.to(dev)
+            yield (gr.features[first], gr.adjacency[first], gr.mask[first],
+                   gr.features[second], gr.adjacency[second], gr.mask[second])
+
+
+def synthetic_gf_graphs(n: int, seed: int = 0, present_rate: float = 0.7, edge_rate: float = 0.4) -> GFGraphs:
+    """Random GF-like graphs for tests and benchmarks (normalized like SPEC §2).
+
+    Each drawing has random class counts (some classes absent), random overlap
+    counts between present classes, random handle-order edges between present
+    classes; features are normalized as the preprocessing does.
+    """
+    g = torch.Generator().manual_seed(seed)
+    present = torch.rand(n, N_NODES, generator=g) < present_rate
+    present[:, 0] |= present.sum(1) < 2  # at least two classes
+    present[:, 1] |= present.sum(1) < 2
+    pair = present.unsqueeze(1) & present.unsqueeze(2) & ~torch.eye(N_NODES, dtype=torch.bool)
+    overlap = torch.poisson(torch.rand(n, N_NODES, N_NODES, generator=g) * 20, generator=g)
+    overlap = torch.triu(overlap, 1)
+    overlap = (overlap + overlap.transpose(1, 2)) * pair
+    free = torch.poisson(torch.rand(n, N_NODES, generator=g) * 50, generator=g) * present
+    free = torch.where(present & (free + overlap.sum(-1) == 0), torch.ones_like(free), free)
+    col0 = free / free.sum(1, keepdim=True).clamp(min=1e-12)
+    rows = overlap / overlap.sum(-1, keepdim=True).clamp(min=1e-12)
+    features = torch.cat([col0.unsqueeze(-1), rows], dim=-1).float()
+    a = (torch.rand(n, N_NODES, N_NODES, generator=g) < edge_rate) & pair
+    a = torch.triu(a, 1)
+    adjacency = (a | a.transpose(1, 2)).float()
+    return GFGraphs([f"synthetic_{i:05d}" for i in range(n)], features, adjacency, node_mask(features, adjacency))
+
+
+def save_gf_npz(graphs: GFGraphs, data_dir: str | Path) -> Path:
+    """Write graphs as ``<data_dir>/GF/<name>.npz`` (the keys the trainer reads; for tests)."""
+    folder = gf_dir(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(graphs.names):
+        np.savez(folder / f"{name}.npz", features=graphs.features[i].numpy(), adjacency=graphs.adjacency[i].numpy())
+    return folder
+
+
+__all__ = [
+    "GFDataError", "GFGraphs", "GFPairLoader", "gf_dir", "load_gf_graphs", "pair_indices",
+    "save_gf_npz", "synthetic_gf_graphs", "N_NODES", "N_FEATURES",
+]

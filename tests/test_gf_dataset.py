@@ -1,0 +1,76 @@
+"""GF dataset: loading npz files and the pair batches of SPEC §4."""
+import numpy as np
+import pytest
+import torch
+
+from model.GF_dataset import (
+    GFDataError,
+    GFPairLoader,
+    load_gf_graphs,
+    pair_indices,
+    save_gf_npz,
+    synthetic_gf_graphs,
+)
+
+
+@pytest.mark.parametrize("n,bs", [(90, 45), (100, 45), (7, 2), (61, 45), (2, 45), (13, 3)])
+def test_pairs_cover_every_graph_once_with_distinct_graphs_per_batch(n, bs):
+    batches = pair_indices(n, bs, generator=torch.Generator().manual_seed(0))
+    seen = torch.cat([torch.cat(b) for b in batches]).tolist()
+    assert set(seen) == set(range(n))
+    # every graph once; with odd n exactly one graph (the leftover's partner) twice
+    assert len(seen) == n + (n % 2)
+    for first, second in batches:
+        assert len(first) == len(second) <= bs
+        ids = torch.cat([first, second]).tolist()
+        assert len(set(ids)) == len(ids), "a batch must hold distinct graphs"
+    # all batches but the last two are full
+    assert all(len(f) == bs for f, _ in batches[:-2])
+
+
+def test_pairing_is_seeded_and_changes_per_epoch():
+    graphs = synthetic_gf_graphs(40, seed=0)
+    loader = GFPairLoader(graphs, batch_size=5, shuffle=True, seed=3)
+    e0 = [b[0].tolist() for b in loader.batches()]
+    assert e0 == [b[0].tolist() for b in GFPairLoader(graphs, 5, True, seed=3).batches()]
+    loader.set_epoch(1)
+    assert [b[0].tolist() for b in loader.batches()] != e0
+    fixed = GFPairLoader(graphs, 5, shuffle=False, seed=3)
+    fixed.set_epoch(7)
+    assert [b[0].tolist() for b in fixed.batches()] == e0
+    assert len(loader) == 4
+    x1, a1, m1, x2, a2, m2 = next(iter(loader))
+    assert x1.shape == (5, 10, 11) and a2.shape == (5, 10, 10) and m1.dtype == torch.bool
+
+
+def test_load_npz_roundtrip(tmp_path):
+    graphs = synthetic_gf_graphs(6, seed=1)
+    save_gf_npz(graphs, tmp_path)
+    loaded = load_gf_graphs(tmp_path)
+    assert loaded.names == sorted(graphs.names)
+    torch.testing.assert_close(loaded.features, graphs.features)
+    assert torch.equal(loaded.mask, graphs.mask)
+    sub = loaded.subset([4, 1])
+    assert sub.names == [loaded.names[4], loaded.names[1]]
+
+
+def test_missing_folder_says_how_to_create_it(tmp_path):
+    with pytest.raises(GFDataError, match="dxf_process.py"):
+        load_gf_graphs(tmp_path / "nothing")
+
+
+def test_wrong_shape_names_the_file(tmp_path):
+    (tmp_path / "GF").mkdir()
+    np.savez(tmp_path / "GF" / "bad one.npz", features=np.zeros((9, 11), np.float32), adjacency=np.zeros((10, 10), np.float32))
+    with pytest.raises(GFDataError, match="bad one.npz"):
+        load_gf_graphs(tmp_path)
+
+
+def test_synthetic_graphs_are_normalized_and_distinct():
+    g = synthetic_gf_graphs(50, seed=0)
+    col0 = g.features[:, :, 0].sum(1)
+    torch.testing.assert_close(col0, torch.ones(50))
+    rows = g.features[:, :, 1:].sum(-1)
+    assert torch.all(((rows - 1).abs() < 1e-5) | (rows == 0))
+    assert torch.equal(g.adjacency, g.adjacency.transpose(1, 2))
+    assert len({tuple(f.flatten().tolist()) for f in g.features}) == 50
