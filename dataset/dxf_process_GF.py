@@ -1,0 +1,171 @@
+"""GF encoding of a drawing (SPEC §2): a 10-node graph, one node per entity class.
+
+Per drawing, from its modelspace entities (old-style POLYLINE counts as LWPOLYLINE):
+
+* ``O[i][j]``: number of overlapping box pairs (a in class i, b in class j), i != j.
+  Two boxes *overlap* when they share at least one point (closed intervals) and
+  neither contains the other; ``O[i][i] = 0``.
+* ``F[i]``: number of class-i entities whose box overlaps no entity of another class
+  (entities without a box count as free).
+* Node features ``[10, 11]``: row i = ``[F[i], O[i][0..9]]``; column 0 divided by its
+  sum over the 10 rows, columns 1..10 divided by the row sum; a zero sum leaves zeros.
+* Adjacency ``[10, 10]``: with entities sorted by handle, every two consecutive
+  entities of different classes connect their classes (symmetric, no self loops).
+
+Overlaps are counted with a vectorized sweep along one axis (no Python loop over
+pairs): 50,000 entities take well under a second on one core.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: Default class order (rows/columns of the matrices).
+GF_CLASSES: tuple[str, ...] = (
+    "ARC", "TEXT", "MTEXT", "LWPOLYLINE", "INSERT",
+    "DIMENSION", "LEADER", "CIRCLE", "HATCH", "LINE",
+)
+
+#: Upper bound on candidate pairs held in memory at once by :func:`count_overlaps`.
+PAIR_CHUNK = 4_000_000
+
+
+def class_indices(types: list[str], classes: tuple[str, ...] = GF_CLASSES) -> np.ndarray:
+    """Map DXF type names to class indices; -1 for types outside ``classes``. ``[n]``."""
+    lookup = {name: i for i, name in enumerate(classes)}
+    return np.fromiter((lookup.get(t, -1) for t in types), dtype=np.int64, count=len(types))
+
+
+def _sweep_candidates(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort by ``lo``; for each box, the range of later boxes whose ``lo`` is within its
+    interval. Returns ``(order, counts)``: box ``order[k]`` pairs with
+    ``order[k+1 .. k+counts[k]]``."""
+    order = np.argsort(lo, kind="stable")
+    lo_sorted = lo[order]
+    ends = np.searchsorted(lo_sorted, hi[order], side="right")
+    counts = ends - np.arange(len(order)) - 1
+    return order, np.maximum(counts, 0)
+
+
+def count_overlaps(boxes: np.ndarray, cls: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Count cross-class overlapping box pairs.
+
+    Args:
+        boxes: float ``[n, 4]`` (xmin, ymin, xmax, ymax); rows with NaN never overlap.
+        cls: int ``[n]`` class index in ``0..n_classes-1``.
+        n_classes: number of classes C.
+
+    Returns:
+        ``O``: int64 ``[C, C]``, symmetric, zero diagonal: overlapping pairs per class pair.
+        ``overlapped``: bool ``[n]``, entities that overlap at least one entity of
+        another class.
+    """
+    n = len(boxes)
+    overlap = np.zeros((n_classes, n_classes), dtype=np.int64)
+    overlapped = np.zeros(n, dtype=bool)
+    has_box = np.isfinite(boxes).all(axis=1)
+    idx = np.flatnonzero(has_box)
+    if len(idx) < 2:
+        return overlap, overlapped
+    b, c = boxes[idx], cls[idx]
+    # Sweep along the axis that yields fewer candidate pairs.
+    order_x, counts_x = _sweep_candidates(b[:, 0], b[:, 2])
+    order_y, counts_y = _sweep_candidates(b[:, 1], b[:, 3])
+    order, counts = (order_x, counts_x) if counts_x.sum() <= counts_y.sum() else (order_y, counts_y)
+
+    flat = np.zeros(n_classes * n_classes, dtype=np.int64)
+    cum = np.cumsum(counts)
+    start = 0
+    while start < len(order):
+        # take sweep positions [start, stop) whose candidate count fits in PAIR_CHUNK
+        base = cum[start - 1] if start > 0 else 0
+        stop = max(int(np.searchsorted(cum, base + PAIR_CHUNK, side="right")), start + 1)
+        cnt = counts[start:stop]
+        total = int(cnt.sum())
+        if total:
+            pos = np.repeat(np.arange(start, stop), cnt)
+            offsets = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            i, j = order[pos], order[pos + 1 + offsets]
+            bi, bj = b[i], b[j]
+            intersect = ((bi[:, 0] <= bj[:, 2]) & (bj[:, 0] <= bi[:, 2])
+                         & (bi[:, 1] <= bj[:, 3]) & (bj[:, 1] <= bi[:, 3]))
+            i_contains_j = ((bi[:, 0] <= bj[:, 0]) & (bi[:, 1] <= bj[:, 1])
+                            & (bi[:, 2] >= bj[:, 2]) & (bi[:, 3] >= bj[:, 3]))
+            j_contains_i = ((bj[:, 0] <= bi[:, 0]) & (bj[:, 1] <= bi[:, 1])
+                            & (bj[:, 2] >= bi[:, 2]) & (bj[:, 3] >= bi[:, 3]))
+            hit = intersect & ~i_contains_j & ~j_contains_i & (c[i] != c[j])
+            i, j = i[hit], j[hit]
+            flat += np.bincount(c[i] * n_classes + c[j], minlength=n_classes * n_classes)
+            flat += np.bincount(c[j] * n_classes + c[i], minlength=n_classes * n_classes)
+            overlapped[idx[i]] = True
+            overlapped[idx[j]] = True
+        start = stop
+    overlap[:] = flat.reshape(n_classes, n_classes)
+    return overlap, overlapped
+
+
+def class_adjacency(cls_in_handle_order: np.ndarray, n_classes: int) -> np.ndarray:
+    """Adjacency ``[C, C]`` (float32 0/1, symmetric, zero diagonal) of classes that
+    follow each other in handle order. ``cls_in_handle_order``: int ``[n]``."""
+    adj = np.zeros((n_classes, n_classes), dtype=np.float32)
+    a, b = cls_in_handle_order[:-1], cls_in_handle_order[1:]
+    differ = a != b
+    adj[a[differ], b[differ]] = 1.0
+    adj[b[differ], a[differ]] = 1.0
+    return adj
+
+
+def normalize_features(free: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+    """Node features ``[C, C+1]`` from free counts ``[C]`` and overlaps ``[C, C]``:
+    column 0 = free counts over their sum, columns 1.. = each overlap row over its sum."""
+    free = free.astype(np.float64)
+    overlap = overlap.astype(np.float64)
+    col0 = free / free.sum() if free.sum() > 0 else np.zeros_like(free)
+    row_sum = overlap.sum(axis=1, keepdims=True)
+    rows = np.divide(overlap, row_sum, out=np.zeros_like(overlap), where=row_sum > 0)
+    return np.concatenate([col0[:, None], rows], axis=1).astype(np.float32)
+
+
+def gf_encode(types: list[str], boxes: np.ndarray, classes: tuple[str, ...] = GF_CLASSES) -> dict[str, np.ndarray]:
+    """GF encoding of entities given in handle order.
+
+    Args:
+        types: DXF type per entity ``[n]`` (already aliased: POLYLINE -> LWPOLYLINE).
+        boxes: float ``[n, 4]``, NaN rows for entities without a box.
+        classes: class names, the node order.
+
+    Returns:
+        dict with ``features`` float32 ``[C, C+1]``, ``adjacency`` float32 ``[C, C]``,
+        ``overlap`` int64 ``[C, C]``, ``free`` int64 ``[C]``, ``counts`` int64 ``[C]``,
+        ``classes`` str ``[C]`` (the format of ``data/GF/<name>.npz``).
+    """
+    n_classes = len(classes)
+    cls = class_indices(types, classes)
+    keep = cls >= 0
+    cls, boxes = cls[keep], np.asarray(boxes, dtype=np.float64)[keep]
+    counts = np.bincount(cls, minlength=n_classes).astype(np.int64)
+    overlap, overlapped = count_overlaps(boxes, cls, n_classes)
+    free = np.bincount(cls[~overlapped], minlength=n_classes).astype(np.int64)
+    return {
+        "features": normalize_features(free, overlap),
+        "adjacency": class_adjacency(cls, n_classes),
+        "overlap": overlap,
+        "free": free,
+        "counts": counts,
+        "classes": np.array(classes),
+    }
+
+
+def save_gf(path: str | Path, encoding: dict[str, np.ndarray], **extra: np.ndarray) -> None:
+    """Write an encoding to ``path`` (``.npz``) atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **encoding, **extra)
+    tmp.replace(path)
+
+
+def load_gf(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a ``data/GF/<name>.npz`` file into a dict of arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

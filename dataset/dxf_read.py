@@ -1,0 +1,261 @@
+"""Open a DXF file and list its modelspace entities in handle order, with boxes.
+
+This is the one place that talks to ezdxf for preprocessing. Both encodings
+(``dxf_process_GF`` and ``dxf_process_DeepDXF``) work from the
+:class:`DrawingEntities` that :func:`read_drawing` returns, so every file is
+parsed once.
+
+Boxes are axis-aligned bounding boxes in world coordinates. Simple entities
+(LINE, CIRCLE, LWPOLYLINE without arcs, 2D POINT-like geometry) use direct
+formulas; everything else goes through :mod:`ezdxf.bbox`. An INSERT's box is the
+block content's box (computed once per block with ``ezdxf.bbox`` and cached),
+transformed by the insert's matrix: it covers the transformed block content.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import ezdxf
+from ezdxf import bbox as ezbbox
+from ezdxf import recover
+from ezdxf.lldxf.const import DXFError
+
+# ezdxf logs every repair it makes (thousands of lines on real archives); keep errors only.
+logging.getLogger("ezdxf").setLevel(logging.ERROR)
+
+#: Coordinates beyond this magnitude are treated as invalid (corrupt data).
+MAX_ABS_COORD = 1e12
+
+#: Entity types whose class is remapped before encoding.
+TYPE_ALIASES = {"POLYLINE": "LWPOLYLINE"}
+
+BINARY_DXF_SIGNATURE = b"AutoCAD Binary DXF"
+
+
+class DXFReadError(Exception):
+    """A file that cannot be read as a DXF drawing.
+
+    ``reason`` is a short sentence for people ("not a DXF file", "empty file", ...).
+    """
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass
+class DrawingEntities:
+    """Modelspace entities of one drawing, sorted by handle (ascending hex value).
+
+    Attributes:
+        path: the source file.
+        entities: ezdxf entities, ``[n]``.
+        types: DXF type names after :data:`TYPE_ALIASES`, ``[n]``.
+        handles: int64 ``[n]``, ascending.
+        boxes: float64 ``[n, 4]`` as (xmin, ymin, xmax, ymax); NaN where the entity
+            has no extent (e.g. an empty text).
+        invalid: bool ``[n]``, entities whose geometry is not finite or absurdly large.
+        recovered: whether ``ezdxf.recover`` was needed to read the file.
+    """
+
+    path: str
+    entities: list
+    types: list[str]
+    handles: np.ndarray
+    boxes: np.ndarray
+    invalid: np.ndarray
+    recovered: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.entities)
+
+
+def drawing_name(path: str | Path, root: str | Path | None = None) -> str:
+    """The drawing's name: its path relative to ``root`` without extension, with
+    ``/`` replaced by ``__`` (the file stem for a flat folder)."""
+    path = Path(path)
+    if root is None:
+        return path.stem
+    rel = path.relative_to(root).with_suffix("")
+    return "__".join(rel.parts)
+
+
+def sniff_dxf(path: str | Path) -> None:
+    """Cheap checks before parsing: raise :class:`DXFReadError` for an empty file,
+    a binary file that is not a binary DXF, or a text file that does not start like
+    a DXF (a group code line followed by a value)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DXFReadError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise DXFReadError(path, "empty file")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(BINARY_DXF_SIGNATURE):
+        return
+    if b"\x00" in head:
+        raise DXFReadError(path, "binary file that is not a DXF")
+    text = head.decode("latin-1").lstrip("\ufeff\xef\xbb\xbf \t\r\n")
+    first_line = text.split("\n", 1)[0].strip()
+    if not first_line.lstrip("-").isdigit():
+        shown = first_line[:30].encode("ascii", "replace").decode()
+        raise DXFReadError(path, f"not a DXF file (starts with {shown!r})")
+
+
+def open_dxf(path: str | Path) -> tuple["ezdxf.document.Drawing", bool]:
+    """Read a DXF file with ``ezdxf.readfile``; fall back to ``ezdxf.recover``
+    for damaged files. Returns ``(doc, recovered)``; raises :class:`DXFReadError`."""
+    sniff_dxf(path)
+    try:
+        return ezdxf.readfile(str(path)), False
+    except (DXFError, UnicodeDecodeError, ValueError, EOFError) as first:
+        try:
+            doc, _auditor = recover.readfile(str(path))
+        except Exception as second:  # recover itself failed: the file is beyond repair
+            raise DXFReadError(path, f"unreadable DXF ({type(second).__name__}: {second})") from first
+        return doc, True
+    except OSError as err:
+        raise DXFReadError(path, f"cannot open file ({err.strerror or err})") from err
+
+
+class BoxComputer:
+    """Axis-aligned boxes of entities, with per-block caching for INSERTs."""
+
+    def __init__(self, doc):
+        self.doc = doc
+        self.cache = ezbbox.Cache()
+        self.block_boxes: dict[str, np.ndarray | None] = {}
+
+    def block_box(self, name: str) -> np.ndarray | None:
+        """Box of a block's content in block coordinates, ``[4]`` or None if empty.
+
+        Computed once per block from the boxes of its entities (nested INSERTs recurse
+        through this cache; ATTDEFs are invisible and ignored)."""
+        if name in self.block_boxes:
+            return self.block_boxes[name]
+        self.block_boxes[name] = None  # guards against blocks that contain themselves
+        block = self.doc.blocks.get(name)
+        if block is None:
+            return None
+        boxes = []
+        for e in block:
+            dxftype = e.dxftype()
+            if dxftype == "ATTDEF":
+                continue
+            try:
+                box = self.box(e, TYPE_ALIASES.get(dxftype, dxftype))
+            except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError):
+                continue  # an unreadable entity inside a block does not hide the rest
+            if box is not None and all(math.isfinite(v) for v in box):
+                boxes.append(box)
+        if boxes:
+            arr = np.array(boxes)
+            self.block_boxes[name] = np.array([arr[:, 0].min(), arr[:, 1].min(), arr[:, 2].max(), arr[:, 3].max()])
+        return self.block_boxes[name]
+
+    def box(self, e, dxftype: str) -> tuple[float, float, float, float] | None:
+        """Box ``(xmin, ymin, xmax, ymax)`` of one entity, None when it has no extent."""
+        dxf = e.dxf
+        plain = not dxf.hasattr("extrusion") or tuple(dxf.extrusion) == (0.0, 0.0, 1.0)
+        if dxftype == "LINE":
+            s, t = dxf.start, dxf.end
+            return (min(s.x, t.x), min(s.y, t.y), max(s.x, t.x), max(s.y, t.y))
+        if dxftype == "CIRCLE" and plain:
+            c, r = dxf.center, abs(dxf.radius)
+            return (c.x - r, c.y - r, c.x + r, c.y + r)
+        if dxftype == "LWPOLYLINE" and plain and not e.has_arc:
+            pts = np.asarray(e.get_points("xy"), dtype=np.float64).reshape(-1, 2)
+            if len(pts) == 0:
+                return None
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            return (lo[0], lo[1], hi[0], hi[1])
+        if dxftype == "INSERT" and plain:
+            content = self.block_box(dxf.name)
+            if content is None:
+                return None
+            corners = [(content[0], content[1], 0.0), (content[2], content[1], 0.0),
+                       (content[0], content[3], 0.0), (content[2], content[3], 0.0)]
+            pts = np.array([tuple(v)[:2] for v in e.matrix44().transform_vertices(corners)])
+            rows, cols = dxf.get("row_count", 1), dxf.get("column_count", 1)
+            if rows > 1 or cols > 1:
+                # MINSERT: a lattice of copies; its box is the box of the 4 corner copies
+                angle = math.radians(dxf.rotation)
+                rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+                u = rot @ np.array([(cols - 1) * dxf.get("column_spacing", 0.0), 0.0])
+                v = rot @ np.array([0.0, (rows - 1) * dxf.get("row_spacing", 0.0)])
+                pts = np.concatenate([pts, pts + u, pts + v, pts + u + v])
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            return (lo[0], lo[1], hi[0], hi[1])
+        ext = ezbbox.extents([e], fast=True, cache=self.cache)
+        if not ext.has_data:
+            return None
+        return (ext.extmin.x, ext.extmin.y, ext.extmax.x, ext.extmax.y)
+
+
+def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> DrawingEntities:
+    """Parse a DXF file and return its modelspace entities in handle order, with boxes.
+
+    Args:
+        path: the DXF file.
+        keep_types: DXF types to keep (after :data:`TYPE_ALIASES`); None keeps all.
+
+    Raises:
+        DXFReadError: the file cannot be read as a DXF drawing.
+    """
+    doc, recovered = open_dxf(path)
+    boxer = BoxComputer(doc)
+    records = []
+    notes: list[str] = []
+    layout_entities = list(doc.modelspace())
+    if not layout_entities:
+        # Some writers leave the layout table pointing elsewhere while the entities
+        # sit in the *Model_Space block record: read them from there.
+        block = next((b for b in doc.blocks if b.name.lower() == "*model_space" and len(b)), None)
+        if block is not None:
+            layout_entities = list(block)
+            notes.append("modelspace entities read from the *Model_Space block")
+    for e in layout_entities:
+        dxftype = e.dxftype()
+        dxftype = TYPE_ALIASES.get(dxftype, dxftype)
+        if keep_types is not None and dxftype not in keep_types:
+            continue
+        try:
+            handle = int(e.dxf.handle, 16)
+        except (TypeError, ValueError):
+            handle = -1  # no usable handle: keep file order, before all handled entities
+        records.append((handle, dxftype, e))
+    records.sort(key=lambda r: r[0])  # stable: equal handles keep file order
+
+    n = len(records)
+    boxes = np.full((n, 4), np.nan)
+    invalid = np.zeros(n, dtype=bool)
+    for k, (_, dxftype, e) in enumerate(records):
+        try:
+            box = boxer.box(e, dxftype)
+        except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError) as err:
+            invalid[k] = True
+            if len(notes) < 5:
+                notes.append(f"{dxftype} #{e.dxf.handle}: no box ({type(err).__name__})")
+            continue
+        if box is None:
+            continue
+        if not all(math.isfinite(v) and abs(v) <= MAX_ABS_COORD for v in box):
+            invalid[k] = True
+            continue
+        boxes[k] = box
+    return DrawingEntities(
+        path=str(path),
+        entities=[r[2] for r in records],
+        types=[r[1] for r in records],
+        handles=np.array([r[0] for r in records], dtype=np.int64),
+        boxes=boxes,
+        invalid=invalid,
+        recovered=recovered,
+        notes=notes,
+    )
