@@ -1,0 +1,151 @@
+"""utils/retrieval.py: metrics against hand-computed values, top-k, floors, bench CLI."""
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from utils.retrieval import (
+    bootstrap_interval,
+    floor_table,
+    histogram_embedding,
+    load_encodings,
+    metrics_from_relevance,
+    rank_topk,
+    raw_gf_embedding,
+    retrieval_metrics,
+    standardize_blocks,
+)
+
+
+def test_metrics_from_relevance_by_hand():
+    rel = np.array([[1, 0, 1, 0, 0, 0]], dtype=bool)  # 2 positives at ranks 1 and 3
+    m = metrics_from_relevance(rel)
+    assert m["AP"][0] == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert m["nDCG@10"][0] == pytest.approx((1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3)))
+    assert m["P@1"][0] == 1 and m["P@5"][0] == pytest.approx(0.4)
+    assert m["R@10"][0] == 1 and m["RR"][0] == 1
+
+
+def test_retrieval_metrics_on_a_tiny_ranking():
+    # Points on a line, euclidean: a=0, b=3, c=1, d=10, e=2.5; groups {a,b}, {c,d}.
+    x = np.array([[0.0], [3.0], [1.0], [10.0], [2.5]])
+    names = ["a.dxf", "b", "c", "d", "e"]
+    groups = [["a", "b.h5"], ["c", "d.dxf"], ["e", "not-there"]]
+    m = retrieval_metrics(x, names, groups, method="euclidean")
+    # a: c e b d -> b at 3; b: e c a d -> a at 3; c: a e b d -> d at 4; d: b e c a -> c at 3
+    assert m["n_queries"] == 4 and m["n_gallery"] == 5
+    assert m["queries"] == ["a.dxf", "b", "c", "d"]
+    assert m["per_query_ap"] == pytest.approx([1 / 3, 1 / 3, 1 / 4, 1 / 3])
+    assert m["mAP"] == pytest.approx((1 / 3 * 3 + 1 / 4) / 4)
+    assert m["MRR"] == pytest.approx(m["mAP"])
+    assert m["P@1"] == 0 and m["P@5"] == pytest.approx(0.2) and m["R@10"] == 1
+    assert m["nDCG@10"] == pytest.approx((3 * 0.5 + 1 / math.log2(5)) / 4)
+    assert m["missing"] == ["not-there"]
+
+
+def test_perfect_embedding_and_cosine():
+    x = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.1, 3.0], [-1.0, -1.0]])
+    m = retrieval_metrics(x, ["a", "b", "c", "d", "e"], [["a", "b"], ["c", "d"]], method="cosine")
+    for key in ("mAP", "P@1", "R@10", "nDCG@10", "MRR"):
+        assert m[key] == pytest.approx(1.0)
+
+
+def test_overlapping_groups_union_positives():
+    x = np.array([[0.0], [1.0], [2.0], [50.0]])
+    m = retrieval_metrics(x, ["a", "b", "c", "z"], [["a", "b"], ["b", "c"]], method="euclidean")
+    # b is in both groups: its positives are a and c, its two nearest neighbours (AP 1)
+    assert m["per_query_ap"][1] == pytest.approx(1.0)
+    assert m["n_queries"] == 3
+
+
+def test_rank_topk_matches_full_sort():
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((500, 16)).astype(np.float32)
+    q = rng.standard_normal((3, 16)).astype(np.float32)
+    for method in ("cosine", "euclidean"):
+        idx, scores = rank_topk(q, g, 7, method)
+        assert idx.shape == (3, 7) and np.all(np.diff(scores, axis=1) <= 1e-6)
+        if method == "cosine":
+            full = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+        else:
+            full = -np.linalg.norm(q[:, None] - g[None], axis=2)
+        assert np.array_equal(idx, np.argsort(-full, axis=1)[:, :7])
+    one_idx, one_scores = rank_topk(q[0], g, 3)
+    assert one_idx.shape == (3,) and one_idx[0] == rank_topk(q, g, 1)[0][0, 0]
+    assert rank_topk(q[0], g[:2], 10)[0].shape == (2,)
+
+
+def test_bootstrap_interval():
+    assert bootstrap_interval([0.5] * 10) == pytest.approx((0.5, 0.5))
+    vals = np.random.default_rng(1).uniform(size=30)
+    lo, hi = bootstrap_interval(vals, seed=3)
+    assert lo < vals.mean() < hi and (lo, hi) == bootstrap_interval(vals, seed=3)
+    assert hi - lo < 0.35
+
+
+def test_floor_embeddings():
+    counts = np.array([[0, 1, 3] + [0] * 9, [2, 0, 0] + [0] * 9])
+    assert np.allclose(histogram_embedding(counts)[0, :3], np.log([1, 2, 4]))
+    f = np.arange(2 * 110, dtype=np.float32).reshape(2, 10, 11)
+    a = np.ones((2, 10, 10), dtype=np.float32)
+    raw = raw_gf_embedding(f, a)
+    assert raw.shape == (2, 210) and raw[1, 0] == 110 and raw[0, 110:].sum() == 100
+    rng = np.random.default_rng(0)
+    b1, b2 = rng.normal(5, 3, (20, 4)), np.column_stack([rng.normal(size=20), np.ones(20)])
+    z = standardize_blocks([b1, b2])
+    assert z.shape == (20, 6) and np.isfinite(z).all()
+    assert np.allclose(np.linalg.norm(z[:, :4], axis=1), 1) and np.allclose(np.linalg.norm(z[:, 4:], axis=1), 1)
+    assert np.allclose(z[:, 5], 0)  # constant column: std 1, centred to 0
+    zf = standardize_blocks([b1], fit_rows=[0, 1, 2])
+    expected = (b1 - b1[:3].mean(0)) / b1[:3].std(0)
+    assert np.allclose(zf, expected / np.linalg.norm(expected, axis=1, keepdims=True))
+
+
+def _write_data(root, names, seed=0):
+    rng = np.random.default_rng(seed)
+    (root / "GF").mkdir(parents=True)
+    (root / "DeepDXF").mkdir(parents=True)
+    for i, name in enumerate(names):
+        base = rng.uniform(size=(10, 11)).astype(np.float32) + i // 2  # pairs look alike
+        np.savez(root / "GF" / f"{name}.npz", features=base, adjacency=np.eye(10, dtype=np.float32)[::-1],
+                 counts=np.arange(10, dtype=np.int64))
+        with h5py.File(root / "DeepDXF" / f"{name}.h5", "w") as h:
+            h.create_dataset("entities", data=np.zeros((3, 14), dtype=np.int32))
+            h.attrs["type_counts"] = np.full(12, i // 2 + 1, dtype=np.int64)
+    return names
+
+
+def test_load_encodings_and_floor_table(tmp_path):
+    names = _write_data(tmp_path, ["p Rev1_1", "p Rev1_2", "q（中）_1", "q（中）_2", "r_1", "r_2"])
+    (tmp_path / "GF" / "only-gf.npz").write_bytes((tmp_path / "GF" / "r_1.npz").read_bytes())
+    enc = load_encodings(tmp_path)
+    assert enc["names"] == sorted(names)
+    assert enc["gf_features"].shape == (6, 10, 11) and enc["type_counts"].shape == (6, 12)
+    groups = [["p Rev1_1", "p Rev1_2"], ["q（中）_1.dxf", "q（中）_2"]]
+    table = floor_table(enc, groups, n_random=3)
+    assert [label.split(" ")[0] for label, _ in table] == ["random", "entity-type", "raw", "standardized"]
+    assert all(m["n_queries"] == 4 for _, m in table)
+    with pytest.raises(FileNotFoundError, match="dxf_process.py"):
+        load_encodings(tmp_path / "empty")
+
+
+def test_bench_cli_prints_table(tmp_path, capsys):
+    from bench.eval_leadframe_dev import main
+
+    names = _write_data(tmp_path / "data", ["a_1", "a_2", "b_1", "b_2", "c"])
+    (tmp_path / "groups.json").write_text(json.dumps([["a_1", "a_2"], ["b_1", "b_2"]]))
+    emb = np.eye(5, dtype=np.float32)
+    emb[1] = emb[0]
+    np.savez(tmp_path / "model.npz", names=np.array([n + ".dxf" for n in names]), embeddings=emb)
+    rc = main(["--data_dir", str(tmp_path / "data"), "--groups", str(tmp_path / "groups.json"),
+               "--embeddings", str(tmp_path / "model.npz"), "--n_boot", "50"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "| embedding | mAP | 95% CI | P@1 | R@10 | nDCG@10 |" in out
+    model_line = [l for l in out.splitlines() if l.startswith("| model")][0]
+    assert "queries: 4" in out and len(out.strip().splitlines()) == 1 + 2 + 4 + 1
+    # a_1/a_2 find each other at rank 1 (AP 1); b_1/b_2 are orthogonal to everything:
+    # ties are broken by gallery index, the partner comes third (AP 1/3)
+    assert float(model_line.split("|")[2]) == pytest.approx((1 + 1 + 1 / 3 + 1 / 3) / 4, abs=1e-3)

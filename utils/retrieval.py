@@ -1,0 +1,390 @@
+"""Retrieval quality: the judge of every model, and the non-learned floors.
+
+Protocol (``../shared/dxf/leadframe-dev/README.md``): ``groups`` is a list of
+groups of drawing names that people consider similar. Every drawing of a group
+with at least two members (present among ``names``) is a query; the other members
+of its group(s) are its positives; the gallery is all other ``n - 1`` drawings
+(group members and distractors). Metrics are averaged over the queries.
+
+Floors (SPEC §7): every evaluation prints, beside a model, the embeddings a model
+must beat: random vectors, the entity-type histogram ``log(1 + count)``, the raw GF
+matrices (features + adjacency, flattened), and their standardized concatenation.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+Method = Literal["cosine", "euclidean"]
+_EXTENSIONS = re.compile(r"\.(dxf|h5|hdf5|npz)$", re.IGNORECASE)
+_EPS = 1e-12
+METRIC_KEYS = ("mAP", "P@1", "P@5", "R@10", "nDCG@10", "MRR")
+
+
+# --------------------------------------------------------------------- names
+def normalize_name(name: str) -> str:
+    """A drawing name without a ``.dxf`` / ``.h5`` / ``.npz`` extension or folder."""
+    name = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    return _EXTENSIONS.sub("", name)
+
+
+def _name_index(names: Sequence[str]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Exact normalized name -> index, and last ``__`` component -> indices (for names
+    that preprocessing prefixed with their sub-folder, ``sub__stem``)."""
+    exact: dict[str, int] = {}
+    tail: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        norm = normalize_name(n)
+        if norm in exact:
+            raise ValueError(f"drawing name {norm!r} appears twice in the gallery")
+        exact[norm] = i
+        tail.setdefault(norm.rsplit("__", 1)[-1], []).append(i)
+    return exact, tail
+
+
+def resolve_groups(names: Sequence[str], groups: Iterable[Iterable[str]]) -> tuple[list[list[int]], list[str]]:
+    """Map groups of names to groups of indices into ``names``.
+
+    Returns:
+        (index groups, names of group members not found among ``names``).
+    """
+    exact, tail = _name_index(names)
+    out: list[list[int]] = []
+    missing: list[str] = []
+    for group in groups:
+        idx: list[int] = []
+        for member in group:
+            norm = normalize_name(member)
+            if norm in exact:
+                idx.append(exact[norm])
+            elif len(tail.get(norm, [])) == 1:
+                idx.append(tail[norm][0])
+            else:
+                missing.append(norm)
+        out.append(sorted(set(idx)))
+    return out, missing
+
+
+# -------------------------------------------------------------------- scores
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x: [n, d]`` scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, _EPS)
+
+
+def similarity_matrix(a: np.ndarray, b: np.ndarray, method: Method = "cosine") -> np.ndarray:
+    """Similarity of every row of ``a: [q, d]`` with every row of ``b: [n, d]`` -> ``[q, n]``.
+
+    cosine: dot product of L2-normalized rows; euclidean: minus the distance.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if method == "cosine":
+        return _l2_normalize(a) @ _l2_normalize(b).T
+    if method == "euclidean":
+        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        return -np.sqrt(np.maximum(sq, 0.0))
+    raise ValueError(f"unknown similarity method {method!r}: use 'cosine' or 'euclidean'")
+
+
+def rank_topk(
+    query_emb: np.ndarray,
+    gallery_emb: np.ndarray,
+    k: int,
+    method: Method = "cosine",
+    gallery_normalized: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar gallery rows of each query, best first.
+
+    Args:
+        query_emb: ``[d]`` or ``[q, d]``.
+        gallery_emb: ``[n, d]`` (float32 is fastest).
+        k: how many (clipped to ``n``).
+        method: ``cosine`` or ``euclidean``.
+        gallery_normalized: the gallery rows are already unit length (cosine only):
+            skips normalizing ``n`` rows per call.
+    Returns:
+        ``(indices, scores)``, each ``[k]`` for one query or ``[q, k]``.
+    """
+    single = np.ndim(query_emb) == 1
+    q = np.atleast_2d(np.asarray(query_emb, dtype=np.float32))
+    g = np.asarray(gallery_emb)
+    if g.dtype != np.float32 and g.dtype != np.float64:
+        g = g.astype(np.float32)
+    n = g.shape[0]
+    k = int(min(max(k, 0), n))
+    if method == "cosine":
+        qn = _l2_normalize(q).astype(g.dtype, copy=False)
+        scores = qn @ g.T
+        if not gallery_normalized:  # divide by the row norms instead of copying the gallery
+            scores /= np.maximum(np.sqrt(np.einsum("nd,nd->n", g, g)), _EPS)[None, :]
+    elif method == "euclidean":
+        g_sq = np.einsum("nd,nd->n", g, g)
+        sq = (q * q).sum(1)[:, None] + g_sq[None, :] - 2.0 * (q.astype(g.dtype) @ g.T)
+        scores = -np.sqrt(np.maximum(sq, 0.0))
+    else:
+        raise ValueError(f"unknown similarity method {method!r}: use 'cosine' or 'euclidean'")
+    if k == 0:
+        empty = np.zeros((q.shape[0], 0))
+        return (empty.astype(np.int64)[0], empty[0]) if single else (empty.astype(np.int64), empty)
+    if k < n:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n), (q.shape[0], n))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    top = np.take_along_axis(part_scores, order, axis=1)
+    return (idx[0], top[0]) if single else (idx, top)
+
+
+# ------------------------------------------------------------------- metrics
+def _ranked_relevance(sim: np.ndarray, positives: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Relevance of the gallery in ranked order.
+
+    Args:
+        sim: ``[n, n]`` similarities.
+        positives: ``[q, n]`` bool, True where a drawing is a positive of the query.
+        queries: ``[q]`` indices of the query drawings (excluded from their gallery).
+    Returns:
+        ``[q, n - 1]`` bool: relevance of rank 1, 2, ... (ties broken by index).
+    """
+    s = sim[queries].copy()
+    s[np.arange(len(queries)), queries] = -np.inf
+    order = np.argsort(-s, axis=1, kind="stable")[:, :-1]  # the query itself is last
+    return np.take_along_axis(positives, order, axis=1)
+
+
+def metrics_from_relevance(rel: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-query metrics from ranked binary relevance ``rel: [q, m]`` (every query
+    has at least one positive in its row). Returns arrays ``[q]`` per metric."""
+    rel = rel.astype(np.float64)
+    q, m = rel.shape
+    n_pos = rel.sum(1)
+    ranks = np.arange(1, m + 1, dtype=np.float64)
+    hits = np.cumsum(rel, axis=1)
+    ap = (hits / ranks * rel).sum(1) / n_pos
+    discounts = 1.0 / np.log2(ranks[: min(10, m)] + 1.0)
+    dcg = (rel[:, :10] * discounts).sum(1)
+    ideal = np.array([discounts[: int(min(p, 10))].sum() for p in n_pos])
+    first = np.argmax(rel > 0, axis=1)
+    return {
+        "AP": ap,
+        "P@1": rel[:, :1].sum(1) / 1.0,
+        "P@5": rel[:, :5].sum(1) / 5.0,
+        "R@10": rel[:, :10].sum(1) / n_pos,
+        "nDCG@10": dcg / ideal,
+        "RR": 1.0 / (first + 1.0),
+    }
+
+
+def retrieval_metrics(
+    embeddings: np.ndarray,
+    names: Sequence[str],
+    groups: Iterable[Iterable[str]],
+    method: Method = "cosine",
+) -> dict:
+    """Retrieval quality of ``embeddings: [n, d]`` against groups of similar drawings.
+
+    Every drawing in a group with >= 2 members present among ``names`` is a query;
+    the other members of its group(s) are its positives; the gallery is the other
+    ``n - 1`` drawings. Names may carry ``.dxf``/``.h5`` extensions.
+
+    Returns:
+        ``mAP, P@1, P@5, R@10, nDCG@10, MRR`` (means over queries), ``n_queries``,
+        ``n_gallery``, ``queries`` (names), ``per_query_ap`` and ``per_query``
+        (dict of per-query lists for every metric), ``missing`` (group members
+        not found).
+    """
+    emb = np.asarray(embeddings)
+    names = list(names)
+    if emb.ndim != 2 or emb.shape[0] != len(names):
+        raise ValueError(f"embeddings must be [n, d] with n = len(names) = {len(names)}, got {emb.shape}")
+    idx_groups, missing = resolve_groups(names, groups)
+    n = len(names)
+    positives: dict[int, set[int]] = {}
+    for g in idx_groups:
+        if len(g) < 2:
+            continue
+        for i in g:
+            positives.setdefault(i, set()).update(j for j in g if j != i)
+    queries = np.array(sorted(positives), dtype=np.int64)
+    result: dict = {"n_queries": int(len(queries)), "n_gallery": n, "missing": missing}
+    if len(queries) == 0:
+        result.update({k: float("nan") for k in METRIC_KEYS})
+        result.update({"queries": [], "per_query_ap": [], "per_query": {}})
+        return result
+    pos = np.zeros((len(queries), n), dtype=bool)
+    for row, qi in enumerate(queries):
+        pos[row, list(positives[int(qi)])] = True
+    sim = similarity_matrix(emb, emb, method)
+    rel = _ranked_relevance(sim, pos, queries)
+    per = metrics_from_relevance(rel)
+    renamed = {"mAP": per["AP"], "P@1": per["P@1"], "P@5": per["P@5"], "R@10": per["R@10"],
+               "nDCG@10": per["nDCG@10"], "MRR": per["RR"]}
+    result.update({k: float(v.mean()) for k, v in renamed.items()})
+    result["queries"] = [names[i] for i in queries]
+    result["per_query_ap"] = per["AP"].tolist()
+    result["per_query"] = {k: v.tolist() for k, v in renamed.items()}
+    return result
+
+
+def bootstrap_interval(
+    values: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling queries)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+# -------------------------------------------------------------------- floors
+def histogram_embedding(type_counts: np.ndarray) -> np.ndarray:
+    """``log(1 + count)`` of each entity type: ``type_counts [n, 12]`` -> ``[n, 12]``."""
+    return np.log1p(np.asarray(type_counts, dtype=np.float64))
+
+
+def raw_gf_embedding(features: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
+    """The raw GF matrices flattened: ``features [n, 10, 11]``, ``adjacency [n, 10, 10]``
+    -> ``[n, 210]``."""
+    f = np.asarray(features, dtype=np.float64)
+    a = np.asarray(adjacency, dtype=np.float64)
+    return np.concatenate([f.reshape(len(f), -1), a.reshape(len(a), -1)], axis=1)
+
+
+def standardize_blocks(blocks: Sequence[np.ndarray], fit_rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    """Concatenate blocks ``[n, d_b]`` after z-scoring each column (mean/std from
+    ``fit_rows``, default all rows; zero std -> 1) and L2-normalizing each block's rows.
+
+    Returns:
+        ``[n, sum d_b]``; each block has equal weight in a cosine similarity.
+    """
+    out = []
+    for block in blocks:
+        b = np.asarray(block, dtype=np.float64)
+        ref = b if fit_rows is None else b[np.asarray(fit_rows)]
+        mean = ref.mean(0)
+        std = ref.std(0)
+        std = np.where(std > _EPS, std, 1.0)
+        out.append(_l2_normalize((b - mean) / std))
+    return np.concatenate(out, axis=1)
+
+
+def random_embedding(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """Seeded Gaussian vectors ``[n, dim]``: the chance level."""
+    return np.random.default_rng(seed).standard_normal((n, dim))
+
+
+# ---------------------------------------------------------------------- data
+def load_encodings(data_dir: str | Path) -> dict:
+    """The encodings of every drawing present in both ``data_dir/GF/*.npz`` and
+    ``data_dir/DeepDXF/*.h5``, sorted by name.
+
+    Returns:
+        ``names`` (list[str]), ``type_counts`` int64 ``[n, 12]`` (HDF5 attribute),
+        ``gf_features`` float32 ``[n, 10, 11]``, ``gf_adjacency`` float32 ``[n, 10, 10]``,
+        ``counts`` int64 ``[n, 10]`` (GF entities per class).
+    """
+    import h5py
+
+    root = Path(data_dir)
+    gf = {p.stem: p for p in (root / "GF").glob("*.npz")}
+    dd = {p.stem: p for p in (root / "DeepDXF").glob("*.h5")}
+    names = sorted(set(gf) & set(dd))
+    if not names:
+        raise FileNotFoundError(
+            f"no drawing with both {root / 'GF'}/*.npz and {root / 'DeepDXF'}/*.h5: "
+            f"run python dataset/dxf_process.py --output {root} first"
+        )
+    feats, adjs, counts, types = [], [], [], []
+    for name in names:
+        with np.load(gf[name]) as z:
+            feats.append(z["features"])
+            adjs.append(z["adjacency"])
+            counts.append(z["counts"])
+        with h5py.File(dd[name], "r") as h:
+            types.append(np.asarray(h.attrs["type_counts"], dtype=np.int64))
+    return {
+        "names": names,
+        "type_counts": np.stack(types),
+        "gf_features": np.stack(feats).astype(np.float32),
+        "gf_adjacency": np.stack(adjs).astype(np.float32),
+        "counts": np.stack(counts).astype(np.int64),
+    }
+
+
+def floor_embeddings(enc: dict, fit_rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """The non-learned embeddings of :func:`load_encodings` output (random excluded)."""
+    hist = histogram_embedding(enc["type_counts"])
+    raw = raw_gf_embedding(enc["gf_features"], enc["gf_adjacency"])
+    return {
+        "entity-type histogram log(1+count)": hist,
+        "raw GF matrices": raw,
+        "standardized concat (histogram + raw GF)": standardize_blocks([hist, raw], fit_rows),
+    }
+
+
+def floor_table(
+    enc: dict,
+    groups: Iterable[Iterable[str]],
+    method: Method = "cosine",
+    seed: int = 0,
+    n_random: int = 20,
+    fit_rows: Sequence[int] | None = None,
+) -> list[tuple[str, dict]]:
+    """Metrics of the floors: random vectors (mean of ``n_random`` seeded draws),
+    histogram, raw GF matrices, standardized concatenation."""
+    groups = [list(g) for g in groups]
+    names = enc["names"]
+    runs = [retrieval_metrics(random_embedding(len(names), 64, seed + i), names, groups, method)
+            for i in range(max(n_random, 1))]
+    rand = dict(runs[0])
+    for k in METRIC_KEYS:
+        rand[k] = float(np.mean([r[k] for r in runs]))
+    rand["per_query_ap"] = np.mean([r["per_query_ap"] for r in runs], axis=0).tolist()
+    rand["per_query"] = {k: np.mean([r["per_query"][k] for r in runs], axis=0).tolist() for k in runs[0]["per_query"]}
+    label = "random vectors" + (f" (mean of {n_random} draws)" if n_random > 1 else "")
+    table = [(label, rand)]
+    for label, emb in floor_embeddings(enc, fit_rows).items():
+        table.append((label, retrieval_metrics(emb, names, groups, method)))
+    return table
+
+
+def format_table(rows: Sequence[tuple[str, dict]], n_boot: int = 1000, seed: int = 0) -> str:
+    """A markdown table: embedding | mAP | 95% CI | P@1 | R@10 | nDCG@10."""
+    lines = ["| embedding | mAP | 95% CI | P@1 | R@10 | nDCG@10 |", "|---|---|---|---|---|---|"]
+    for label, m in rows:
+        lo, hi = bootstrap_interval(m.get("per_query_ap", []), n_boot=n_boot, seed=seed)
+        ci = "–" if math.isnan(lo) else f"{lo:.3f}–{hi:.3f}"
+        lines.append(
+            f"| {label} | {m['mAP']:.3f} | {ci} | {m['P@1']:.3f} | {m['R@10']:.3f} | {m['nDCG@10']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "METRIC_KEYS",
+    "normalize_name",
+    "resolve_groups",
+    "similarity_matrix",
+    "rank_topk",
+    "metrics_from_relevance",
+    "retrieval_metrics",
+    "bootstrap_interval",
+    "histogram_embedding",
+    "raw_gf_embedding",
+    "standardize_blocks",
+    "random_embedding",
+    "load_encodings",
+    "floor_embeddings",
+    "floor_table",
+    "format_table",
+]
