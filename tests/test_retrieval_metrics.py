@@ -149,3 +149,9 @@ def test_bench_cli_prints_table(tmp_path, capsys):
     # a_1/a_2 find each other at rank 1 (AP 1); b_1/b_2 are orthogonal to everything:
     # ties are broken by gallery index, the partner comes third (AP 1/3)
     assert float(model_line.split("|")[2]) == pytest.approx((1 + 1 + 1 / 3 + 1 / 3) / 4, abs=1e-3)
+
+
+def test_nan_embedding_is_refused_by_name():
+    x = np.array([[1.0, 0.0], [np.nan, 1.0]])
+    with pytest.raises(ValueError, match="'b'"):
+        retrieval_metrics(x, ["a", "b"], [["a", "b"]])

@@ -91,3 +91,40 @@ def test_wandb_missing_warns_and_continues(tmp_path, monkeypatch, capsys):
     log.finish()
     assert "wandb is not installed" in (log.log_dir / "train.log").read_text()
     assert (log.log_dir / "loss_curve.png").is_file()
+
+
+def test_wandb_receives_metrics_and_failed_init_continues(tmp_path, monkeypatch):
+    import types
+
+    calls = {}
+
+    class FakeRun:
+        summary: dict = {}
+
+        def log(self, row):
+            calls.setdefault("log", []).append(row)
+
+        def finish(self):
+            calls["finish"] = True
+
+    def init(**kw):
+        calls["init"] = kw
+        return FakeRun()
+
+    monkeypatch.setenv("WANDB_ENTITY", "lab")
+    monkeypatch.setenv("WANDB_PROJECT", "proj")
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    log = _logger(tmp_path, name="w1", use_wandb=True)
+    log.log_metrics({"fold": 0, "epoch": 1, "train_loss": 1.5, "val_loss": 2.0, "note": "x"})
+    log.finish()
+    assert calls["init"]["entity"] == "lab" and calls["init"]["project"] == "proj"
+    assert calls["log"] == [{"fold": 0.0, "epoch": 1.0, "train_loss": 1.5, "val_loss": 2.0}]
+    assert calls["finish"]
+
+    def broken_init(**kw):
+        raise RuntimeError("no network")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=broken_init))
+    log2 = _logger(tmp_path, name="w2", use_wandb=True)
+    log2.log_metrics({"fold": 0, "epoch": 1, "train_loss": 1.0, "val_loss": 1.0})
+    assert "wandb could not start" in (log2.log_dir / "train.log").read_text()

@@ -204,6 +204,11 @@ def retrieval_metrics(
     names = list(names)
     if emb.ndim != 2 or emb.shape[0] != len(names):
         raise ValueError(f"embeddings must be [n, d] with n = len(names) = {len(names)}, got {emb.shape}")
+    bad = ~np.isfinite(emb).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} embedding(s) contain NaN/inf, e.g. {names[int(np.argmax(bad))]!r}"
+        )
     idx_groups, missing = resolve_groups(names, groups)
     n = len(names)
     positives: dict[int, set[int]] = {}
