@@ -36,7 +36,7 @@ class GFConfig:
 
     # --- optimisation ------------------------------------------------------
     GF_batch_size: int = field(default=45, metadata={"help": "pairs per batch (2 x GF_batch_size distinct graphs)"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate (AdamW)"})
+    lr: float = field(default=3e-3, metadata={"help": "learning rate (AdamW)"})
     weight_decay: float = field(default=1e-5, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
     patience: int = field(default=10, metadata={"help": "early stopping: epochs without validation improvement"})
@@ -44,7 +44,7 @@ class GFConfig:
 
     # --- model -------------------------------------------------------------
     GF_in_channels: int = field(default=11, metadata={"help": "node feature size (SPEC §2: 1 free + 10 overlap columns)"})
-    GF_hidden: int = field(default=64, metadata={"help": "GGNN node state size (>= GF_in_channels)"})
+    GF_hidden: int = field(default=64, metadata={"help": "node state size (input projection and GGNN)"})
     GF_num_layers: int = field(default=3, metadata={"help": "GGNN propagation steps"})
     GF_proj_dim: int = field(default=64, metadata={"help": "projection head output size (loss only)"})
     GF_pooling: Literal["concat", "mean", "sum", "concat_input"] = field(
@@ -53,7 +53,7 @@ class GFConfig:
     )
 
     # --- loss and views ----------------------------------------------------
-    GF_temperature: float = field(default=0.5, metadata={"help": "temperature of the node-level contrastive loss"})
+    GF_temperature: float = field(default=0.2, metadata={"help": "temperature of the node-level contrastive loss"})
     GF_feature_mask_rate: float = field(default=0.2, metadata={"help": "probability of zeroing each feature column in a view"})
     GF_edge_drop_rate: float = field(default=0.2, metadata={"help": "probability of dropping each edge in a view"})
     GF_edge_add_rate: float = field(default=0.1, metadata={"help": "probability of adding each absent edge between present classes in a view"})
@@ -61,8 +61,6 @@ class GFConfig:
     def __post_init__(self) -> None:
         if self.GF_batch_size < 1:
             raise ValueError(f"GF_batch_size must be >= 1, got {self.GF_batch_size}")
-        if self.GF_hidden < self.GF_in_channels:
-            raise ValueError(f"GF_hidden ({self.GF_hidden}) must be >= GF_in_channels ({self.GF_in_channels})")
         if self.GF_temperature <= 0:
             raise ValueError(f"GF_temperature must be > 0, got {self.GF_temperature}")
         for name in ("GF_feature_mask_rate", "GF_edge_drop_rate", "GF_edge_add_rate"):

@@ -161,15 +161,21 @@ def test_node_mask_marks_present_classes():
     assert node_mask(x, a)[0].nonzero().flatten().tolist() == [0, 3, 4]
 
 
-def test_matching_loss_backpropagates_and_starts_near_chance():
+def test_matching_loss_backpropagates_and_falls_below_chance():
     torch.manual_seed(0)
-    x, a = random_graphs(6, 10, 11, seed=7)
-    mask = torch.ones(6, 10, dtype=torch.bool)
+    x, a = random_graphs(16, 10, 11, seed=7)
+    mask = torch.ones(16, 10, dtype=torch.bool)
     model = DenseGraphMatching(11, 32, 2, 16)
-    loss = model.loss(x[:3], a[:3], mask[:3], x[3:], a[3:], mask[3:])
-    loss.backward()
-    assert all(p.grad is not None for p in model.parameters())
-    assert loss.item() <= chance_level(mask) + 0.5
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(30):
+        loss = model.loss(x[:8], a[:8], mask[:8], x[8:], a[8:], mask[8:], generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            assert all(p.grad is not None for p in model.parameters())
+        opt.step()
+    assert loss.item() < 0.7 * chance_level(mask)
 
 
 @pytest.mark.parametrize("pooling,dim", [("concat", 320), ("mean", 32), ("sum", 32), ("concat_input", 320 + 110 + 100)])
