@@ -1,0 +1,123 @@
+"""Train the GF model: CGMN-style contrastive graph matching of 10-node class graphs (SPEC §4, §6).
+
+    python GF_main.py                                  # sample corpus in data/, SPEC defaults
+    python GF_main.py --data_dir data/real --fold 0 --epochs 30 --run_name gf_real
+
+Reads ``<data_dir>/GF/*.npz`` (written by ``python dataset/dxf_process.py``), holds
+out 20 % of the drawings (by group) as the test set, and runs k-fold cross
+validation on the rest: per fold, training with early stopping on the validation
+loss, the best checkpoint kept, the test loss of that checkpoint. Writes
+``logs/<run_name>/`` (config, split, train.log, metrics.csv, loss_curve.png,
+summary.json with the chance level of the loss) and ``checkpoints/<run_name>/``
+(``fold_<i>.pth`` and ``best_model.pth``, the best fold's, also copied to
+``checkpoints/best_model.pth``).
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from config.cli import config_to_dict, parse_config
+from config.GF_config import GFConfig
+from model.GF_dataset import GFDataError, GFPairLoader, load_gf_graphs
+from utils.checkpoint import save_checkpoint
+from utils.GF_utils import build_gf_model, evaluate_loss, gf_chance_level, gf_step_loss
+from utils.run_log import RunLogger
+from utils.seed import seed_everything
+from utils.splits import make_split
+from utils.train_loop import summarize_folds, train_fold
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(GFConfig, argv, description="Train the GF graph model (contrastive graph matching).")
+    seed_everything(cfg.seed)
+    try:
+        graphs = load_gf_graphs(cfg.data_dir)
+    except GFDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(graphs) < 4:
+        print(f"error: {len(graphs)} drawing(s) in {cfg.data_dir}/GF: at least 4 are needed for a split", file=sys.stderr)
+        return 2
+
+    split = make_split(graphs.names, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
+    log = RunLogger(cfg.run_name or None, cfg, logs_root=cfg.logs_dir, checkpoints_root=cfg.checkpoints_dir,
+                    use_wandb=cfg.wandb, prefix="GF")
+    log.save_split(split)
+    device = torch.device(cfg.device)
+    graphs = graphs.to(device)
+    folds = list(range(split.n_folds)) if cfg.fold is None else [cfg.fold]
+    if any(not 0 <= f < split.n_folds for f in folds):
+        log.info(f"error: --fold {cfg.fold} is not one of the split's {split.n_folds} folds (0..{split.n_folds - 1})")
+        return 2
+    chance = gf_chance_level(graphs.mask)
+    log.info(f"GF: {len(graphs)} drawings from {cfg.data_dir}/GF; test {len(split.test)}, "
+             f"{split.n_folds} folds; running fold(s) {folds} on {device}; "
+             f"chance level of the loss ln(2n-1) = {chance:.4f}")
+
+    test_loader = GFPairLoader(graphs.subset(split.test), cfg.GF_batch_size, shuffle=False, seed=cfg.seed)
+    loaders: dict[int, dict[str, GFPairLoader]] = {}
+    generators: dict[int, torch.Generator] = {}
+
+    def make_model(fold: int):
+        train_idx, val_idx = split.folds[fold]
+        loaders[fold] = {
+            "train": GFPairLoader(graphs.subset(train_idx), cfg.GF_batch_size, shuffle=True, seed=cfg.seed + fold),
+            "val": GFPairLoader(graphs.subset(val_idx), cfg.GF_batch_size, shuffle=False, seed=cfg.seed),
+            "test": test_loader,
+        }
+        generators[fold] = torch.Generator(device=device).manual_seed(cfg.seed + 1000 + fold)
+        torch.manual_seed(cfg.seed + fold)
+        model = build_gf_model(cfg).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        log.info(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val drawings, "
+                 f"{len(loaders[fold]['train'])} batch(es) of up to {cfg.GF_batch_size} pairs per epoch")
+        return model, opt
+
+    def train_epoch(model, opt, fold: int, epoch: int) -> dict[str, float]:
+        loader = loaders[fold]["train"]
+        loader.set_epoch(epoch)
+        total, pairs = 0.0, 0
+        for batch in loader:
+            loss = gf_step_loss(model, batch, generators[fold])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.item() * batch[0].shape[0]
+            pairs += batch[0].shape[0]
+        return {"train_loss": total / max(pairs, 1), "lr": opt.param_groups[0]["lr"]}
+
+    def eval_loss(model, fold: int, part: str) -> float:
+        return evaluate_loss(model, loaders[fold][part], seed=cfg.seed)
+
+    def save_best(model, opt, fold: int, epoch: int, val_loss: float, stopper) -> object:
+        return save_checkpoint(
+            log.checkpoint_path(f"fold_{fold}.pth"), "GF", config_to_dict(cfg),
+            {"model": model.state_dict(), "optimizer": opt.state_dict()},
+            fold=fold, epoch=epoch, val_loss=val_loss, early_stopping=stopper.state_dict(), chance_level=chance,
+        )
+
+    results = [train_fold(f, make_model, train_epoch, eval_loss, save_best, log,
+                          epochs=cfg.epochs, patience=cfg.patience, min_delta=cfg.min_delta) for f in folds]
+    summary = summarize_folds(results)
+    summary.update({
+        "chance_level": chance,
+        "chance_level_test": gf_chance_level(graphs.mask[split.test]) if split.test else float("nan"),
+        "n_drawings": len(graphs),
+        "n_test": len(split.test),
+        "data_dir": cfg.data_dir,
+    })
+    log.write_summary(summary)
+    log.info(f"GF over {len(results)} fold(s): best val loss {summary['val_loss_mean']:.4f} ± {summary['val_loss_std']:.4f}, "
+             f"test loss {summary['test_loss_mean']:.4f} ± {summary['test_loss_std']:.4f} (chance {chance:.4f})")
+    if summary["best_checkpoint"]:
+        log.publish_best(summary["best_checkpoint"])
+    log.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
