@@ -95,17 +95,14 @@ def process_file(task: Task) -> dict:
 def encode_file(task: Task) -> dict:
     """Parse, encode and write one drawing; returns the manifest fields it sets."""
     keep = set(task.classes) | set(DEEPDXF_TYPES)
-    drawing = read_drawing(task.path)
-    kept = [k for k, t in enumerate(drawing.types) if t in keep]
-    n_all = len(drawing.types)
-    if not kept:
-        found = Counter(drawing.types).most_common(3)
+    drawing = read_drawing(task.path, keep_types=keep)
+    n_all = drawing.n_modelspace
+    if len(drawing) == 0:
+        found = drawing.other_types.most_common(3)
         what = ", ".join(f"{n} {t}" for t, n in found) if found else "an empty modelspace"
         return {"status": "skipped", "reason": f"no supported entities ({what})", "n_entities": n_all,
                 "n_dropped": n_all}
-    types = [drawing.types[k] for k in kept]
-    boxes, invalid = drawing.boxes[kept], drawing.invalid[kept]
-    entities = [drawing.entities[k] for k in kept]
+    types, boxes, invalid, entities = drawing.types, drawing.boxes, drawing.invalid, drawing.entities
     rows, info = deepdxf_encode(entities, types, boxes, invalid, task.max_len)
     if len(rows) == 0:
         return {"status": "skipped", "reason": "no supported entities with valid coordinates",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,8 @@ class DrawingEntities:
             has no extent (e.g. an empty text).
         invalid: bool ``[n]``, entities whose geometry is not finite or absurdly large.
         recovered: whether ``ezdxf.recover`` was needed to read the file.
+        n_modelspace: number of modelspace entities, kept or not.
+        other_types: counts of the modelspace types that ``keep_types`` left out.
     """
 
     path: str
@@ -70,6 +73,8 @@ class DrawingEntities:
     boxes: np.ndarray
     invalid: np.ndarray
     recovered: bool = False
+    n_modelspace: int = 0
+    other_types: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -124,6 +129,16 @@ def open_dxf(path: str | Path) -> tuple["ezdxf.document.Drawing", bool]:
         raise DXFReadError(path, f"cannot open file ({err.strerror or err})") from err
 
 
+def arc_box(cx: float, cy: float, r: float, start: float, end: float) -> tuple[float, float, float, float]:
+    """Box of a counter-clockwise circular arc from ``start`` to ``end`` degrees."""
+    start, end = start % 360.0, end % 360.0
+    sweep = (end - start) % 360.0 or 360.0
+    angles = [start, end] + [a for a in (0.0, 90.0, 180.0, 270.0) if (a - start) % 360.0 <= sweep]
+    xs = [cx + r * math.cos(math.radians(a)) for a in angles]
+    ys = [cy + r * math.sin(math.radians(a)) for a in angles]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
 class BoxComputer:
     """Axis-aligned boxes of entities, with per-block caching for INSERTs."""
 
@@ -169,6 +184,12 @@ class BoxComputer:
         if dxftype == "CIRCLE" and plain:
             c, r = dxf.center, abs(dxf.radius)
             return (c.x - r, c.y - r, c.x + r, c.y + r)
+        if dxftype == "ARC" and plain:
+            return arc_box(dxf.center.x, dxf.center.y, abs(dxf.radius), dxf.start_angle, dxf.end_angle)
+        if dxftype == "DIMENSION" and dxf.hasattr("geometry") and dxf.geometry in self.doc.blocks:
+            # the rendered dimension block is in world coordinates already
+            content = self.block_box(dxf.geometry)
+            return None if content is None else tuple(content)
         if dxftype == "LWPOLYLINE" and plain and not e.has_arc:
             pts = np.asarray(e.get_points("xy"), dtype=np.float64).reshape(-1, 2)
             if len(pts) == 0:
@@ -211,6 +232,7 @@ def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> Drawin
     doc, recovered = open_dxf(path)
     boxer = BoxComputer(doc)
     records = []
+    other_types: Counter = Counter()
     notes: list[str] = []
     layout_entities = list(doc.modelspace())
     if not layout_entities:
@@ -224,6 +246,7 @@ def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> Drawin
         dxftype = e.dxftype()
         dxftype = TYPE_ALIASES.get(dxftype, dxftype)
         if keep_types is not None and dxftype not in keep_types:
+            other_types[dxftype] += 1
             continue
         try:
             handle = int(e.dxf.handle, 16)
@@ -257,5 +280,7 @@ def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> Drawin
         boxes=boxes,
         invalid=invalid,
         recovered=recovered,
+        n_modelspace=len(layout_entities),
+        other_types=other_types,
         notes=notes,
     )
