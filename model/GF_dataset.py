@@ -196,7 +196,7 @@ def synthetic_gf_graphs(n: int, seed: int = 0, present_rate: float = 0.7, edge_r
     a = (torch.rand(n, N_NODES, N_NODES, generator=g) < edge_rate) & pair
     a = torch.triu(a, 1)
     adjacency = (a | a.transpose(1, 2)).float()
-    return GFGraphs([f"synthetic_{i:05d}" for i in range(n)], features, adjacency, node_mask(features, adjacency))
+    return GFGraphs([f"g{i:05d}" for i in range(n)], features, adjacency, node_mask(features, adjacency))
 
 
 def save_gf_npz(graphs: GFGraphs, data_dir: str | Path) -> Path:

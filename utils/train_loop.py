@@ -70,6 +70,9 @@ def train_fold(
     model, optimizer = make_model(fold)
     stopper = EarlyStopping(patience=patience, min_delta=min_delta)
     val0 = eval_loss(model, fold, "val")
+    if not math.isfinite(val0):
+        log.info(f"WARNING: fold {fold} has no validation loss (empty validation set?): "
+                 "the training loss selects the best epoch instead")
     log.log_metrics({"fold": fold, "epoch": 0, "train_loss": "", "val_loss": val0})
     best_state, ckpt_path = None, None
     epoch = 0
@@ -79,7 +82,7 @@ def train_fold(
         model.train()
         row = dict(train_epoch(model, optimizer, fold, epoch))
         val = eval_loss(model, fold, "val")
-        if stopper.step(val):
+        if stopper.step(val if math.isfinite(val0) else row["train_loss"]):
             best_state = copy.deepcopy(model.state_dict())
             ckpt_path = save_best(model, optimizer, fold, epoch, val, stopper)
         log.log_metrics({"fold": fold, "epoch": epoch, **row, "val_loss": val,
@@ -92,7 +95,8 @@ def train_fold(
     if best_state is not None:
         model.load_state_dict(best_state)
     test = eval_loss(model, fold, "test")
-    result = FoldResult(fold, stopper.best, stopper.best_epoch + 1, test, epoch, round(time.time() - start, 2),
+    best_val = stopper.best if math.isfinite(val0) and math.isfinite(stopper.best) else float("nan")
+    result = FoldResult(fold, best_val, stopper.best_epoch + 1, test, epoch, round(time.time() - start, 2),
                         str(ckpt_path) if ckpt_path else None)
     log.info(f"fold {fold}: best val loss {result.best_val_loss:.4f} at epoch {result.best_epoch}, "
              f"test loss {test:.4f}, {result.seconds:.1f} s")
@@ -116,6 +120,8 @@ def summarize_folds(results: list[FoldResult]) -> dict[str, Any]:
     test_m, test_s = mean_std([r.test_loss for r in results])
     finite = [r for r in results if math.isfinite(r.best_val_loss)]
     best = min(finite, key=lambda r: r.best_val_loss) if finite else None
+    if best is None:  # no validation anywhere: the first fold with a checkpoint
+        best = next((r for r in results if r.checkpoint), None)
     return {
         "folds": [asdict(r) for r in results],
         "best_val_loss_per_fold": {str(r.fold): r.best_val_loss for r in results},
