@@ -100,7 +100,8 @@ def encode_file(task: Task) -> dict:
     if len(drawing) == 0:
         found = drawing.other_types.most_common(3)
         what = ", ".join(f"{n} {t}" for t, n in found) if found else "an empty modelspace"
-        return {"status": "skipped", "reason": f"no supported entities ({what})", "n_entities": n_all,
+        damaged = " in a damaged file read with ezdxf.recover" if drawing.recovered else ""
+        return {"status": "skipped", "reason": f"no supported entities ({what}){damaged}", "n_entities": n_all,
                 "n_dropped": n_all}
     types, boxes, invalid, entities = drawing.types, drawing.boxes, drawing.invalid, drawing.entities
     rows, info = deepdxf_encode(entities, types, boxes, invalid, task.max_len)

@@ -53,6 +53,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dataset.dxf_read import MAX_ABS_COORD
+
 FORMAT_VERSION = 1
 
 DEEPDXF_TYPES: tuple[str, ...] = (
@@ -148,6 +150,8 @@ def raw_params(e, dxftype: str, box: np.ndarray) -> tuple[list[float], float]:
         return [*_xy(dxf.insert), dxf.xscale, dxf.yscale, dxf.rotation, *box, grid], NAN
     if dxftype == "SPLINE":
         cps = np.asarray(e.control_points, dtype=np.float64).reshape(-1, 3)[:, :2]
+        if len(cps) == 0:  # a spline defined by fit points only
+            cps = np.asarray(e.fit_points, dtype=np.float64).reshape(-1, 3)[:, :2]
         first = cps[0] if len(cps) else (NAN, NAN)
         last = cps[-1] if len(cps) else (NAN, NAN)
         return [dxf.degree, len(cps), float(e.closed), len(e.knots), *_box_of(cps), *first, *last], NAN
@@ -187,9 +191,9 @@ def quantize(type_idx: np.ndarray, raw: np.ndarray, extent: np.ndarray) -> np.nd
             ],
             default=-1.0,
         )
-    q = np.nan_to_num(q, nan=0.0, posinf=255.0, neginf=0.0)
-    q = np.clip(q, 0, 255)
-    q[kinds == 0] = -1
+    missing = (kinds == 0) | np.isnan(raw)
+    q = np.clip(np.nan_to_num(q, nan=0.0, posinf=255.0, neginf=0.0), 0, 255)
+    q[missing] = -1
     return q.astype(np.int32)
 
 
@@ -220,10 +224,10 @@ def deepdxf_encode(entities: list, types: list[str], boxes: np.ndarray, invalid:
             good[row] = False
             continue
         raw[row, : len(params)] = params
-    # entities whose used slots are not finite or absurdly large are dropped as invalid
-    used = KIND_MATRIX[type_idx] > 0
+    # missing values (NaN: e.g. a radius dimension has no defpoint3) become -1 slots;
+    # infinite or absurdly large ones mark corrupt entities, which are dropped
     with np.errstate(invalid="ignore"):
-        bad_value = used & ~(np.isfinite(raw) & (np.abs(raw) <= 1e12))
+        bad_value = np.isinf(raw) | (np.abs(raw) > MAX_ABS_COORD)
     good &= ~bad_value.any(axis=1)
     n_dropped += int((~good).sum())
     raw, values, type_idx = raw[good], values[good], type_idx[good]

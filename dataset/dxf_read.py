@@ -119,14 +119,15 @@ def open_dxf(path: str | Path) -> tuple["ezdxf.document.Drawing", bool]:
     sniff_dxf(path)
     try:
         return ezdxf.readfile(str(path)), False
-    except (DXFError, UnicodeDecodeError, ValueError, EOFError) as first:
+    except OSError as err:
+        raise DXFReadError(path, f"cannot open file ({err.strerror or err})") from err
+    except Exception as first:  # ezdxf raises many error types on malformed files: try recover
+
         try:
             doc, _auditor = recover.readfile(str(path))
         except Exception as second:  # recover itself failed: the file is beyond repair
             raise DXFReadError(path, f"unreadable DXF ({type(second).__name__}: {second})") from first
         return doc, True
-    except OSError as err:
-        raise DXFReadError(path, f"cannot open file ({err.strerror or err})") from err
 
 
 def arc_box(cx: float, cy: float, r: float, start: float, end: float) -> tuple[float, float, float, float]:
@@ -164,7 +165,7 @@ class BoxComputer:
             if dxftype == "ATTDEF":
                 continue
             try:
-                box = self.box(e, TYPE_ALIASES.get(dxftype, dxftype))
+                box = self.box(e)
             except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError):
                 continue  # an unreadable entity inside a block does not hide the rest
             if box is not None and all(math.isfinite(v) for v in box):
@@ -174,9 +175,10 @@ class BoxComputer:
             self.block_boxes[name] = np.array([arr[:, 0].min(), arr[:, 1].min(), arr[:, 2].max(), arr[:, 3].max()])
         return self.block_boxes[name]
 
-    def box(self, e, dxftype: str) -> tuple[float, float, float, float] | None:
+    def box(self, e) -> tuple[float, float, float, float] | None:
         """Box ``(xmin, ymin, xmax, ymax)`` of one entity, None when it has no extent."""
         dxf = e.dxf
+        dxftype = e.dxftype()
         plain = not dxf.hasattr("extrusion") or tuple(dxf.extrusion) == (0.0, 0.0, 1.0)
         if dxftype == "LINE":
             s, t = dxf.start, dxf.end
@@ -260,7 +262,7 @@ def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> Drawin
     invalid = np.zeros(n, dtype=bool)
     for k, (_, dxftype, e) in enumerate(records):
         try:
-            box = boxer.box(e, dxftype)
+            box = boxer.box(e)
         except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError) as err:
             invalid[k] = True
             if len(notes) < 5:
