@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  make demo  |  make test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU build pinned for CI and tests (a CPU wheel is cached on the build machines);
+# users with GPUs install the torch build for their card before `make setup`.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_PIN)"
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python dataset/dxf_process.py
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/bench_preprocess.py
+
+clean:
+	rm -rf data/GF data/DeepDXF data/manifest.csv logs/*/ checkpoints/*/
