@@ -25,12 +25,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import h5py
+import numpy as np
 from tqdm import tqdm
 
 from config.cli import parse_config
 from config.process_config import ProcessConfig
-from dataset.dxf_process_DeepDXF import DEEPDXF_TYPES, deepdxf_encode, save_h5
-from dataset.dxf_process_GF import gf_encode, save_gf
+from dataset.dxf_process_DeepDXF import DEEPDXF_TYPES, N_COLUMNS, deepdxf_encode, save_h5
+from dataset.dxf_process_GF import GF_CLASSES, gf_encode, save_gf
 from dataset.dxf_read import TYPE_ALIASES, DXFReadError, drawing_name, read_drawing
 
 MANIFEST_COLUMNS = ["path", "name", "status", "reason", "n_entities", "n_dropped", "n_cut",
@@ -92,30 +93,59 @@ def process_file(task: Task) -> dict:
     return row
 
 
-def encode_file(task: Task) -> dict:
-    """Parse, encode and write one drawing; returns the manifest fields it sets."""
-    keep = set(task.classes) | set(DEEPDXF_TYPES)
-    drawing = read_drawing(task.path, keep_types=keep)
+def encode_drawing(path: str | Path, classes: tuple[str, ...] = GF_CLASSES,
+                   max_len: int = 50_000) -> tuple[dict | None, np.ndarray, dict]:
+    """Parse one DXF file and compute both encodings in memory (nothing is written).
+
+    Args:
+        path: the DXF file.
+        classes: the GF classes, in node order.
+        max_len: keep at most this many DeepDXF rows.
+
+    Returns:
+        ``(gf, rows, info)``: the GF encoding (``dxf_process_GF.gf_encode`` dict, None
+        when skipped), the DeepDXF rows int32 ``[L, N_COLUMNS]`` (``L = 0`` when skipped)
+        and ``info``: the ``deepdxf_encode`` info plus ``n_modelspace`` (modelspace
+        entities, kept or not), ``recovered`` (read with ``ezdxf.recover``) and
+        ``skip_reason`` ("" for a usable drawing, else why it holds nothing to learn from).
+
+    Raises:
+        DXFReadError: the file cannot be read as a DXF drawing.
+    """
+    keep = set(classes) | set(DEEPDXF_TYPES)
+    drawing = read_drawing(path, keep_types=keep)
     n_all = drawing.n_modelspace
+    info: dict = {"n_modelspace": n_all, "recovered": drawing.recovered, "skip_reason": ""}
+    empty = np.zeros((0, N_COLUMNS), dtype=np.int32)
     if len(drawing) == 0:
         found = drawing.other_types.most_common(3)
         what = ", ".join(f"{n} {t}" for t, n in found) if found else "an empty modelspace"
         damaged = " in a damaged file read with ezdxf.recover" if drawing.recovered else ""
-        return {"status": "skipped", "reason": f"no supported entities ({what}){damaged}", "n_entities": n_all,
-                "n_dropped": n_all}
+        info["skip_reason"] = f"no supported entities ({what}){damaged}"
+        return None, empty, info
     types, boxes, invalid, entities = drawing.types, drawing.boxes, drawing.invalid, drawing.entities
-    rows, info = deepdxf_encode(entities, types, boxes, invalid, task.max_len)
+    rows, dd_info = deepdxf_encode(entities, types, boxes, invalid, max_len)
+    info.update(dd_info)
     if len(rows) == 0:
-        return {"status": "skipped", "reason": "no supported entities with valid coordinates",
-                "n_entities": n_all, "n_dropped": n_all}
+        info["skip_reason"] = "no supported entities with valid coordinates"
+        return None, rows, info
     valid = ~invalid
-    gf = gf_encode([t for t, v in zip(types, valid) if v], boxes[valid], task.classes)
+    gf = gf_encode([t for t, v in zip(types, valid) if v], boxes[valid], classes)
+    return gf, rows, info
+
+
+def encode_file(task: Task) -> dict:
+    """Parse, encode and write one drawing; returns the manifest fields it sets."""
+    gf, rows, info = encode_drawing(task.path, task.classes, task.max_len)
+    n_all = info["n_modelspace"]
+    if info["skip_reason"]:
+        return {"status": "skipped", "reason": info["skip_reason"], "n_entities": n_all, "n_dropped": n_all}
     out = Path(task.output)
     save_gf(out / "GF" / f"{task.name}.npz", gf)
     save_h5(out / "DeepDXF" / f"{task.name}.h5", rows, info, source=task.path,
-            source_size=task.size, source_mtime_ns=task.mtime_ns, recovered=drawing.recovered)
+            source_size=task.size, source_mtime_ns=task.mtime_ns, recovered=info["recovered"])
     n_dropped = n_all - info["n_total"]
-    reason = "read with ezdxf.recover" if drawing.recovered else ""
+    reason = "read with ezdxf.recover" if info["recovered"] else ""
     return {"n_entities": n_all, "n_dropped": n_dropped, "n_cut": info["n_cut"], "reason": reason}
 
 
