@@ -1,0 +1,361 @@
+"""Drawings -> embeddings: the one place that turns a checkpoint (or the non-learned
+features) into an embedding function over drawings (SPEC §7).
+
+Two steps, kept apart so that a gallery can cache each one:
+
+1. :func:`load_drawing`: a ``.dxf`` (encoded on the fly with
+   ``dataset.dxf_process.encode_drawing``, nothing written) or a preprocessed ``.h5``
+   (with its GF twin ``../GF/<name>.npz`` when present) -> :class:`DrawingEncoding`.
+2. :class:`Embedder` (from :func:`make_embedder`): encodings -> ``float32 [n, D]``.
+
+Embedding kinds:
+
+==========  ==================================================================
+``gf``      the GF encoder's pooled node embeddings (needs the GF matrices)
+``deepdxf`` the DeepDXF encoder's pooled output over every entity
+``joint``   both learned embeddings, each L2-normalized, concatenated
+``features`` the non-learned floor: ``log(1 + type counts)`` [12] and the raw GF
+            matrices [210]; :meth:`Embedder.finalize` z-scores the columns with a
+            reference set (the gallery) and L2-normalizes each block
+            (``utils.retrieval.standardize_blocks``). No checkpoint needed.
+==========  ==================================================================
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS, N_TYPES, load_h5
+from dataset.dxf_process_GF import GF_CLASSES, load_gf
+
+DXF_SUFFIXES = (".dxf",)
+H5_SUFFIXES = (".h5", ".hdf5")
+SUPPORTED_SUFFIXES = DXF_SUFFIXES + H5_SUFFIXES
+EMBEDDING_CHOICES = ("auto", "gf", "deepdxf", "joint", "features")
+HIST_DIM = N_TYPES
+RAW_GF_DIM = len(GF_CLASSES) * (len(GF_CLASSES) + 1) + len(GF_CLASSES) ** 2
+_EPS = 1e-12
+
+
+class DrawingError(Exception):
+    """A drawing that cannot be used; ``reason`` is a short sentence for people."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class EmbedderError(Exception):
+    """The embedding function cannot be built (no checkpoint, wrong kind, ...)."""
+
+
+@dataclass
+class DrawingEncoding:
+    """Both encodings of one drawing, in memory.
+
+    Attributes:
+        path: the file it came from (``.dxf`` or ``.h5``).
+        source: the DXF source (the ``.dxf`` itself, or the ``.h5``'s ``source`` attribute).
+        rows: DeepDXF rows int32 ``[L, 14]``.
+        type_counts: int64 ``[12]`` supported entities per DeepDXF type (before any cut).
+        gf_features: float32 ``[10, 11]`` or None (an ``.h5`` without its GF twin).
+        gf_adjacency: float32 ``[10, 10]`` or None.
+    """
+
+    path: str
+    source: Optional[str]
+    rows: np.ndarray
+    type_counts: np.ndarray
+    gf_features: Optional[np.ndarray] = None
+    gf_adjacency: Optional[np.ndarray] = None
+
+    @property
+    def has_gf(self) -> bool:
+        return self.gf_features is not None and self.gf_adjacency is not None
+
+
+def gf_twin_path(h5_path: str | Path) -> Path:
+    """Where preprocessing wrote the GF encoding of ``DeepDXF/<name>.h5``: ``GF/<name>.npz``."""
+    p = Path(h5_path)
+    return p.parent.parent / "GF" / f"{p.stem}.npz"
+
+
+def _load_dxf(path: Path, max_len: int) -> DrawingEncoding:
+    from dataset.dxf_process import encode_drawing
+    from dataset.dxf_read import DXFReadError
+
+    try:
+        gf, rows, info = encode_drawing(path, GF_CLASSES, max_len)
+    except DXFReadError as err:
+        raise DrawingError(path, err.reason) from err
+    except MemoryError as err:
+        raise DrawingError(path, "out of memory while reading") from err
+    except Exception as err:  # ezdxf can raise many types on odd files: name it, do not crash
+        raise DrawingError(path, f"cannot be read ({type(err).__name__}: {err})"[:300]) from err
+    if info["skip_reason"]:
+        raise DrawingError(path, info["skip_reason"])
+    return DrawingEncoding(
+        path=str(path), source=str(path), rows=rows,
+        type_counts=np.asarray(info["type_counts"], dtype=np.int64),
+        gf_features=gf["features"].astype(np.float32), gf_adjacency=gf["adjacency"].astype(np.float32),
+    )
+
+
+def _load_h5(path: Path) -> DrawingEncoding:
+    try:
+        rows, attrs = load_h5(path)
+    except KeyError as err:
+        raise DrawingError(path, "HDF5 file without an 'entities' dataset: not a DeepDXF encoding") from err
+    except OSError as err:
+        raise DrawingError(path, f"not a readable HDF5 file ({str(err).splitlines()[0][:120]})") from err
+    version = int(attrs.get("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise DrawingError(path, f"DeepDXF format_version {version}, expected {FORMAT_VERSION}: "
+                                 "preprocess the DXF again with dataset/dxf_process.py")
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] != N_COLUMNS or len(rows) == 0:
+        raise DrawingError(path, f"entities of shape {rows.shape}, expected [L >= 1, {N_COLUMNS}]")
+    counts = attrs.get("type_counts")
+    if counts is None:
+        counts = np.bincount(rows[:, 0], minlength=N_TYPES)
+    source = attrs.get("source")
+    enc = DrawingEncoding(path=str(path), source=str(source) if source else None,
+                          rows=rows.astype(np.int32), type_counts=np.asarray(counts, dtype=np.int64))
+    twin = gf_twin_path(path)
+    if twin.is_file():
+        try:
+            gf = load_gf(twin)
+            enc.gf_features = np.asarray(gf["features"], dtype=np.float32)
+            enc.gf_adjacency = np.asarray(gf["adjacency"], dtype=np.float32)
+        except (OSError, KeyError, ValueError) as err:
+            raise DrawingError(path, f"its GF twin {twin} cannot be read ({err})") from err
+    return enc
+
+
+def load_drawing(path: str | Path, max_len: int = 50_000) -> DrawingEncoding:
+    """Both encodings of a ``.dxf`` (parsed now) or a preprocessed ``.h5`` file.
+
+    Raises:
+        DrawingError: the file is missing, of another type, or cannot be read (with why).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DrawingError(path, "file not found")
+    suffix = path.suffix.lower()
+    if suffix in DXF_SUFFIXES:
+        return _load_dxf(path, max_len)
+    if suffix in H5_SUFFIXES:
+        return _load_h5(path)
+    raise DrawingError(path, f"unsupported file type {path.suffix or '(none)'!r}: give a .dxf or a "
+                             "preprocessed DeepDXF .h5 file")
+
+
+def raw_features(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+    """The non-learned features ``[n, 12 + 210]``: log(1 + type counts), then the raw GF
+    matrices (features and adjacency flattened); NaN in the GF part where it is missing."""
+    from utils.retrieval import histogram_embedding, raw_gf_embedding
+
+    n = len(encs)
+    out = np.full((n, HIST_DIM + RAW_GF_DIM), np.nan, dtype=np.float64)
+    if n == 0:
+        return out
+    out[:, :HIST_DIM] = histogram_embedding(np.stack([e.type_counts for e in encs]))
+    has = [i for i, e in enumerate(encs) if e.has_gf]
+    if has:
+        out[has, HIST_DIM:] = raw_gf_embedding(np.stack([encs[i].gf_features for i in has]),
+                                               np.stack([encs[i].gf_adjacency for i in has]))
+    return out
+
+
+def standardize_features(raw: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+    """The standardized floor of ``raw: [n, 222]`` (``raw_features`` layout).
+
+    Each column is z-scored with the mean/std of ``reference: [m, 222]`` (m >= 2; None:
+    no z-scoring), then the histogram block and the GF block are L2-normalized
+    separately, as ``utils.retrieval.standardize_blocks`` does. Returns float32 ``[n, 222]``.
+    """
+    x = np.asarray(raw, dtype=np.float64)
+    if reference is not None and len(reference) >= 2:
+        ref = np.asarray(reference, dtype=np.float64)
+        mean, std = ref.mean(0), ref.std(0)
+        x = (x - mean) / np.where(std > _EPS, std, 1.0)
+    blocks = []
+    for b in (x[:, :HIST_DIM], x[:, HIST_DIM:]):
+        blocks.append(b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), _EPS))
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)).astype(np.float32)
+
+
+def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-1 of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Embedder:
+    """An embedding function over drawings.
+
+    Attributes:
+        kind: ``gf``, ``deepdxf``, ``joint`` or ``features``.
+        identity: a string that changes whenever the embedding of a drawing could
+            change (checkpoint bytes, kind, encoding format): the cache key of the model.
+        needs_gf: drawings without GF matrices cannot be embedded.
+        label: for tables and messages.
+    """
+
+    def __init__(self, kind: str, identity: str, label: str,
+                 fn: Callable[[Sequence[DrawingEncoding]], np.ndarray], needs_gf: bool):
+        self.kind = kind
+        self.identity = identity
+        self.label = label
+        self._fn = fn
+        self.needs_gf = needs_gf
+        self.calls = 0  # drawings embedded so far (tests and logs)
+
+    def check(self, enc: DrawingEncoding) -> None:
+        """Raise :class:`DrawingError` when ``enc`` lacks what this embedding needs."""
+        if self.needs_gf and not enc.has_gf:
+            raise DrawingError(enc.path, f"no GF twin at {gf_twin_path(enc.path)}: the {self.kind} "
+                                         "embedding needs the GF matrices (give the .dxf, or preprocess "
+                                         "it with dataset/dxf_process.py, or use --embedding deepdxf)")
+
+    def embed(self, encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        """``float32 [n, D]`` for ``n`` drawings (each passed :meth:`check`)."""
+        for e in encs:
+            self.check(e)
+        self.calls += len(encs)
+        if len(encs) == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.ascontiguousarray(self._fn(encs), dtype=np.float32)
+
+    def finalize(self, emb: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+        """Gallery-level step before comparing: the ``features`` kind z-scores with the
+        ``reference: [m, D]`` rows (the gallery); other kinds are returned unchanged."""
+        if self.kind == "features":
+            return standardize_features(emb, reference)
+        return np.asarray(emb, dtype=np.float32)
+
+
+def _joint_models(ckpt: dict[str, Any], device: str) -> tuple[Any, Any]:
+    """``(gf_model, deepdxf_model)`` of a joint checkpoint: ``joint_train.joint_models_from_checkpoint``
+    when it exists, else rebuilt from the ``state["gf"]`` / ``state["deepdxf"]`` parts."""
+    try:
+        joint_train = importlib.import_module("joint_train")
+        loader = getattr(joint_train, "joint_models_from_checkpoint", None)
+    except ImportError:
+        loader = None
+    if loader is not None:
+        return loader(ckpt, device)
+    from utils.DeepDXF_utils import deepdxf_model_from_checkpoint
+    from utils.GF_utils import gf_model_from_checkpoint
+
+    state = ckpt["state"]
+    gf_state = state.get("gf", state.get("GF"))
+    dd_state = state.get("deepdxf", state.get("DeepDXF"))
+    if gf_state is None or dd_state is None:
+        raise EmbedderError("joint checkpoint without state['gf'] and state['deepdxf']")
+    config = ckpt.get("config", {})
+    gf = gf_model_from_checkpoint({"kind": "GF", "config": config.get("GF", config), "state": {"model": gf_state}},
+                                  device)
+    dd = deepdxf_model_from_checkpoint({"kind": "DeepDXF", "config": config.get("DeepDXF", config),
+                                        "state": {"model": dd_state}}, device)
+    return gf, dd
+
+
+def _gf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
+    from utils.GF_utils import embed_graphs
+
+    def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        return embed_graphs(model, np.stack([e.gf_features for e in encs]),
+                            np.stack([e.gf_adjacency for e in encs]))
+    return fn
+
+
+def _deepdxf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
+    from utils.DeepDXF_utils import embed_sequences
+
+    def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        return embed_sequences(model, [e.rows for e in encs])
+    return fn
+
+
+def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", device: str = "cpu") -> Embedder:
+    """The embedding function of a checkpoint, or of the non-learned features.
+
+    Args:
+        model_path: a checkpoint written by the trainers (not needed for ``features``).
+        embedding: ``auto`` (what the checkpoint is), ``gf``, ``deepdxf``, ``joint``, ``features``.
+        device: where the model runs (``cpu``, ``cuda``, ...).
+    Raises:
+        EmbedderError: no checkpoint, a checkpoint of another toolkit/format version, or
+            one that does not hold the requested model.
+    """
+    if embedding not in EMBEDDING_CHOICES:
+        raise EmbedderError(f"unknown embedding {embedding!r}: choose one of {', '.join(EMBEDDING_CHOICES)}")
+    if embedding == "features":
+        return Embedder("features", f"features/fmt{FORMAT_VERSION}",
+                        "features (standardized histogram + raw GF)", raw_features, needs_gf=True)
+    from utils.checkpoint import CheckpointError, load_checkpoint
+
+    if model_path is None:
+        raise EmbedderError("no --model_path given: pass a checkpoint, or use --embedding features")
+    path = Path(model_path)
+    if not path.is_file():
+        raise EmbedderError(f"no checkpoint at {path}: train a model first (python GF_main.py / "
+                            "DeepDXF_train.py / joint_main.py), pass --model_path, or use --embedding features")
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise EmbedderError(str(err)) from err
+    kind = ckpt["kind"]
+    natural = {"GF": "gf", "DeepDXF": "deepdxf", "joint": "joint"}.get(kind)
+    if natural is None:
+        raise EmbedderError(f"{path} is a checkpoint of unknown kind {kind!r}")
+    chosen = natural if embedding == "auto" else embedding
+    available = {"gf": {"gf"}, "deepdxf": {"deepdxf"}, "joint": {"gf", "deepdxf", "joint"}}[natural]
+    if chosen not in available:
+        raise EmbedderError(f"{path} is a {kind} checkpoint: it cannot give a {chosen} embedding "
+                            f"(choose --embedding {' or '.join(sorted(available))}, or features)")
+    identity = f"{file_sha1(path)}/{chosen}/fmt{FORMAT_VERSION}"
+    try:
+        if natural == "joint":
+            gf_model, dd_model = _joint_models(ckpt, device)
+        elif natural == "gf":
+            from utils.GF_utils import gf_model_from_checkpoint
+            gf_model, dd_model = gf_model_from_checkpoint(ckpt, device), None
+        else:
+            from utils.DeepDXF_utils import deepdxf_model_from_checkpoint
+            gf_model, dd_model = None, deepdxf_model_from_checkpoint(ckpt, device)
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise EmbedderError(f"{path}: the {kind} model cannot be rebuilt from it "
+                            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                            "was it written by another version of the model code?") from err
+    label = f"{chosen} model ({path})"
+    if chosen == "gf":
+        return Embedder("gf", identity, label, _gf_fn(gf_model), needs_gf=True)
+    if chosen == "deepdxf":
+        return Embedder("deepdxf", identity, label, _deepdxf_fn(dd_model), needs_gf=False)
+    gf_fn, dd_fn = _gf_fn(gf_model), _deepdxf_fn(dd_model)
+
+    def joint_fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        return np.concatenate([_l2(gf_fn(encs)), _l2(dd_fn(encs))], axis=1)
+    return Embedder("joint", identity, label, joint_fn, needs_gf=True)
+
+
+__all__ = [
+    "DXF_SUFFIXES", "H5_SUFFIXES", "SUPPORTED_SUFFIXES", "EMBEDDING_CHOICES",
+    "DrawingError", "EmbedderError", "DrawingEncoding", "Embedder",
+    "gf_twin_path", "load_drawing", "raw_features", "standardize_features", "file_sha1", "make_embedder",
+]
