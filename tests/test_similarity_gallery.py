@@ -1,0 +1,165 @@
+"""SimDeepDXF.py over a gallery: top-k, cache reuse and refresh, export, --groups, pictures."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import SimDeepDXF
+from tests.test_similarity_cli import ODD_NAMES, corpus, run_cli, write_drawing  # noqa: F401 (fixture)
+from utils.embedders import load_drawing, make_embedder
+
+
+def n_embedded(out: str) -> int:
+    m = re.search(r"\((\d+) embedded now, (\d+) from the", out)
+    assert m, out
+    return int(m.group(1))
+
+
+@pytest.fixture
+def gallery(corpus, tmp_path) -> Path:  # noqa: F811
+    """A gallery of DXF files in two folders (a copy: tests change files)."""
+    g = tmp_path / "gallery"
+    shutil.copytree(corpus["root"] / "dxf", g / "a")
+    write_drawing(g / "b" / "sub folder" / "第二 (x).dxf", n_lines=9, n_circles=0)
+    write_drawing(g / "b" / "QFN-like_rev2.dxf", n_lines=2, n_circles=1, shift=0.5)
+    return g
+
+
+def test_topk_table_ranks_and_leaves_the_query_out(corpus, gallery, capsys):  # noqa: F811
+    q = gallery / "a" / f"{ODD_NAMES[0]}.dxf"
+    code, out, err = run_cli(capsys, "--model_path", corpus["deepdxf"], "--gallery", gallery / "a", gallery / "b",
+                             "--query", q, "--topk", "3")
+    assert code == 0, err
+    rows = re.findall(r"^\s+(\d+)\s+(-?[0-9.]+)\s+(.+)$", out, flags=re.M)
+    assert [int(r[0]) for r in rows] == [1, 2, 3]
+    scores = [float(r[1]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert ODD_NAMES[0] not in [r[2] for r in rows]
+    assert "the query itself left out" in out
+
+
+def test_second_query_embeds_nothing_and_a_changed_file_is_re_embedded(corpus, gallery, capsys):  # noqa: F811
+    args = ["--model_path", corpus["gf"], "--gallery", gallery, "--export", gallery.parent / "e.npz"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert n_embedded(out) == 5
+    assert (gallery / ".embedding_cache").is_dir()
+    code, out, _ = run_cli(capsys, *args)
+    assert n_embedded(out) == 0
+    # a new query outside the gallery: only the query is embedded
+    q = write_drawing(gallery.parent / "new query.dxf", n_lines=7)
+    code, out, _ = run_cli(capsys, "--model_path", corpus["gf"], "--gallery", gallery, "--query", q)
+    assert code == 0 and n_embedded(out) == 0  # the gallery line counts gallery drawings only
+    with np.load(gallery.parent / "e.npz") as z:
+        before = dict(zip(z["names"], z["embeddings"]))
+    changed = gallery / "b" / "QFN-like_rev2.dxf"
+    write_drawing(changed, n_lines=12, n_circles=5)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10_000_000_000))
+    code, out, _ = run_cli(capsys, *args)
+    assert n_embedded(out) == 1
+    with np.load(gallery.parent / "e.npz") as z:
+        after = dict(zip(z["names"], z["embeddings"]))
+    assert not np.allclose(before["QFN-like_rev2"], after["QFN-like_rev2"])
+    np.testing.assert_array_equal(before[ODD_NAMES[1]], after[ODD_NAMES[1]])
+    # another model: its own cache entries
+    code, out, _ = run_cli(capsys, "--model_path", corpus["deepdxf"], "--gallery", gallery,
+                           "--export", gallery.parent / "d.npz")
+    assert n_embedded(out) == 5
+
+
+def test_touched_but_unchanged_file_is_not_re_embedded(corpus, gallery, capsys):  # noqa: F811
+    args = ["--model_path", corpus["gf"], "--gallery", gallery, "--export", gallery.parent / "e.npz"]
+    run_cli(capsys, *args)
+    f = gallery / "a" / f"{ODD_NAMES[2]}.dxf"
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 5_000_000_000))
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and n_embedded(out) == 0
+
+
+def test_export_holds_names_and_float32_embeddings(corpus, gallery, capsys):  # noqa: F811
+    out_npz = gallery.parent / "out" / "emb.npz"
+    code, out, err = run_cli(capsys, "--model_path", corpus["joint"], "--gallery", gallery, "--export", out_npz)
+    assert code == 0, err
+    with np.load(out_npz) as z:
+        names, emb = [str(n) for n in z["names"]], z["embeddings"]
+    assert sorted(names) == sorted(ODD_NAMES + ["第二 (x)", "QFN-like_rev2"])
+    assert emb.dtype == np.float32 and emb.shape[0] == 5
+    embedder = make_embedder(corpus["joint"])
+    i = names.index("第二 (x)")
+    direct = embedder.embed([load_drawing(gallery / "b" / "sub folder" / "第二 (x).dxf")])[0]
+    np.testing.assert_allclose(emb[i], direct, atol=1e-5)
+
+
+def test_bad_gallery_file_is_skipped_with_a_warning(corpus, gallery, capsys):  # noqa: F811
+    (gallery / "b" / "broken [1].dxf").write_text("garbage\n")
+    (gallery / "b" / "empty.dxf").write_bytes(b"")
+    args = ["--model_path", corpus["gf"], "--gallery", gallery, "--export", gallery.parent / "e.npz"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0
+    assert "skipped" in err and "broken [1].dxf" in err and "not a DXF file" in err
+    assert "empty.dxf" in err and "empty file" in err
+    assert "5 drawings" in out
+    code, out, err = run_cli(capsys, *args)  # remembered: warned again, not parsed again
+    assert "broken [1].dxf" in err and n_embedded(out) == 0
+
+
+def test_features_gallery_matches_the_standardized_floor(corpus, gallery, capsys):  # noqa: F811
+    from utils.retrieval import histogram_embedding, raw_gf_embedding, standardize_blocks
+
+    out_npz = gallery.parent / "f.npz"
+    code, _, err = run_cli(capsys, "--embedding", "features", "--gallery", gallery, "--export", out_npz)
+    assert code == 0, err
+    with np.load(out_npz) as z:
+        names, emb = [str(n) for n in z["names"]], z["embeddings"]
+    paths = [str(p) for p in np.load(out_npz)["paths"]]
+    encs = [load_drawing(p) for p in paths]
+    hist = histogram_embedding(np.stack([e.type_counts for e in encs]))
+    raw = raw_gf_embedding(np.stack([e.gf_features for e in encs]), np.stack([e.gf_adjacency for e in encs]))
+    np.testing.assert_allclose(emb, standardize_blocks([hist, raw]), atol=1e-5)
+    assert len(names) == 5
+
+
+def test_groups_prints_model_and_floors(corpus, gallery, capsys):  # noqa: F811
+    groups = gallery.parent / "groups.json"
+    groups.write_text(json.dumps([[f"{ODD_NAMES[0]}.dxf", "QFN-like_rev2"], [ODD_NAMES[1], "第二 (x)", "absent"]],
+                                 ensure_ascii=False), encoding="utf-8")
+    code, out, err = run_cli(capsys, "--model_path", corpus["gf"], "--gallery", gallery, "--groups", groups,
+                             "--n_boot", "50")
+    assert code == 0, err
+    for label in ("gf model", "random vectors", "floor: entity-type histogram", "floor: raw GF matrices",
+                  "floor: standardized histogram + raw GF"):
+        assert label in out
+    assert "queries: 4" in out
+    assert "| mAP | 95% CI (mAP) | P@1 | P@5 | R@10 | nDCG@10 | MRR |" in out
+    assert "absent" in err  # a group member that is not in the gallery is named
+
+
+def test_metrics_table_against_a_hand_computed_ranking():
+    """Four drawings; group {a, b}. Query a ranks c, b, d: AP 1/2, P@1 0, RR 1/2,
+    nDCG@10 1/log2(3). Query b ranks a, c, d: AP 1, P@1 1, RR 1, nDCG 1. Both: P@5 1/5, R@10 1."""
+    ang = np.deg2rad([0.0, 25.8, -20.0, 180.0])
+    emb = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    g = SimDeepDXF.Gallery(names=["a", "b", "c", "d"], paths=[Path(n) for n in "abcd"], emb=emb.astype(np.float32),
+                           enc={"type_counts": np.ones((4, 12), dtype=np.int64), "has_gf": np.zeros(4, bool)})
+    table = SimDeepDXF.evaluate(g, emb, "toy", [["a", "b"]], "cosine", n_boot=20, seed=0)
+    row = next(line for line in table.splitlines() if line.startswith("| toy |"))
+    cells = [c.strip() for c in row.strip().strip("|").split("|")]
+    ndcg = (1 / np.log2(3) + 1) / 2
+    assert cells[1] == "0.750"  # mAP
+    assert cells[3:] == ["0.500", "0.200", "1.000", f"{ndcg:.3f}", "0.750"]  # P@1 P@5 R@10 nDCG@10 MRR
+    assert "n/a" in table  # raw GF floors cannot be computed without GF matrices
+
+
+def test_render_writes_a_small_png(corpus, gallery, capsys, tmp_path):  # noqa: F811
+    png = tmp_path / "pics" / "top.png"
+    code, out, err = run_cli(capsys, "--model_path", corpus["deepdxf"], "--gallery", gallery,
+                             "--query", gallery / "a" / f"{ODD_NAMES[1]}.dxf", "--topk", "2", "--render", png)
+    assert code == 0, err
+    assert png.is_file() and 1_000 < png.stat().st_size < 500_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
