@@ -1,0 +1,156 @@
+"""The joint objective: the GF loss, the DeepDXF loss and an optional cross-model term (SPEC §6).
+
+The two model losses come from their own modules (``gf_step_loss`` of
+``utils/GF_utils.py``, ``deepdxf_step_loss`` / NT-Xent of ``model/DeepDXF_loss.py``).
+Without more, two models that share no parameter are merely trained side by side.
+The **cross-model term** ties them: small projection heads map the GF graph
+embedding and the DeepDXF drawing embedding of the same drawing into one space,
+and a CLIP-style symmetric InfoNCE (in float32) pulls the two embeddings of a
+drawing together against the other drawings of the batch:
+
+    a = normalize(head_GF(g)),  b = normalize(head_DeepDXF(e)),  S = a b^T / tau   [B, B]
+    L_cross = (CE(S, I) + CE(S^T, I)) / 2
+
+``g`` is the GF encoder's graph embedding (concatenated node states, with gradient)
+of the un-augmented graphs, ``e`` the mean of the DeepDXF pooled encoder outputs of
+the two views. The heads belong to the joint model (saved in its checkpoint).
+
+:class:`JointObjective` is one ``nn.Module`` holding both models and the heads, so
+that one ``DistributedDataParallel`` wraps everything and every gradient flows
+through its ``forward``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.DeepDXF_dataset import DeepDXFBatch
+from model.DeepDXF_loss import nt_xent_chance, nt_xent_loss  # noqa: F401  (the DeepDXF loss, re-exported)
+from utils.DeepDXF_utils import deepdxf_step_loss
+from utils.GF_utils import gf_step_loss
+
+TASKS = ("GF", "DeepDXF")
+
+
+def clip_loss(a: Tensor, b: Tensor, temperature: float = 0.1) -> Tensor:
+    """Symmetric InfoNCE between paired rows of ``a`` and ``b`` (CLIP), in float32.
+
+    Args:
+        a: [B, D]; b: [B, D], row i of both the same drawing.
+        temperature: tau > 0.
+    Returns:
+        scalar float32; 0 for B < 2 (no negative, no signal).
+    """
+    if a.shape[0] < 2:
+        return a.float().sum() * 0.0 + b.float().sum() * 0.0
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        a = F.normalize(a.float(), dim=-1)
+        b = F.normalize(b.float(), dim=-1)
+        logits = a @ b.T / temperature
+        labels = torch.arange(a.shape[0], device=a.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def clip_chance(batch_size: int) -> float:
+    """The cross term of embeddings that know nothing: ln(B)."""
+    return math.log(max(batch_size, 1))
+
+
+def gf_embedding_with_grad(gf_model: nn.Module, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
+    """The GF graph embedding of ``DenseGraphMatching.embed`` (concat pooling) with gradient.
+
+    ``embed`` itself runs under ``no_grad``; its undecorated function is used when
+    available, else the encoder's node states flattened (the same ``concat`` pooling).
+    x: [B, 10, 11], adj: [B, 10, 10], mask: [B, 10]. Returns [B, D_GF].
+    """
+    fn = getattr(type(gf_model).embed, "__wrapped__", None)
+    if fn is not None:
+        return fn(gf_model, x, adj, mask, pooling="concat")
+    return gf_model.encoder(x, adj, mask).flatten(1)
+
+
+class CrossModelHeads(nn.Module):
+    """Projection heads of the cross-model term: GF [B, d_gf] and DeepDXF [B, d_dx] -> [B, dim]."""
+
+    def __init__(self, d_gf: int, d_dx: int, dim: int = 64) -> None:
+        super().__init__()
+        self.gf = nn.Sequential(nn.LayerNorm(d_gf), nn.Linear(d_gf, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.deepdxf = nn.Sequential(nn.LayerNorm(d_dx), nn.Linear(d_dx, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, g: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        return self.gf(g.float()), self.deepdxf(e.float())
+
+
+@dataclass
+class JointBatch:
+    """One joint step: the same drawings for both models.
+
+    Attributes:
+        gf_pairs: ``(x1, adj1, mask1, x2, adj2, mask2)`` GF pair batch (``GFPairLoader`` layout).
+        gf_graphs: ``(x [B,10,11], adj [B,10,10], mask [B,10])`` the batch's B drawings in order.
+        deepdxf: ``DeepDXFBatch`` of the same B drawings in the same order.
+        index: [B] drawing indices (into the joint dataset's names).
+        part: index of this batch in the epoch (seeds its views).
+    """
+
+    gf_pairs: tuple[Tensor, ...]
+    gf_graphs: tuple[Tensor, Tensor, Tensor]
+    deepdxf: DeepDXFBatch
+    index: Tensor
+    part: int = 0
+
+    @property
+    def n_drawings(self) -> int:
+        return int(self.index.numel())
+
+    def to(self, device: torch.device | str) -> "JointBatch":
+        return JointBatch(tuple(t.to(device) for t in self.gf_pairs), tuple(t.to(device) for t in self.gf_graphs),
+                          self.deepdxf.to(device), self.index.to(device), self.part)
+
+
+class JointObjective(nn.Module):
+    """Both models and the cross-model heads; ``forward`` returns the loss terms of a batch.
+
+    Args:
+        gf: the GF model (``build_gf_model``).
+        deepdxf: the DeepDXF model (``build_deepdxf_model``).
+        deepdxf_cfg: its config (temperature).
+        cross_weight: > 0 builds the heads (the term's weight itself is applied by the trainer).
+        cross_temperature, cross_dim: of the cross-model term.
+    """
+
+    def __init__(self, gf: nn.Module, deepdxf: nn.Module, deepdxf_cfg, cross_weight: float = 0.0,
+                 cross_temperature: float = 0.1, cross_dim: int = 64) -> None:
+        super().__init__()
+        self.gf = gf
+        self.deepdxf = deepdxf
+        self.deepdxf_cfg = deepdxf_cfg
+        self.cross_temperature = cross_temperature
+        self.heads: Optional[CrossModelHeads] = None
+        if cross_weight > 0:
+            with torch.no_grad():
+                z = torch.zeros(1, 10, 11)
+                d_gf = gf_embedding_with_grad(gf, z, torch.zeros(1, 10, 10), torch.ones(1, 10, dtype=torch.bool)).shape[-1]
+            self.heads = CrossModelHeads(d_gf, deepdxf.embed_dim, cross_dim)
+
+    def forward(self, batch: JointBatch, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+        """Loss terms (float32 scalars): ``GF``, ``DeepDXF`` and ``cross`` (0 when off)."""
+        l_gf = gf_step_loss(self.gf, batch.gf_pairs, generator).float()
+        l_dx, (e1, e2) = deepdxf_step_loss(self.deepdxf, batch.deepdxf, self.deepdxf_cfg, return_embeddings=True)
+        out = {"GF": l_gf, "DeepDXF": l_dx.float()}
+        if self.heads is not None:
+            g = gf_embedding_with_grad(self.gf, *batch.gf_graphs)
+            a, b = self.heads(g, 0.5 * (e1.float() + e2.float()))
+            out["cross"] = clip_loss(a, b, self.cross_temperature)
+        else:
+            out["cross"] = l_gf.new_zeros(())
+        return out
+
+
+__all__ = ["TASKS", "clip_loss", "clip_chance", "gf_embedding_with_grad", "CrossModelHeads", "JointBatch",
+           "JointObjective", "nt_xent_loss", "nt_xent_chance"]
