@@ -32,6 +32,8 @@ from utils.train_loop import summarize_folds, train_fold
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(GFConfig, argv, description="Train the GF graph model (contrastive graph matching).")
     seed_everything(cfg.seed)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     try:
         graphs = load_gf_graphs(cfg.data_dir)
     except GFDataError as err:

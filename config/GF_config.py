@@ -33,6 +33,7 @@ class GFConfig:
     logs_dir: str = field(default="logs", metadata={"help": "root folder of run logs"})
     checkpoints_dir: str = field(default="checkpoints", metadata={"help": "root folder of checkpoints"})
     num_workers: int = field(default=0, metadata={"help": "unused by GF (all graphs live in one tensor); kept for a uniform CLI"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default); 1 is fastest on a busy machine, the GF tensors are small"})
 
     # --- optimisation ------------------------------------------------------
     GF_batch_size: int = field(default=45, metadata={"help": "pairs per batch (2 x GF_batch_size distinct graphs)"})

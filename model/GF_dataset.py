@@ -6,8 +6,10 @@ batch is an index into them, on whatever device they were moved to.
 Pairs: each epoch the graphs are shuffled; every batch holds ``2 × batch_size``
 distinct graphs paired into ``batch_size`` pairs (first half with second half);
 every graph is used once per epoch. The last batch may be smaller. With an odd
-number of graphs, the one left over is paired with a graph drawn from an earlier
-batch (so it is used too, and the graphs of one batch stay distinct).
+number of graphs, the one left over joins the last batch (which then may hold
+``batch_size + 1`` pairs), paired with a graph drawn from an earlier batch, so the
+graphs of a batch stay distinct; only when everything fits in one batch does that
+partner come from the same batch.
 """
 from __future__ import annotations
 
@@ -99,9 +101,9 @@ def pair_indices(n: int, batch_size: int, generator: Optional[torch.Generator] =
         generator: CPU generator for the shuffle.
 
     Returns:
-        a list of ``(first [b], second [b])`` long tensors, one per batch; in every
-        batch the ``2 b`` indices are distinct; every index in ``0..n-1`` occurs
-        (exactly once, except the partner of an odd leftover, which occurs twice).
+        a list of ``(first [b], second [b])`` long tensors, one per batch; every
+        index in ``0..n-1`` occurs exactly once, except the partner of an odd
+        leftover, which occurs twice (in different batches when there are several).
     """
     if n < 1:
         return []
@@ -117,16 +119,12 @@ def pair_indices(n: int, batch_size: int, generator: Optional[torch.Generator] =
         chunk = order[start:start + step]
         half = len(chunk) // 2
         batches.append((chunk[:half], chunk[half:]))
-    if leftover is not None:
+    if leftover is not None:  # joins the last batch, its partner from another batch when there is one
         first, second = batches[-1]
-        taken = torch.cat([first, second])
-        others = order[~torch.isin(order, taken)]
-        pool = others if len(others) else order  # only one batch: a graph of it meets the leftover twice
+        others = order[: len(order) - 2 * len(first)]
+        pool = others if len(others) else order
         partner = pool[torch.randint(len(pool), (1,), generator=generator)]
-        if len(others) and len(first) < batch_size:
-            batches[-1] = (torch.cat([first, leftover]), torch.cat([second, partner]))
-        else:
-            batches.append((leftover, partner))
+        batches[-1] = (torch.cat([first, leftover]), torch.cat([second, partner]))
     return batches
 
 

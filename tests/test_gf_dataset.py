@@ -13,7 +13,7 @@ from model.GF_dataset import (
 )
 
 
-@pytest.mark.parametrize("n,bs", [(90, 45), (100, 45), (7, 2), (61, 45), (2, 45), (13, 3)])
+@pytest.mark.parametrize("n,bs", [(90, 45), (100, 45), (7, 2), (61, 45), (2, 45), (13, 3), (11, 3)])
 def test_pairs_cover_every_graph_once_with_distinct_graphs_per_batch(n, bs):
     batches = pair_indices(n, bs, generator=torch.Generator().manual_seed(0))
     seen = torch.cat([torch.cat(b) for b in batches]).tolist()
@@ -21,11 +21,21 @@ def test_pairs_cover_every_graph_once_with_distinct_graphs_per_batch(n, bs):
     # every graph once; with odd n exactly one graph (the leftover's partner) twice
     assert len(seen) == n + (n % 2)
     for first, second in batches:
-        assert len(first) == len(second) <= bs
         ids = torch.cat([first, second]).tolist()
-        assert len(set(ids)) == len(ids), "a batch must hold distinct graphs"
-    # all batches but the last two are full
-    assert all(len(f) == bs for f, _ in batches[:-2])
+        assert len(first) == len(second)
+        if len(batches) > 1:
+            assert len(set(ids)) == len(ids), "a batch must hold distinct graphs"
+    # all batches but the last are full; the last holds the odd leftover
+    assert all(len(f) == bs for f, _ in batches[:-1])
+    assert 1 <= len(batches[-1][0]) <= bs + 1
+
+
+def test_odd_leftover_meets_a_graph_of_another_batch():
+    batches = pair_indices(11, 3, generator=torch.Generator().manual_seed(1))
+    first, second = batches[-1]
+    earlier = torch.cat([torch.cat(b) for b in batches[:-1]]).tolist()
+    assert len(first) == 3  # 2 regular pairs + the leftover
+    assert second[-1].item() in earlier
 
 
 def test_pairing_is_seeded_and_changes_per_epoch():
