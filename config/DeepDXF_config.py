@@ -74,6 +74,8 @@ class DeepDXFConfig:
     DeepDXF_drop_prob: float = field(default=0.1, metadata={"help": "entity dropout probability"})
     DeepDXF_aug_jitter: bool = field(default=True, metadata={"help": "add random integers to the quantized parameters (not to unused -1 slots)"})
     DeepDXF_jitter: int = field(default=2, metadata={"help": "jitter amplitude (quantization steps)"})
+    DeepDXF_aug_param_mask: bool = field(default=False, metadata={"help": "hide random used parameter slots (set to -1)"})
+    DeepDXF_param_mask_prob: float = field(default=0.3, metadata={"help": "probability of hiding each used parameter slot"})
     DeepDXF_aug_shift: bool = field(default=True, metadata={"help": "shift all quantized parameters of a view by one random integer"})
     DeepDXF_shift: int = field(default=4, metadata={"help": "maximum shift (quantization steps)"})
 

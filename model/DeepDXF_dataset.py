@@ -4,7 +4,7 @@
   numpy (int32 ``[L, 14]`` per drawing).
 * :func:`make_view` turns one drawing into a training view: a list of handle-ordered
   chunks of at most C entities, after the switchable augmentations of the config
-  (random windows, entity dropout, quantization jitter, x/y shift).
+  (random windows, entity dropout, quantization jitter, x/y shift, hidden slots).
 * :class:`LengthGroupedBatchSampler` puts drawings of similar length into one batch
   (less padding), every drawing once per epoch, seeded.
 * :class:`DeepDXFCollate` builds the two views of each drawing of a batch and pads
@@ -127,6 +127,8 @@ def make_view(rows: np.ndarray, cfg: DeepDXFConfig, rng: np.random.Generator) ->
             delta += j * _CONTINUOUS[kinds]
         if sx or sy:
             delta += sx * _IS_X[kinds] + sy * _IS_Y[kinds]
+        if cfg.DeepDXF_aug_param_mask and cfg.DeepDXF_param_mask_prob > 0:
+            used = used & (rng.random(params.shape) >= cfg.DeepDXF_param_mask_prob)
         r[:, 1:13] = np.where(used, np.clip(params + delta, 0, 255), -1)
         chunks.append((r, idx, n))
     return chunks
