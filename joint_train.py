@@ -258,7 +258,7 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
             weighting.after_optimizer_step()
             norms += torch.tensor([float(g_gf), float(g_dx)], dtype=torch.float64)
             windows += 1
-        st.scheduler.step()
+            st.scheduler.step()
         st.step += 1
     seconds = time.time() - t0
     stats = torch.cat([sums, norms, torch.tensor([count, drawings, windows, skipped], dtype=torch.float64)])

@@ -1,0 +1,132 @@
+"""joint_train.py: gradient accumulation, NaN/inf skipping, the cross-model term, the checkpoint contract."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from config.joint_config import JointConfig
+from joint_train import (
+    DistInfo, TrainState, build_joint, joint_models_from_checkpoint, joint_state, make_optimizer, make_scaler,
+    make_scheduler, train_epoch,
+)
+from model.joint_dataset import JointDataLoader, write_synthetic_joint_corpus
+from model.joint_loss import TASKS, clip_loss
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.DeepDXF_utils import embed_sequences
+from utils.GF_utils import embed_graphs
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("joint_train_corpus")
+    write_synthetic_joint_corpus(root, 30, seed=1, max_len=40)
+    return root
+
+
+def _cfg(root, **kw):
+    base = dict(data_dir=str(root), k_folds=2, GF_batch_size=3, GF_hidden=16, GF_proj_dim=16,
+                DeepDXF_d_model=16, DeepDXF_heads=2, DeepDXF_layers=1, DeepDXF_proj_dim=16, DeepDXF_size_dim=4,
+                DeepDXF_dropout=0.0, cross_weight=0.5, cross_dim=8, weighting="fixed", w_GF=0.7, w_DeepDXF=1.3,
+                warmup_steps=0)
+    base.update(kw)
+    return JointConfig(**base)
+
+
+def _state(cfg, loader):
+    torch.manual_seed(0)
+    obj, weighting = build_joint(cfg, loader.deepdxf_batch_size)
+    opt = make_optimizer(obj, weighting, cfg)
+    return TrainState(obj, obj, weighting, opt, make_scheduler(opt, cfg, 1), make_scaler(cfg, torch.device("cpu")))
+
+
+def _grads(module):
+    return {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_their_mean_loss(corpus):
+    cfg = _cfg(corpus, accumulation_steps=2, max_steps_per_epoch=2, grad_clip=0.0)
+    train, _ = JointDataLoader(cfg).get_fold_loaders(0)
+    train.set_epoch(1)
+    assert len(train) == 2
+    st = _state(cfg, train)
+    ref = copy.deepcopy(st.objective)
+    # reference: one backward of the mean of the two batch losses (the same seeded views)
+    totals = []
+    for b in train:
+        gen = torch.Generator().manual_seed(train.view_generator_seed(b.part))
+        t = ref(b, gen)
+        totals.append(0.7 * t["GF"] + 1.3 * t["DeepDXF"] + 0.5 * t["cross"])
+    (0.5 * (totals[0] + totals[1])).backward()
+    row = train_epoch(st, train, cfg, DistInfo())
+    got, want = _grads(st.objective), _grads(ref)
+    assert got.keys() == want.keys() and len(got) > 10
+    for name in want:
+        assert torch.allclose(got[name], want[name], rtol=1e-4, atol=1e-6), name
+    # logged losses are the unscaled batch means, not divided by accumulation_steps
+    mean_total = float(np.mean([float(t) for t in totals]))
+    assert row["objective"] == pytest.approx(mean_total, rel=1e-5)
+    assert row["train_loss"] == pytest.approx(mean_total, rel=1e-5)  # fixed weights already sum to 2
+    assert row["skipped_steps"] == 0
+
+
+def test_nan_steps_are_skipped_and_counted(corpus):
+    cfg = _cfg(corpus, max_steps_per_epoch=2)
+    train, _ = JointDataLoader(cfg).get_fold_loaders(0)
+    train.set_epoch(1)
+    st = _state(cfg, train)
+    before = {n: p.detach().clone() for n, p in st.objective.named_parameters()}
+    forward = st.objective.forward
+    calls = []
+
+    def poisoned(batch, gen=None):
+        out = forward(batch, gen)
+        calls.append(1)
+        if len(calls) == 1:
+            out["GF"] = out["GF"] * float("nan")
+        return out
+
+    st.objective.forward = poisoned
+    st.model = st.objective
+    row = train_epoch(st, train, cfg, DistInfo())
+    assert row["skipped_steps"] == 1 and st.skipped_steps == 1
+    after = dict(st.objective.named_parameters())
+    assert all(torch.isfinite(p).all() for p in after.values())
+    assert any(not torch.equal(before[n], after[n]) for n in before)  # the second (good) step was taken
+
+
+def test_cross_term_reaches_both_models_and_matches_clip_formula(corpus):
+    a, b = torch.randn(5, 8), torch.randn(5, 8)
+    an, bn = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
+    s = an @ bn.T / 0.1
+    expect = 0.5 * (-(s.diag() - s.logsumexp(1)).mean() - (s.diag() - s.logsumexp(0)).mean())
+    assert clip_loss(a, b, 0.1).item() == pytest.approx(expect.item(), rel=1e-5)
+    assert clip_loss(a[:1], b[:1]).item() == 0.0
+    cfg = _cfg(corpus)
+    train, _ = JointDataLoader(cfg).get_fold_loaders(0)
+    obj, _ = build_joint(cfg, train.deepdxf_batch_size)
+    out = obj(next(iter(train)))
+    assert set(out) == {"GF", "DeepDXF", "cross"} and all(v.dtype == torch.float32 for v in out.values())
+    out["cross"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.gf.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.deepdxf.parameters())
+
+
+def test_joint_checkpoint_gives_both_models(corpus, tmp_path):
+    cfg = _cfg(corpus, weighting="uncertainty")
+    data = JointDataLoader(cfg)
+    train, _ = data.get_fold_loaders(0)
+    obj, weighting = build_joint(cfg, train.deepdxf_batch_size)
+    from config.cli import config_to_dict
+
+    path = save_checkpoint(tmp_path / "j.pth", "joint", config_to_dict(cfg), joint_state(obj, weighting))
+    ckpt = load_checkpoint(path, expect_kind="joint")
+    assert set(ckpt["state"]) >= {"gf", "deepdxf", "weighting", "heads"}
+    gf, dx = joint_models_from_checkpoint(ckpt)
+    assert not gf.training and not dx.training
+    for (n, p), q in zip(gf.state_dict().items(), obj.gf.state_dict().values()):
+        assert torch.equal(p, q), n
+    eg = embed_graphs(gf, data.graphs.features[:4].numpy(), data.graphs.adjacency[:4].numpy())
+    ed = embed_sequences(dx, data.arrays[:4])
+    assert eg.shape[0] == ed.shape[0] == 4 and np.isfinite(eg).all() and np.isfinite(ed).all()
+    assert TASKS == ("GF", "DeepDXF")
