@@ -488,7 +488,7 @@ def run(cfg: SimConfig) -> dict:
             raise DrawingError(qpath, qg.skipped[0][1] if qg.skipped else "cannot be used")
         t0 = time.perf_counter()
         q_emb = embedder.finalize(qg.emb, reference)[0]
-        same = {i for i, p in enumerate(gallery.paths) if p.resolve() == qpath.resolve()}
+        same = {i for i, p in enumerate(gallery.paths) if p.name == qpath.name and p.samefile(qpath)}
         k = min(cfg.topk + len(same), len(gallery.names))
         idx, scores = search(q_emb, g_emb, k, cfg.method)
         pairs = [(int(i), float(s)) for i, s in zip(idx, scores) if int(i) not in same][: cfg.topk]

@@ -167,7 +167,7 @@ class EmbeddingCache:
     def content_key(self, path: str | Path) -> str:
         """The content key of a gallery file (hashing it only when size/mtime changed)."""
         p = Path(path)
-        st = p.stat()
+        st = os.stat(p)
         twin_size, twin_mtime = -1, -1
         files = [p]
         if p.suffix.lower() in H5_SUFFIXES:
@@ -176,7 +176,7 @@ class EmbeddingCache:
                 tst = twin.stat()
                 twin_size, twin_mtime = tst.st_size, tst.st_mtime_ns
                 files.append(twin)
-        ident = str(p.resolve())
+        ident = os.path.abspath(p)  # (resolve() costs a syscall per path component)
         stamp = [st.st_size, st.st_mtime_ns, twin_size, twin_mtime]
         known = self._files.get(ident)
         if known is not None and list(known[:4]) == stamp:

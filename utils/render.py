@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -68,7 +69,8 @@ def render_panels(panels: Sequence[Panel], out_path: str | Path, panel_size: flo
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(panel_size * n, panel_size + 0.9), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(panel_size * n, panel_size), squeeze=False)
+    aspects = []  # width / height of each drawn drawing
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing glyphs, tight_layout hints
         for ax, panel in zip(axes[0], panels):
@@ -80,9 +82,15 @@ def render_panels(panels: Sequence[Panel], out_path: str | Path, panel_size: flo
             else:
                 try:
                     _draw_dxf(ax, panel.source)
+                    x0, x1 = ax.get_xlim()
+                    y0, y1 = ax.get_ylim()
+                    if x1 > x0 and y1 > y0:
+                        aspects.append((x1 - x0) / (y1 - y0))
                 except Exception as err:  # a picture must not stop on one bad drawing: say why in its panel
                     ax.cla()
                     problem = f"cannot draw:\n{type(err).__name__}"
+            ax.axis("on")
+            ax.set_adjustable("datalim")
             if problem:
                 ax.set_facecolor("#eeeeee")
                 ax.text(0.5, 0.5, problem, ha="center", va="center", fontsize=8, transform=ax.transAxes)
@@ -90,10 +98,12 @@ def render_panels(panels: Sequence[Panel], out_path: str | Path, panel_size: flo
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(True)
-                spine.set_color("#888888")
-            ax.set_title(_wrap(panel.title), fontsize=9)
-            if panel.caption:
-                ax.set_xlabel(panel.caption, fontsize=9)
+                spine.set_color("#bbbbbb")
+            title = _wrap(panel.title) + (f"\n{panel.caption}" if panel.caption else "")
+            ax.set_title(title, fontsize=9)
+        # panels shaped like the typical drawing (landscape sheets stay landscape)
+        aspect = float(np.clip(np.median(aspects), 0.5, 2.5)) if aspects else 1.0
+        fig.set_size_inches(panel_size * n, panel_size / aspect + 1.0 + (0.3 if suptitle else 0.0))
         if suptitle:
             fig.suptitle(suptitle, fontsize=10)
         fig.tight_layout()
