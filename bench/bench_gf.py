@@ -1,0 +1,106 @@
+"""Speed of GF training on CPU: graphs/s and the time of one 50-epoch fold.
+
+    python bench/bench_gf.py                       # 16,000 synthetic 10-node graphs, 2 measured epochs
+    python bench/bench_gf.py --epochs_measured 50  # the whole fold, no extrapolation
+    python bench/bench_gf.py --threads 1 2         # compare torch thread counts
+
+One fold is what ``GF_main.py`` runs per fold with the SPEC defaults: the 20 %
+test split and 10 folds of ``utils/splits.py`` (so ~72 % of the graphs train, ~8 %
+validate), ``GF_batch_size=45`` pairs, AdamW with gradient clipping, a validation
+loss every epoch. The script times ``--epochs_measured`` epochs (after one warm-up
+step) and extrapolates to ``--epochs`` (50); it says when it extrapolated.
+The target (issue 3) is ≤ 10 minutes per 50-epoch fold on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from config.GF_config import GFConfig  # noqa: E402
+from model.GF_dataset import GFPairLoader, synthetic_gf_graphs  # noqa: E402
+from utils.GF_utils import build_gf_model, evaluate_loss, gf_step_loss  # noqa: E402
+from utils.splits import make_split  # noqa: E402
+
+
+def time_fold(n_graphs: int, epochs_measured: int, threads: int, cfg: GFConfig) -> dict[str, float]:
+    """Train ``epochs_measured`` epochs of fold 0 on synthetic graphs; return timings."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    graphs = synthetic_gf_graphs(n_graphs, seed=cfg.seed)
+    split = make_split(graphs.names, cfg.test_fraction, cfg.k_folds, cfg.seed, r"$^")  # every name its own group
+    train_idx, val_idx = split.folds[0]
+    train = GFPairLoader(graphs.subset(train_idx), cfg.GF_batch_size, shuffle=True, seed=cfg.seed)
+    val = GFPairLoader(graphs.subset(val_idx), cfg.GF_batch_size, shuffle=False, seed=cfg.seed)
+    model = build_gf_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def step(batch: tuple) -> float:
+        loss = gf_step_loss(model, batch, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        return loss.item()
+
+    step(next(iter(train)))  # warm-up
+    train_s = val_s = 0.0
+    first = last = float("nan")
+    for epoch in range(epochs_measured):
+        train.set_epoch(epoch)
+        t0 = time.perf_counter()
+        losses = [step(b) for b in train]
+        t1 = time.perf_counter()
+        vl = evaluate_loss(model, val, seed=cfg.seed)
+        t2 = time.perf_counter()
+        train_s += t1 - t0
+        val_s += t2 - t1
+        first = sum(losses) / len(losses) if epoch == 0 else first
+        last = vl
+    graphs_per_epoch = sum(2 * len(f) for f, _ in train.batches())
+    epoch_s = (train_s + val_s) / epochs_measured
+    return {
+        "threads": threads,
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "steps_per_epoch": len(train),
+        "train_graphs_per_s": graphs_per_epoch * epochs_measured / train_s,
+        "epoch_s": epoch_s,
+        "val_s_per_epoch": val_s / epochs_measured,
+        "fold_min": epoch_s * cfg.epochs / 60,
+        "first_train_loss": first,
+        "last_val_loss": last,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--n_graphs", type=int, default=16000)
+    p.add_argument("--epochs", type=int, default=50, help="epochs of the fold to report")
+    p.add_argument("--epochs_measured", type=int, default=2, help="epochs actually run (extrapolated to --epochs)")
+    p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()], help="torch CPU thread counts to time")
+    p.add_argument("--GF_batch_size", type=int, default=45)
+    args = p.parse_args(argv)
+    cfg = GFConfig(epochs=args.epochs, GF_batch_size=args.GF_batch_size)
+    print(f"GF training speed: {args.n_graphs} synthetic 10-node graphs, fold 0 of {cfg.k_folds}, "
+          f"{cfg.GF_batch_size} pairs/batch, hidden {cfg.GF_hidden}, {cfg.GF_num_layers} GGNN steps")
+    print("| threads | train graphs | steps/epoch | train graphs/s | s/epoch (incl. val) | "
+          f"{args.epochs}-epoch fold (min) |")
+    print("|---|---|---|---|---|---|")
+    for threads in args.threads:
+        r = time_fold(args.n_graphs, args.epochs_measured, threads, cfg)
+        print(f"| {r['threads']} | {r['n_train']} | {r['steps_per_epoch']} | {r['train_graphs_per_s']:.0f} | "
+              f"{r['epoch_s']:.2f} | {r['fold_min']:.1f} |", flush=True)
+    how = "measured" if args.epochs_measured >= args.epochs else f"extrapolated from {args.epochs_measured} measured epoch(s)"
+    print(f"fold time {how}; target <= 10 min per 50-epoch fold on 2 CPU cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
