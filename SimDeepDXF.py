@@ -526,8 +526,23 @@ def run(cfg: SimConfig) -> dict:
 
 
 def _default_cache_dir(first: str) -> Path:
+    """``<first gallery folder>/.embedding_cache``; for a read-only folder (a shared
+    archive) ``$XDG_CACHE_HOME/dxf-similarity/<hash of the folder's path>`` instead."""
     p = Path(first)
-    return (p.parent if p.is_file() else p) / ".embedding_cache"
+    folder = p.parent if p.is_file() else p
+    cache = folder / ".embedding_cache"
+    def writable(d: Path) -> bool:  # the mode bits too: root may write into a folder marked read-only
+        return os.access(d, os.W_OK) and bool(d.stat().st_mode & 0o222)
+
+    if (cache.is_dir() and writable(cache)) or (not cache.exists() and writable(folder)):
+        return cache
+    import hashlib
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dxf-similarity"
+    tag = hashlib.sha1(str(folder.resolve()).encode("utf-8")).hexdigest()[:12]
+    alt = base / f"{folder.resolve().name}-{tag}"
+    print(f"note: {folder} is not writable: caching embeddings in {alt} (choose with --cache_dir)")
+    return alt
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -163,3 +163,17 @@ def test_render_writes_a_small_png(corpus, gallery, capsys, tmp_path):  # noqa: 
     assert code == 0, err
     assert png.is_file() and 1_000 < png.stat().st_size < 500_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_read_only_gallery_caches_elsewhere(corpus, gallery, capsys, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    ro = gallery / "a"
+    ro.chmod(0o555)
+    try:
+        code, out, err = run_cli(capsys, "--embedding", "features", "--gallery", ro, "--export", tmp_path / "e.npz")
+    finally:
+        ro.chmod(0o755)
+    assert code == 0, err
+    assert "is not writable" in out
+    assert not (ro / ".embedding_cache").exists()
+    assert any((tmp_path / "xdg" / "dxf-similarity").iterdir())

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
@@ -129,6 +130,7 @@ class EmbeddingCache:
         self._encodings = self._read_table("encodings.npz", None)
         self._embeddings: dict[str, _Table] = {}
         self.hashed = 0  # files whose bytes were hashed in this session
+        self._broken = False
 
     # ------------------------------------------------------------------ disk
     def _read_json(self, name: str) -> dict:
@@ -237,7 +239,19 @@ class EmbeddingCache:
 
     # -------------------------------------------------------------------- save
     def save(self) -> None:
-        """Write what changed; entries of files that no longer exist or changed are dropped."""
+        """Write what changed; entries of files that no longer exist or changed are dropped.
+
+        A cache folder that cannot be written gives one warning; the run goes on without it."""
+        if self._broken:
+            return
+        try:
+            self._save()
+        except OSError as err:
+            self._broken = True
+            print(f"warning: cannot write the embedding cache in {self.folder} ({err.strerror or err}): "
+                  "going on without it (choose another folder with --cache_dir)", file=sys.stderr)
+
+    def _save(self) -> None:
         if not (self._files_dirty or self._failures_dirty or self._encodings.dirty
                 or any(t.dirty for t in self._embeddings.values())):
             return
