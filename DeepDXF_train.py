@@ -6,6 +6,8 @@ rest, early stopping on the validation loss, logs under ``logs/<run_name>/`` and
 checkpoints (kind ``DeepDXF``) under ``checkpoints/<run_name>/``. Validation uses
 the same kind of views as training, seeded identically every epoch, so its loss is
 comparable across epochs; the summary gives its chance level ln(2N - 1).
+The fold loop (early stopping, best checkpoint, test loss, summary) is the one of
+``utils/train_loop.py`` that GF_main.py uses too.
 """
 from __future__ import annotations
 
@@ -27,12 +29,12 @@ from config.cli import config_to_dict, parse_config  # noqa: E402
 from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
 from model.DeepDXF_loss import nt_xent_chance  # noqa: E402
 from model.transformer_encoder import DeepDXFModel  # noqa: E402
-from utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from utils.DeepDXF_early_stopping import EarlyStopping  # noqa: E402
+from utils.checkpoint import save_checkpoint  # noqa: E402
 from utils.DeepDXF_utils import autocast_context, build_deepdxf_model, deepdxf_step_loss  # noqa: E402
 from utils.run_log import RunLogger  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 from utils.splits import make_split  # noqa: E402
+from utils.train_loop import summarize_folds, train_fold  # noqa: E402
 
 VAL_VIEW_SEED = 12345  # validation/test views and dropout masks: the same every epoch
 
@@ -43,6 +45,41 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
         return (step + 1) / max(warmup, 1)
     progress = min(1.0, (step - warmup) / max(total - warmup, 1))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_one_epoch(model: DeepDXFModel, opt: torch.optim.Optimizer, loader: DataLoader, sched, scaler,
+                    cfg: DeepDXFConfig, device: torch.device, max_steps: int) -> dict[str, float]:
+    """One pass over ``loader`` (at most ``max_steps`` batches): AMP, unscale, clip, step, LR schedule.
+    Returns the metrics row part ``{train_loss, lr, entities_per_s}``."""
+    model.train()
+    t0, total, drawings, entities = time.time(), 0.0, 0, 0
+    for step, batch in enumerate(tqdm(loader, total=max_steps, leave=False, desc="batches")):
+        if step >= max_steps:
+            break
+        batch = batch.to(device)
+        with autocast_context(device, cfg.amp):
+            loss = deepdxf_step_loss(model, batch, cfg)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        total += float(loss.detach()) * batch.n_drawings
+        drawings += batch.n_drawings
+        entities += batch.n_entities
+    return {"train_loss": total / max(drawings, 1), "lr": sched.get_last_lr()[0],
+            "entities_per_s": round(entities / max(time.time() - t0, 1e-9), 1)}
+
+
+def evaluate_chance(loader: DataLoader | None) -> float:
+    """Drawing-weighted chance level ln(2N - 1) of a loader's actual batch sizes (NaN if none)."""
+    if loader is None:
+        return float("nan")
+    sizes = [len(b) for b in loader.batch_sampler.batches()]
+    return sum(nt_xent_chance(n) * n for n in sizes) / max(sum(sizes), 1)
 
 
 @torch.no_grad()
@@ -67,114 +104,91 @@ def evaluate(model: DeepDXFModel, loader: DataLoader, cfg: DeepDXFConfig, device
     return total / max(weight, 1), chance / max(weight, 1)
 
 
-def train_fold(
-    cfg: DeepDXFConfig,
-    arrays: Sequence[np.ndarray],
-    train_idx: Sequence[int],
-    val_idx: Sequence[int],
-    fold: int,
-    log: RunLogger,
-    device: torch.device,
-) -> tuple[float, Path]:
-    """Train one fold with early stopping. Returns (best validation loss, its checkpoint)."""
-    seed_everything(cfg.seed + fold)
-    model = build_deepdxf_model(cfg).to(device)
-    train_loader = make_loader([arrays[i] for i in train_idx], cfg, train=True, seed=cfg.seed + 1000 * fold)
-    val_loader = make_loader([arrays[i] for i in val_idx], cfg, train=False, seed=VAL_VIEW_SEED)
-    steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch <= 0 else min(len(train_loader), cfg.max_steps_per_epoch)
-    total_steps = max(1, steps_per_epoch * cfg.epochs)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, total_steps))
-    use_fp16_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16_scaler)
-    stopper = EarlyStopping(patience=cfg.patience, min_delta=cfg.min_delta)
-    ckpt_path = log.checkpoint_path(f"fold_{fold}.pth")
-    log.info(f"fold {fold}: {len(train_idx)} training / {len(val_idx)} validation drawings, "
-             f"{steps_per_epoch} steps per epoch")
-
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        train_loader.batch_sampler.set_epoch(epoch)
-        t0, losses, entities = time.time(), [], 0
-        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"fold {fold} epoch {epoch}", leave=False)
-        for step, batch in enumerate(bar):
-            if step >= steps_per_epoch:
-                break
-            batch = batch.to(device)
-            with autocast_context(device, cfg.amp):
-                loss = deepdxf_step_loss(model, batch, cfg)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            losses.append(float(loss))
-            entities += batch.n_entities
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        train_loss = float(np.mean(losses)) if losses else float("nan")
-        val_loss, val_chance = evaluate(model, val_loader, cfg, device)
-        improved = stopper.step(val_loss)
-        seconds = time.time() - t0
-        log.log_metrics({
-            "fold": fold, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-            "val_chance": val_chance, "lr": sched.get_last_lr()[0],
-            "entities_per_s": entities / max(seconds, 1e-9), "seconds": seconds,
-        })
-        if improved:
-            save_checkpoint(ckpt_path, "DeepDXF", config_to_dict(cfg), {"model": model.state_dict()},
-                            fold=fold, epoch=epoch, val_loss=val_loss)
-        if stopper.should_stop:
-            log.info(f"fold {fold}: early stop after epoch {epoch} (best validation loss {stopper.best:.4f})")
-            break
-    return float(stopper.best), ckpt_path
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(DeepDXFConfig, argv, description=__doc__.split("\n")[0])
+    seed_everything(cfg.seed)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
-    names, arrays = load_deepdxf_dir(cfg.data_dir)
+    try:
+        names, arrays = load_deepdxf_dir(cfg.data_dir)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(names) < 4:
+        print(f"error: {len(names)} drawing(s) in {cfg.data_dir}: at least 4 are needed for a split", file=sys.stderr)
+        return 2
     split = make_split(names, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
-    log = RunLogger(cfg.run_name or None, config_to_dict(cfg), logs_root=cfg.logs_dir,
-                    checkpoints_root=cfg.checkpoints_dir, use_wandb=cfg.wandb, prefix="DeepDXF")
+    log = RunLogger(cfg.run_name or None, cfg, logs_root=cfg.logs_dir, checkpoints_root=cfg.checkpoints_dir,
+                    use_wandb=cfg.wandb, prefix="DeepDXF")
     log.save_split(split)
+    folds = list(range(split.n_folds)) if cfg.fold is None else [cfg.fold]
+    if any(not 0 <= f < split.n_folds for f in folds):
+        log.info(f"error: --fold {cfg.fold} is not one of the split's {split.n_folds} folds (0..{split.n_folds - 1})")
+        return 2
     lengths = np.array([a.shape[0] for a in arrays])
-    log.info(f"{len(names)} drawings from {cfg.data_dir} (entities: median {int(np.median(lengths))}, "
-             f"max {int(lengths.max())}); {len(split.test)} held out for test, {split.n_folds} folds")
-    folds = range(split.n_folds) if cfg.fold is None else [cfg.fold]
-    best_val: dict[str, float] = {}
-    ckpts: dict[int, Path] = {}
-    for fold in folds:
-        if not 0 <= fold < split.n_folds:
-            raise ValueError(f"--fold {fold} is out of range: the split has {split.n_folds} folds")
+    chance = nt_xent_chance(cfg.DeepDXF_batch_size)
+    log.info(f"DeepDXF: {len(names)} drawings from {cfg.data_dir} (entities: median {int(np.median(lengths))}, "
+             f"max {int(lengths.max())}); test {len(split.test)}, {split.n_folds} folds; running fold(s) {folds} "
+             f"on {device}; chance level of the loss ln(2N-1) = {chance:.4f} for N = {cfg.DeepDXF_batch_size}")
+
+    subset = lambda idx: [arrays[i] for i in idx]  # noqa: E731
+    test_loader = make_loader(subset(split.test), cfg, train=False, seed=VAL_VIEW_SEED) if len(split.test) >= 2 else None
+    state: dict[int, dict] = {}
+
+    def make_model(fold: int):
         train_idx, val_idx = split.folds[fold]
-        best_val[str(fold)], ckpts[fold] = train_fold(cfg, arrays, train_idx, val_idx, fold, log, device)
-    best_fold = min(ckpts, key=lambda f: best_val[str(f)])
-    model = build_deepdxf_model(cfg).to(device)
-    model.load_state_dict(load_checkpoint(ckpts[best_fold], expect_kind="DeepDXF")["state"]["model"])
-    test_loss = test_chance = float("nan")
-    if len(split.test) >= 2:
-        test_loader = make_loader([arrays[i] for i in split.test], cfg, train=False, seed=VAL_VIEW_SEED)
-        test_loss, test_chance = evaluate(model, test_loader, cfg, device)
-    log.publish_best(ckpts[best_fold])
-    summary = {
-        "best_val_loss": best_val,
-        "best_fold": best_fold,
-        "test_loss": test_loss,
-        "chance_level": {"nt_xent": nt_xent_chance(cfg.DeepDXF_batch_size),
-                         "nt_xent_test_batches": test_chance},
-        "chance_formula": "ln(2N - 1), N = drawings per batch",
+        seed_everything(cfg.seed + fold)
+        loader = make_loader(subset(train_idx), cfg, train=True, seed=cfg.seed + 1000 * fold)
+        steps = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
+        model = build_deepdxf_model(cfg).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = max(1, steps * cfg.epochs)
+        state[fold] = {
+            "train": loader, "steps": steps,
+            "val": make_loader(subset(val_idx), cfg, train=False, seed=VAL_VIEW_SEED) if len(val_idx) >= 2 else None,
+            "sched": torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, total)),
+            "scaler": torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda"
+                                           and not torch.cuda.is_bf16_supported()),
+        }
+        log.info(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val drawings, {steps} batch(es) of up to "
+                 f"{cfg.DeepDXF_batch_size} drawings per epoch")
+        return model, opt
+
+    def train_epoch(model, opt, fold: int, epoch: int) -> dict[str, float]:
+        st = state[fold]
+        st["train"].batch_sampler.set_epoch(epoch)
+        return train_one_epoch(model, opt, st["train"], st["sched"], st["scaler"], cfg, device, st["steps"])
+
+    def eval_loss(model, fold: int, part: str) -> float:
+        loader = test_loader if part == "test" else state[fold]["val"]
+        return evaluate(model, loader, cfg, device)[0] if loader is not None else float("nan")
+
+    def save_best(model, opt, fold: int, epoch: int, val_loss: float, stopper) -> Path:
+        return save_checkpoint(
+            log.checkpoint_path(f"fold_{fold}.pth"), "DeepDXF", config_to_dict(cfg),
+            {"model": model.state_dict(), "optimizer": opt.state_dict()},
+            fold=fold, epoch=epoch, val_loss=val_loss, early_stopping=stopper.state_dict(), chance_level=chance,
+        )
+
+    results = [train_fold(f, make_model, train_epoch, eval_loss, save_best, log,
+                          epochs=cfg.epochs, patience=cfg.patience, min_delta=cfg.min_delta) for f in folds]
+    summary = summarize_folds(results)
+    summary.update({
+        "chance_level": {"nt_xent": chance, "formula": "ln(2N - 1), N = drawings per batch",
+                         "nt_xent_test_batches": evaluate_chance(test_loader)},
         "n_drawings": len(names),
         "n_test": len(split.test),
-    }
+        "data_dir": cfg.data_dir,
+    })
     log.write_summary(summary)
-    log.info(f"best fold {best_fold}: validation loss {best_val[str(best_fold)]:.4f}; test loss {test_loss:.4f} "
-             f"(chance {nt_xent_chance(cfg.DeepDXF_batch_size):.4f})")
+    log.info(f"DeepDXF over {len(results)} fold(s): best val loss {summary['val_loss_mean']:.4f}, "
+             f"test loss {summary['test_loss_mean']:.4f} (chance {chance:.4f})")
+    if summary["best_checkpoint"]:
+        log.publish_best(summary["best_checkpoint"])
     log.finish()
-    return summary
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -44,6 +44,7 @@ VARIANTS: dict[str, tuple[dict, bool, int]] = {
     "mean_pool_untrained": ({"DeepDXF_pooling": "mean"}, False, 0),
     "truncate_1024": ({}, True, 1024),
     "no_hist_in_head": ({"DeepDXF_hist_in_head": False}, True, 0),
+    "batch5": ({"DeepDXF_batch_size": 5}, True, 0),
     "strong_aug": ({"DeepDXF_aug_param_mask": True, "DeepDXF_param_mask_prob": 0.5, "DeepDXF_jitter": 8,
                     "DeepDXF_shift": 16, "DeepDXF_drop_prob": 0.3}, True, 0),
 }

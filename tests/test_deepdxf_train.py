@@ -98,4 +98,17 @@ def test_cli_end_to_end(tmp_path):
     assert {"fold", "epoch", "train_loss", "val_loss"} <= set(header)
     summary = json.loads((tmp_path / "logs" / "tiny" / "summary.json").read_text())
     assert abs(summary["chance_level"]["nt_xent"] - np.log(5)) < 1e-9
-    assert np.isfinite(summary["test_loss"]) and "0" in summary["best_val_loss"]
+    assert np.isfinite(summary["test_loss_mean"]) and "0" in summary["best_val_loss_per_fold"]
+    assert summary["best_checkpoint"]
+
+
+def test_param_mask_view_hides_only_used_slots():
+    rows = fake_drawing(200, 5)
+    cfg = DeepDXFConfig(DeepDXF_aug_crop=False, DeepDXF_aug_drop=False, DeepDXF_aug_jitter=False,
+                        DeepDXF_aug_shift=False, DeepDXF_aug_param_mask=True, DeepDXF_param_mask_prob=0.5,
+                        DeepDXF_chunk_len=256)
+    (r, idx, _), = make_view(rows, cfg, np.random.default_rng(0))
+    hidden = (rows[:, 1:13] >= 0) & (r[:, 1:13] == -1)
+    assert 0.4 < hidden.sum() / (rows[:, 1:13] >= 0).sum() < 0.6
+    kept = r[:, 1:13] >= 0
+    assert np.array_equal(r[:, 1:13][kept], rows[:, 1:13][kept])
