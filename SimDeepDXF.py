@@ -193,6 +193,10 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
     for i, (path, _name) in enumerate(files):
         try:
             key = cache.content_key(path)
+        except FileNotFoundError:
+            skipped.append((str(path), "file not found"))
+            keys.append(None)
+            continue
         except OSError as err:
             skipped.append((str(path), f"cannot be read ({err.strerror or err})"))
             keys.append(None)
