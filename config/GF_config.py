@@ -45,9 +45,9 @@ class GFConfig:
 
     # --- model -------------------------------------------------------------
     GF_in_channels: int = field(default=11, metadata={"help": "node feature size (SPEC §2: 1 free + 10 overlap columns)"})
-    GF_hidden: int = field(default=64, metadata={"help": "node state size (input projection and GGNN)"})
+    GF_hidden: int = field(default=32, metadata={"help": "node state size (input projection and GGNN)"})
     GF_num_layers: int = field(default=3, metadata={"help": "GGNN propagation steps"})
-    GF_proj_dim: int = field(default=64, metadata={"help": "projection head output size (loss only)"})
+    GF_proj_dim: int = field(default=32, metadata={"help": "projection head output size (loss only)"})
     GF_pooling: Literal["concat", "mean", "sum", "concat_input"] = field(
         default="concat",
         metadata={"help": "graph embedding for similarity: node states concatenated in class order, their mean or sum, or concat plus the raw GF matrices"},

@@ -214,9 +214,9 @@ class DenseGraphMatching(nn.Module):
     def __init__(
         self,
         in_channels: int = 11,
-        hidden: int = 64,
+        hidden: int = 32,
         num_layers: int = 3,
-        proj_dim: int = 64,
+        proj_dim: int = 32,
         temperature: float = 0.2,
         feature_mask_rate: float = 0.2,
         edge_drop_rate: float = 0.2,
