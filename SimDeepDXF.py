@@ -41,6 +41,8 @@ from utils.embedders import (  # noqa: E402
     Embedder,
     EmbedderError,
     load_drawing,
+    raw_features,
+    standardize_features,
 )
 from utils.embedding_cache import EmbeddingCache  # noqa: E402
 from utils.retrieval import (  # noqa: E402
@@ -94,6 +96,9 @@ class SimConfig:
     max_len: int = field(default=50_000, metadata={"help": "entities kept per drawing parsed on the fly"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the mAP interval (--groups)"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap and the random floor"})
+    append_features: bool = field(default=False, metadata={
+        "help": "append the standardized non-learned features (histogram and raw GF blocks, z-scored with "
+                "the gallery) to a learned embedding; --groups shows both so you can see whether it helps"})
 
 
 class UsageError(Exception):
@@ -280,13 +285,26 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
     elif learned:
         emb = cache.embeddings(embedder.identity, kept_keys)
     else:
-        emb = np.concatenate([histogram_embedding(enc["type_counts"]),
-                              raw_gf_embedding(enc["gf_features"], enc["gf_adjacency"])], axis=1)
+        emb = encoded_features(enc)
     if not quiet:
         for path, reason in skipped:
             warn(f"skipped {path}: {reason}")
     return Gallery([files[i][1] for i in kept], [files[i][0] for i in kept], np.asarray(emb, np.float32),
                    enc, n_new, skipped)
+
+
+def encoded_features(enc: dict[str, np.ndarray]) -> np.ndarray:
+    """The non-learned features ``[n, 12 + 210]`` from cached encodings (``Gallery.enc``)."""
+    return np.concatenate([histogram_embedding(enc["type_counts"]),
+                           raw_gf_embedding(enc["gf_features"], enc["gf_adjacency"])], axis=1)
+
+
+def append_features(learned: np.ndarray, raw: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
+    """``[L2(learned) | standardized histogram block | standardized GF block]``: three unit
+    blocks of equal weight. ``raw: [n, 222]``; ``reference: [m, 222]`` gives the z-scores."""
+    learned = np.asarray(learned, dtype=np.float64)
+    unit = learned / np.maximum(np.linalg.norm(learned, axis=1, keepdims=True), 1e-12)
+    return np.concatenate([unit, standardize_features(raw, reference)], axis=1).astype(np.float32)
 
 
 # ------------------------------------------------------------------ search
@@ -346,16 +364,17 @@ def read_groups(path: str) -> list[list[str]]:
     return groups
 
 
-def evaluate(gallery: Gallery, emb: Optional[np.ndarray], label: str, groups: list[list[str]],
+def evaluate(gallery: Gallery, models: Sequence[tuple[str, Optional[np.ndarray]]], groups: list[list[str]],
              method: str, n_boot: int, seed: int) -> str:
-    """The metrics of the model's embedding and of the floors, as a markdown table."""
+    """The metrics of the model's embedding(s) ``(label, [n, D] or None for n/a)`` and of
+    the floors, as a markdown table."""
     names = gallery.names
     labelled = {normalize_name(n) for g in groups for n in g}
     fit = [i for i, n in enumerate(names) if normalize_name(n) not in labelled]
     fit_rows = fit if len(fit) >= 2 else None
     rows: list[tuple[str, Optional[dict]]] = []
-    if emb is not None:
-        rows.append((label, retrieval_metrics(emb, names, groups, method)))
+    for label, emb in models:
+        rows.append((label, None if emb is None else retrieval_metrics(emb, names, groups, method)))
     runs = [retrieval_metrics(random_embedding(len(names), 64, seed + i), names, groups, method) for i in range(10)]
     rand = dict(runs[0])
     for k in METRIC_KEYS:
@@ -374,7 +393,7 @@ def evaluate(gallery: Gallery, emb: Optional[np.ndarray], label: str, groups: li
         why = f"n/a: {int((~has_gf).sum())} .h5 drawings without GF twin"
         rows.append((f"floor: raw GF matrices ({why})", None))
         rows.append((f"floor: standardized histogram + raw GF ({why})", None))
-    first = rows[0][1]
+    first = next(m for _, m in rows if m is not None)
     head = (f"gallery: {len(names)} drawings; queries: {first['n_queries']} (every member of a group of >= 2); "
             f"similarity: {method}; 95% CI: bootstrap over queries ({n_boot} resamples)")
     if first["missing"]:
@@ -446,6 +465,9 @@ def run(cfg: SimConfig) -> dict:
     result: dict = {}
     embedder = make_embedder(cfg.model_path, cfg.embedding, cfg.device)
     result["embedding"] = embedder.kind
+    use_appended = cfg.append_features and embedder.kind != "features"
+    if cfg.append_features and not use_appended:
+        warn("--append_features ignored: --embedding features is the features block already")
     timings: dict[str, float] = {}
 
     gallery: Optional[Gallery] = None
@@ -468,12 +490,21 @@ def run(cfg: SimConfig) -> dict:
         result.update(gallery_names=gallery.names, n_new=gallery.n_new, skipped=gallery.skipped)
         reference = gallery.emb
         g_emb = embedder.finalize(gallery.emb, reference)
+        g_plain = g_emb
+        g_raw = encoded_features(gallery.enc) if bool(gallery.enc["has_gf"].all()) else None
+        if use_appended:
+            if g_raw is None:
+                raise UsageError("--append_features needs the GF matrices of every gallery drawing: "
+                                 f"{int((~gallery.enc['has_gf'].astype(bool)).sum())} .h5 files have no GF twin")
+            g_emb = append_features(g_emb, g_raw, g_raw)
     else:
-        cache, reference, g_emb = None, None, None
+        cache, reference, g_emb, g_raw = None, None, None, None
 
     if cfg.file1 is not None:
         encs = [load_drawing(cfg.file1, cfg.max_len), load_drawing(cfg.file2, cfg.max_len)]
         emb = embedder.finalize(embedder.embed(encs), reference)
+        if use_appended:
+            emb = append_features(emb, raw_features(encs), g_raw)
         sim = float(similarity_matrix(emb[:1], emb[1:], cfg.method)[0, 0])
         if cfg.method == "cosine":
             print(f"cosine similarity: {sim:.6f}")
@@ -491,7 +522,10 @@ def run(cfg: SimConfig) -> dict:
         if not qg.names:
             raise DrawingError(qpath, qg.skipped[0][1] if qg.skipped else "cannot be used")
         t0 = time.perf_counter()
-        q_emb = embedder.finalize(qg.emb, reference)[0]
+        q_emb = embedder.finalize(qg.emb, reference)
+        if use_appended:
+            q_emb = append_features(q_emb, encoded_features(qg.enc), g_raw)
+        q_emb = q_emb[0]
         same = {i for i, p in enumerate(gallery.paths) if p.name == qpath.name and p.samefile(qpath)}
         k = min(cfg.topk + len(same), len(gallery.names))
         idx, scores = search(q_emb, g_emb, k, cfg.method)
@@ -521,8 +555,12 @@ def run(cfg: SimConfig) -> dict:
 
     if gallery is not None and cfg.groups is not None:
         groups = read_groups(cfg.groups)
-        model_emb = None if embedder.kind == "features" else g_emb
-        table = evaluate(gallery, model_emb, embedder.label, groups, cfg.method, cfg.n_boot, cfg.seed)
+        models: list[tuple[str, Optional[np.ndarray]]] = []
+        if embedder.kind != "features":
+            models.append((embedder.label, g_plain))
+            plus = f"{embedder.label} + standardized features blocks"
+            models.append((plus, None if g_raw is None else append_features(g_plain, g_raw, g_raw)))
+        table = evaluate(gallery, models, groups, cfg.method, cfg.n_boot, cfg.seed)
         print(table)
         result["table"] = table
     result["timings"] = timings

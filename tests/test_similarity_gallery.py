@@ -132,7 +132,7 @@ def test_groups_prints_model_and_floors(corpus, gallery, capsys):  # noqa: F811
     code, out, err = run_cli(capsys, "--model_path", corpus["gf"], "--gallery", gallery, "--groups", groups,
                              "--n_boot", "50")
     assert code == 0, err
-    for label in ("gf model", "random vectors", "floor: entity-type histogram", "floor: raw GF matrices",
+    for label in ("gf model", "+ standardized features blocks", "random vectors", "floor: entity-type histogram", "floor: raw GF matrices",
                   "floor: standardized histogram + raw GF"):
         assert label in out
     assert "queries: 4" in out
@@ -147,7 +147,7 @@ def test_metrics_table_against_a_hand_computed_ranking():
     emb = np.stack([np.cos(ang), np.sin(ang)], axis=1)
     g = SimDeepDXF.Gallery(names=["a", "b", "c", "d"], paths=[Path(n) for n in "abcd"], emb=emb.astype(np.float32),
                            enc={"type_counts": np.ones((4, 12), dtype=np.int64), "has_gf": np.zeros(4, bool)})
-    table = SimDeepDXF.evaluate(g, emb, "toy", [["a", "b"]], "cosine", n_boot=20, seed=0)
+    table = SimDeepDXF.evaluate(g, [("toy", emb)], [["a", "b"]], "cosine", n_boot=20, seed=0)
     row = next(line for line in table.splitlines() if line.startswith("| toy |"))
     cells = [c.strip() for c in row.strip().strip("|").split("|")]
     ndcg = (1 / np.log2(3) + 1) / 2
@@ -177,3 +177,21 @@ def test_read_only_gallery_caches_elsewhere(corpus, gallery, capsys, tmp_path, m
     assert "is not writable" in out
     assert not (ro / ".embedding_cache").exists()
     assert any((tmp_path / "xdg" / "dxf-similarity").iterdir())
+
+
+def test_append_features_adds_three_unit_blocks(corpus, gallery, capsys):  # noqa: F811
+    out_npz = gallery.parent / "plus.npz"
+    code, _, err = run_cli(capsys, "--model_path", corpus["gf"], "--gallery", gallery, "--export", out_npz,
+                           "--append_features")
+    assert code == 0, err
+    with np.load(out_npz) as z:
+        emb = z["embeddings"]
+    d = emb.shape[1] - 222
+    norms = [np.linalg.norm(emb[:, :d], axis=1), np.linalg.norm(emb[:, d:d + 12], axis=1),
+             np.linalg.norm(emb[:, d + 12:], axis=1)]
+    for n in norms:
+        np.testing.assert_allclose(n, 1.0, atol=1e-5)
+    code, out, err = run_cli(capsys, "--model_path", corpus["gf"], "--gallery", gallery, "--append_features",
+                             "--query", gallery / "a" / f"{ODD_NAMES[0]}.dxf", "--topk", "2")
+    assert code == 0, err
+    assert len(re.findall(r"^\s+\d+\s+-?[0-9.]+\s+", out, flags=re.M)) == 2
