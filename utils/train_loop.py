@@ -62,7 +62,7 @@ def train_fold(
 ) -> FoldResult:
     """Train one fold with early stopping on the validation loss, then test the best model.
 
-    Each epoch logs one metrics row ``{fold, epoch, train_loss, val_loss, best_val_loss,
+    Each epoch logs one metrics row ``{fold, epoch, train_loss, val_loss, best_val,
     seconds, ...}`` (epochs count from 1; epoch 0 is the untrained model's validation
     loss, logged too so the curve starts at chance).
     """
@@ -86,7 +86,7 @@ def train_fold(
             best_state = copy.deepcopy(model.state_dict())
             ckpt_path = save_best(model, optimizer, fold, epoch, val, stopper)
         log.log_metrics({"fold": fold, "epoch": epoch, **row, "val_loss": val,
-                         "best_val_loss": stopper.best, "seconds": round(time.time() - t0, 3)})
+                         "best_val": stopper.best, "seconds": round(time.time() - t0, 3)})
         bar.set_postfix(train=f"{row.get('train_loss', float('nan')):.4f}", val=f"{val:.4f}", best=f"{stopper.best:.4f}")
         if stopper.should_stop:
             log.info(f"fold {fold}: early stop after epoch {epoch} (no improvement for {patience} epochs)")
