@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cli_run_writes_checkpoint_metrics_and_summary(tmp_path):
-    save_gf_npz(synthetic_gf_graphs(24, seed=0), tmp_path / "data")
+    graphs = synthetic_gf_graphs(24, seed=0)
+    graphs.names = [f"QFN{i // 3} Rev{i % 3}" for i in range(24)]  # 8 parts, 3 revisions each
+    save_gf_npz(graphs, tmp_path / "data")
     cmd = [sys.executable, "GF_main.py", "--data_dir", str(tmp_path / "data"), "--epochs", "2", "--k_folds", "2",
            "--run_name", "t", "--logs_dir", str(tmp_path / "logs"), "--checkpoints_dir", str(tmp_path / "ckpt"),
            "--GF_batch_size", "4", "--GF_hidden", "16"]
@@ -46,6 +48,10 @@ def test_cli_run_writes_checkpoint_metrics_and_summary(tmp_path):
     assert 2.0 < summary["chance_level"] <= math.log(19) + 1e-9
     for name in ("config.json", "split.json", "train.log", "loss_curve.png"):
         assert (run / name).is_file(), name
+    split = json.loads((run / "split.json").read_text())
+    part = lambda idx: {split["names"][i].split(" Rev")[0] for i in idx}  # noqa: E731
+    assert split["test"] and not part(split["test"]) & part(split["folds"][0]["train"] + split["folds"][0]["val"])
+    assert not part(split["folds"][0]["train"]) & part(split["folds"][0]["val"])
 
 
 def test_missing_data_says_how_to_create_it(tmp_path):
