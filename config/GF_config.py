@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from utils.splits import DEFAULT_GROUP_PATTERN
+
 
 @dataclass
 class GFConfig:
@@ -23,8 +25,9 @@ class GFConfig:
     fold: Optional[int] = field(default=None, metadata={"help": "run this fold only (0-based); none = all folds"})
     test_fraction: float = field(default=0.2, metadata={"help": "fraction of drawings (by group) held out as the test set"})
     group_pattern: str = field(
-        default=r"_\d+$",
-        metadata={"help": "regex removed from a drawing name to get its group (pieces/revisions stay on one side of the split)"},
+        default=DEFAULT_GROUP_PATTERN,
+        metadata={"help": "regex removed from a drawing name to get its group, so that revisions (' Rev1') and pieces ('_2') "
+                          "of one drawing stay on one side of the split (default: utils.splits.DEFAULT_GROUP_PATTERN)"},
     )
     seed: int = field(default=42, metadata={"help": "seed of split, initialisation, pairing and views"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:1, ..."})
@@ -33,7 +36,11 @@ class GFConfig:
     logs_dir: str = field(default="logs", metadata={"help": "root folder of run logs"})
     checkpoints_dir: str = field(default="checkpoints", metadata={"help": "root folder of checkpoints"})
     num_workers: int = field(default=0, metadata={"help": "unused by GF (all graphs live in one tensor); kept for a uniform CLI"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default); 1 is fastest on a busy machine, the GF tensors are small"})
+    num_threads: int = field(
+        default=1,
+        metadata={"help": "torch CPU threads (0 = torch's default). GF tensors are tiny: more threads only add "
+                          "synchronisation, and on a busy 2-core machine 2 threads ran 70x slower than 1 (bench/bench_gf.py)"},
+    )
 
     # --- optimisation ------------------------------------------------------
     GF_batch_size: int = field(default=45, metadata={"help": "pairs per batch (2 x GF_batch_size distinct graphs)"})
