@@ -21,7 +21,7 @@ class GFConfig:
     # --- data, split, run -------------------------------------------------
     data_dir: str = field(default="data", metadata={"help": "preprocessing output folder (reads <data_dir>/GF/*.npz)"})
     epochs: int = field(default=50, metadata={"help": "maximum epochs per fold"})
-    k_folds: int = field(default=10, metadata={"help": "cross-validation folds on the non-test 80 %"})
+    k_folds: int = field(default=10, metadata={"help": "cross-validation folds on the non-test 80 % (1: one grouped 90/10 split)"})
     fold: Optional[int] = field(default=None, metadata={"help": "run this fold only (0-based); none = all folds"})
     test_fraction: float = field(default=0.2, metadata={"help": "fraction of drawings (by group) held out as the test set"})
     group_pattern: str = field(
@@ -74,8 +74,8 @@ class GFConfig:
         for name in ("GF_feature_mask_rate", "GF_edge_drop_rate", "GF_edge_add_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.k_folds < 2:
-            raise ValueError(f"k_folds must be >= 2, got {self.k_folds}")
+        if self.k_folds < 1:
+            raise ValueError(f"k_folds must be >= 1 (1: one grouped 90/10 train/validation split), got {self.k_folds}")
 
 
 __all__ = ["GFConfig"]

@@ -44,15 +44,15 @@ def gf_model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = 
     """Rebuild the GF model of a checkpoint (``utils.checkpoint.load_checkpoint``) in eval mode.
 
     Accepts a ``GF`` checkpoint (``state["model"]``) and a ``joint`` one whose
-    ``state`` holds ``"GF"`` (the GF part of the joint model). The pooling of
+    ``state`` holds ``"GF"`` or ``"gf"`` (the GF part of the joint model). The pooling of
     :func:`embed_graphs` defaults to the checkpoint's ``GF_pooling``, kept on the
     model as ``model.pooling``.
     """
     cfg = gf_config_from_dict(ckpt["config"])
     model = build_gf_model(cfg)
     state = ckpt["state"]
-    if ckpt.get("kind") == "joint" and "GF" in state:
-        state = state["GF"]
+    if ckpt.get("kind") == "joint" and ("GF" in state or "gf" in state):
+        state = state.get("GF", state.get("gf"))
     elif "model" in state:
         state = state["model"]
     model.load_state_dict(state)
