@@ -161,7 +161,16 @@ def test_node_mask_marks_present_classes():
     assert node_mask(x, a)[0].nonzero().flatten().tolist() == [0, 3, 4]
 
 
-def test_matching_loss_backpropagates_and_falls_below_chance():
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one torch thread (2 threads on a busy 2-core machine are far slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_matching_loss_backpropagates_and_falls_below_chance(one_thread):
     torch.manual_seed(0)
     x, a = random_graphs(16, 10, 11, seed=7)
     mask = torch.ones(16, 10, dtype=torch.bool)

@@ -31,6 +31,7 @@ def build_gf_model(cfg: GFConfig) -> DenseGraphMatching:
         feature_mask_rate=cfg.GF_feature_mask_rate,
         edge_drop_rate=cfg.GF_edge_drop_rate,
         edge_add_rate=cfg.GF_edge_add_rate,
+        pooling=cfg.GF_pooling,
     )
 
 
@@ -44,9 +45,8 @@ def gf_model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = 
     """Rebuild the GF model of a checkpoint (``utils.checkpoint.load_checkpoint``) in eval mode.
 
     Accepts a ``GF`` checkpoint (``state["model"]``) and a ``joint`` one whose
-    ``state`` holds ``"GF"`` or ``"gf"`` (the GF part of the joint model). The pooling of
-    :func:`embed_graphs` defaults to the checkpoint's ``GF_pooling``, kept on the
-    model as ``model.pooling``.
+    ``state`` holds ``"GF"`` or ``"gf"`` (the GF part of the joint model). The model's
+    default pooling (``model.pooling``) is the checkpoint's ``GF_pooling``.
     """
     cfg = gf_config_from_dict(ckpt["config"])
     model = build_gf_model(cfg)
@@ -56,7 +56,6 @@ def gf_model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = 
     elif "model" in state:
         state = state["model"]
     model.load_state_dict(state)
-    model.pooling = cfg.GF_pooling  # type: ignore[attr-defined]
     return model.to(device).eval()
 
 
@@ -113,13 +112,12 @@ def embed_graphs(
         model: a GF model (e.g. from :func:`gf_model_from_checkpoint`).
         features: ``[n, 10, 11]`` GF node features; adjacency: ``[n, 10, 10]``.
         pooling: ``concat`` / ``mean`` / ``sum`` / ``concat_input``
-            (see ``DenseGraphMatching.embed``); None: ``model.pooling`` if set, else ``concat``.
+            (see ``DenseGraphMatching.embed``); None: ``model.pooling``.
         batch_size: graphs encoded at once.
 
     Returns:
         ``np.ndarray [n, D]`` float32.
     """
-    pooling = pooling or getattr(model, "pooling", "concat")
     device = next(model.parameters()).device
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))
     a = torch.as_tensor(np.asarray(adjacency, dtype=np.float32))

@@ -209,6 +209,7 @@ class DenseGraphMatching(nn.Module):
         proj_dim: output size of the projection head.
         temperature: of the node-level contrastive loss.
         feature_mask_rate, edge_drop_rate, edge_add_rate: view augmentation rates.
+        pooling: default graph embedding of :meth:`embed` (one of ``POOLINGS``).
     """
 
     def __init__(
@@ -221,8 +222,12 @@ class DenseGraphMatching(nn.Module):
         feature_mask_rate: float = 0.2,
         edge_drop_rate: float = 0.2,
         edge_add_rate: float = 0.1,
+        pooling: str = "concat",
     ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        self.pooling = pooling
         self.encoder = GraphEncoder(in_channels, hidden, num_layers)
         self.cross_view = Fusion(hidden)
         self.cross_graph = Fusion(hidden)
@@ -297,12 +302,12 @@ class DenseGraphMatching(nn.Module):
         return 0.5 * (l1 + l2)
 
     @torch.no_grad()
-    def embed(self, x: Tensor, adj: Tensor, mask: Optional[Tensor] = None, pooling: str = "concat") -> Tensor:
+    def embed(self, x: Tensor, adj: Tensor, mask: Optional[Tensor] = None, pooling: Optional[str] = None) -> Tensor:
         """Graph embeddings from the encoder (no views, no fusion, no projection).
 
         Args:
             x: ``[B, N, F]``; adj: ``[B, N, N]``; mask: ``[B, N]`` (None: :func:`node_mask`).
-            pooling: ``concat`` (node states in node = class order, ``[B, N*D]``; keeps
+            pooling: None for ``self.pooling``; ``concat`` (node states in node = class order, ``[B, N*D]``; keeps
                 which class is which and zeros for absent classes), ``mean`` or ``sum``
                 over real nodes (``[B, D]``), or ``concat_input``: the L2-normalized
                 ``concat`` block followed by the L2-normalized raw input
@@ -311,6 +316,7 @@ class DenseGraphMatching(nn.Module):
         Returns:
             ``[B, D']`` float32.
         """
+        pooling = pooling or self.pooling
         if mask is None:
             mask = node_mask(x, adj)
         h = self.encoder(x, adj, mask)
