@@ -229,3 +229,11 @@ def test_usage_errors(corpus, capsys, tmp_path, args, needle):
     args = [subst.get(a, a) for a in args]
     code, _, err = run_cli(capsys, "--embedding", "features", "--cache_dir", tmp_path / "cache", *args)
     _one_error_line(code, err, 2, needle)
+
+
+def test_unusable_device_is_one_clear_error(corpus, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    code, _, err = run_cli(capsys, "--model_path", corpus["gf"], "--device", "cuda", "--file1", corpus["dxf"][0],
+                           "--file2", corpus["dxf"][1])
+    _one_error_line(code, err, 2, "no CUDA GPU", "--device cpu")

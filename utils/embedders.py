@@ -291,6 +291,20 @@ def _deepdxf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]
     return fn
 
 
+def _check_device(device: str) -> None:
+    """Raise :class:`EmbedderError` for a device torch cannot use here."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise EmbedderError(f"unknown --device {device!r} ({err}): use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EmbedderError(f"--device {device}: no CUDA GPU is visible to torch here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise EmbedderError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+
+
 def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", device: str = "cpu") -> Embedder:
     """The embedding function of a checkpoint, or of the non-learned features.
 
@@ -329,6 +343,7 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
         raise EmbedderError(f"{path} is a {kind} checkpoint: it cannot give a {chosen} embedding "
                             f"(choose --embedding {' or '.join(sorted(available))}, or features)")
     identity = f"{file_sha1(path)}/{chosen}/fmt{FORMAT_VERSION}"
+    _check_device(device)
     try:
         if natural == "joint":
             gf_model, dd_model = _joint_models(ckpt, device)
