@@ -237,3 +237,18 @@ def test_unusable_device_is_one_clear_error(corpus, capsys):
     code, _, err = run_cli(capsys, "--model_path", corpus["gf"], "--device", "cuda", "--file1", corpus["dxf"][0],
                            "--file2", corpus["dxf"][1])
     _one_error_line(code, err, 2, "no CUDA GPU", "--device cpu")
+
+
+REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "dxf" / "leadframe-dev"
+
+
+@pytest.mark.skipif(not REAL_DEV.is_dir(), reason="real drawings in ../shared/dxf not present")
+def test_pair_mode_on_real_drawings_with_full_width_brackets(capsys, tmp_path):
+    """Two real lead-frame drawings of one group (names with spaces, brackets, full-width brackets)."""
+    a = REAL_DEV / "DFN6TLCT(NiPdAu)（321） -551 Rev1_1.dxf"
+    b = REAL_DEV / "DFN7LA(Cu) -507 Rev1_2.dxf"
+    if not (a.is_file() and b.is_file()):
+        pytest.skip("expected real drawings not present")
+    code, out, err = run_cli(capsys, "--embedding", "features", "--file1", a, "--file2", b)
+    assert code == 0, err
+    assert 0.0 < similarity_of(out) <= 1.0
