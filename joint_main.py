@@ -215,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
 
 
 def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     resume: Optional[dict[str, Any]] = None
     split: Optional[Split] = None

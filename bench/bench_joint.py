@@ -13,7 +13,6 @@ gloo on CPU) and checks that it matches the same step without DDP.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import socket
 import sys

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -82,6 +81,7 @@ def train_variant(variant: str, args: argparse.Namespace, data_dir: Path, seed: 
               "--fold", "0", "--test_fraction", str(args.test_fraction), "--seed", str(seed),
               "--patience", str(args.patience), "--run_name", run, "--group_pattern", DEFAULT_GROUP_PATTERN,
               "--logs_dir", str(work / "logs"), "--checkpoints_dir", str(work / "ckpt")]
+    common += ["--num_threads", str(args.threads)]
     t0 = time.time()
     if variant == "gf":
         import GF_main
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cross_weight", type=float, default=0.5)
     p.add_argument("--work_dir", default="/tmp/joint_ablation")
     p.add_argument("--out", default="bench/joint_ablation.json")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads of every run")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -19,7 +19,6 @@ so that every rank has the same number of steps).
 """
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -33,7 +32,6 @@ from model.GF_dataset import GFGraphs, load_gf_graphs
 from model.joint_loss import JointBatch
 from utils.splits import Split, make_split
 
-log = logging.getLogger(__name__)
 
 VAL_SEED = 12345  # validation/test order and views: the same every epoch
 
