@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,7 @@ class SimConfig:
     workers: int = field(default=0, metadata={
         "help": "processes parsing new DXF files of a gallery (0 = all cores, at most 8)"})
     max_len: int = field(default=50_000, metadata={"help": "entities kept per drawing parsed on the fly"})
+    timeout: int = field(default=300, metadata={"help": "seconds allowed to parse one gallery DXF before it is skipped"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the mAP interval (--groups)"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap and the random floor"})
     append_features: bool = field(default=False, metadata={
@@ -169,13 +172,33 @@ class Gallery:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _load_one(args: tuple[str, int]) -> tuple[Optional[DrawingEncoding], str]:
-    """Worker: ``(encoding, "")`` or ``(None, reason)``."""
-    path, max_len = args
+class _FileTimeout(BaseException):
+    """Raised by the alarm; a BaseException so that no ``except Exception`` on the way swallows it."""
+
+
+def _on_alarm(signum, frame):
+    raise _FileTimeout()
+
+
+def _load_one(args: tuple[str, int, int]) -> tuple[Optional[DrawingEncoding], str, bool]:
+    """Worker: ``(encoding, "", True)`` or ``(None, reason, permanent)``; gives a file up after
+    ``timeout`` s (not permanent: tried again next time)."""
+    path, max_len, timeout = args
+    use_alarm = (timeout > 0 and hasattr(signal, "SIGALRM")
+                 and threading.current_thread() is threading.main_thread())
+    if use_alarm:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.alarm(timeout)
     try:
-        return load_drawing(path, max_len), ""
+        return load_drawing(path, max_len), "", True
     except DrawingError as err:
-        return None, err.reason
+        return None, err.reason, True
+    except _FileTimeout:
+        return None, f"timed out after {timeout} s (raise --timeout)", False
+    finally:
+        if use_alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def _memory_cache() -> EmbeddingCache:
@@ -186,7 +209,7 @@ def _memory_cache() -> EmbeddingCache:
 
 
 def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: EmbeddingCache,
-                  workers: int = 1, max_len: int = 50_000, quiet: bool = False) -> Gallery:
+                  workers: int = 1, max_len: int = 50_000, quiet: bool = False, timeout: int = 300) -> Gallery:
     """Encode and embed the drawings that the cache does not hold yet; gather all.
 
     Files that cannot be used are skipped with a warning naming them and why.
@@ -232,13 +255,14 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
             block = 64
             for s in range(0, len(todo), block):
                 idx = todo[s:s + block]
-                jobs = [(str(files[i][0]), max_len) for i in idx]
+                jobs = [(str(files[i][0]), max_len, timeout) for i in idx]
                 results = pool.map(_load_one, jobs, chunksize=1) if pool else [_load_one(j) for j in jobs]
                 ready: list[tuple[int, DrawingEncoding]] = []
-                for i, (enc, reason) in zip(idx, results):
+                for i, (enc, reason, permanent) in zip(idx, results):
                     key = keys[i]
                     if enc is None:
-                        cache.put_failure(key, reason)
+                        if permanent:
+                            cache.put_failure(key, reason)
                         skipped.append((str(files[i][0]), reason))
                         keys[i] = None
                         continue
@@ -478,7 +502,7 @@ def run(cfg: SimConfig) -> dict:
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else _default_cache_dir(cfg.gallery[0])
         cache = EmbeddingCache(cache_dir) if cfg.cache else _memory_cache()
         t0 = time.perf_counter()
-        gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len)
+        gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len, timeout=cfg.timeout)
         timings["gallery_s"] = time.perf_counter() - t0
         if not gallery.names:
             raise UsageError(f"empty gallery: none of the {len(files)} files under {', '.join(cfg.gallery)} "
