@@ -25,6 +25,20 @@ for _name in ("ezdxf", "matplotlib.font_manager", "matplotlib.texmanager", "font
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei",
+             "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "AR PL UMing CN")
+
+
+def _use_cjk_font() -> None:
+    """Titles with Chinese names: put the first installed CJK font before matplotlib's default."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    found = [name for name in CJK_FONTS if name in installed]
+    if found:
+        plt.rcParams["font.sans-serif"] = found[:1] + list(plt.rcParams["font.sans-serif"])
+
+
 @dataclass
 class Panel:
     """One drawing to show: its DXF source (None: not available), title and caption."""
@@ -69,6 +83,7 @@ def render_panels(panels: Sequence[Panel], out_path: str | Path, panel_size: flo
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     n = max(len(panels), 1)
+    _use_cjk_font()
     fig, axes = plt.subplots(1, n, figsize=(panel_size * n, panel_size), squeeze=False)
     aspects = []  # width / height of each drawn drawing
     with warnings.catch_warnings():
