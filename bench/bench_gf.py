@@ -3,6 +3,7 @@
     python bench/bench_gf.py                       # 16,000 synthetic 10-node graphs, 2 measured epochs
     python bench/bench_gf.py --epochs_measured 50  # the whole fold, no extrapolation
     python bench/bench_gf.py --threads 1 2         # compare torch thread counts
+    python bench/bench_gf.py --dev                 # retrieval on the lead-frame dev set, untrained vs trained
 
 One fold is what ``GF_main.py`` runs per fold with the SPEC defaults: the 20 %
 test split and 10 folds of ``utils/splits.py`` (so ~72 % of the graphs train, ~8 %
@@ -10,6 +11,11 @@ validate), ``GF_batch_size=45`` pairs, AdamW with gradient clipping, a validatio
 loss every epoch. The script times ``--epochs_measured`` epochs (after one warm-up
 step) and extrapolates to ``--epochs`` (50); it says when it extrapolated.
 The target (issue 3) is ≤ 10 minutes per 50-epoch fold on 2 CPU cores.
+
+``--dev``: self-supervised training on every preprocessed real drawing of
+``--real_dir`` (no labels are used; the 26 labelled ones are among them), then mAP
+on ``../shared/dxf/leadframe-dev/groups.json`` (26 queries, 93-drawing gallery) of
+the encoder embedding before and after training, per seed, beside the raw GF floor.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ from config.GF_config import GFConfig  # noqa: E402
 from model.GF_dataset import GFPairLoader, synthetic_gf_graphs  # noqa: E402
 from utils.GF_utils import build_gf_model, evaluate_loss, gf_step_loss  # noqa: E402
 from utils.splits import make_split  # noqa: E402
+
+DEV_GROUPS = Path(__file__).resolve().parents[2] / "shared" / "dxf" / "leadframe-dev" / "groups.json"
 
 
 def time_fold(n_graphs: int, epochs_measured: int, threads: int, cfg: GFConfig) -> dict[str, float]:
@@ -79,6 +87,52 @@ def time_fold(n_graphs: int, epochs_measured: int, threads: int, cfg: GFConfig) 
     }
 
 
+def dev_retrieval(real_dir: str, groups_path: Path, seeds: int, epochs: int, cfg: GFConfig) -> int:
+    """Print dev-set mAP of GF embeddings (every pooling) untrained vs trained, per seed."""
+    import json
+
+    from model.GF_dataset import load_gf_graphs
+    from utils.GF_utils import embed_graphs
+    from utils.retrieval import raw_gf_embedding, retrieval_metrics
+
+    if not groups_path.is_file():
+        print(f"error: no dev groups at {groups_path}", file=sys.stderr)
+        return 2
+    groups = json.loads(groups_path.read_text(encoding="utf-8"))
+    graphs = load_gf_graphs(real_dir)
+    torch.set_num_threads(1)
+
+    def m_ap(emb) -> float:
+        return retrieval_metrics(emb, graphs.names, groups)["mAP"]
+
+    raw = m_ap(raw_gf_embedding(graphs.features.numpy(), graphs.adjacency.numpy()))
+    print(f"{len(graphs)} drawings from {real_dir}; raw GF matrices mAP {raw:.3f}; "
+          f"training {epochs} epochs on all of them, {cfg.GF_batch_size} pairs/batch")
+    poolings = ("concat", "mean", "concat_input")
+    print("| seed | " + " | ".join(f"{p} untrained | {p} trained" for p in poolings) + " | last train loss |")
+    print("|---" * (2 * len(poolings) + 2) + "|")
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        model = build_gf_model(cfg)
+        before = [m_ap(embed_graphs(model, graphs.features, graphs.adjacency, pooling=p)) for p in poolings]
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        loader = GFPairLoader(graphs, cfg.GF_batch_size, shuffle=True, seed=seed)
+        gen = torch.Generator().manual_seed(seed)
+        for epoch in range(epochs):
+            loader.set_epoch(epoch)
+            for batch in loader:
+                loss = gf_step_loss(model, batch, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+        after = [m_ap(embed_graphs(model, graphs.features, graphs.adjacency, pooling=p)) for p in poolings]
+        cells = " | ".join(f"{b:.3f} | {a:.3f}" for b, a in zip(before, after))
+        print(f"| {seed} | {cells} | {loss.item():.3f} |", flush=True)
+    print("the dev set has 6 groups: differences below ~0.05-0.08 mAP are noise")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n_graphs", type=int, default=16000)
@@ -86,8 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs_measured", type=int, default=2, help="epochs actually run (extrapolated to --epochs)")
     p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()], help="torch CPU thread counts to time")
     p.add_argument("--GF_batch_size", type=int, default=45)
+    p.add_argument("--dev", action="store_true", help="retrieval on the lead-frame dev set instead of speed")
+    p.add_argument("--real_dir", default="data/real", help="--dev: preprocessed real drawings (GF/)")
+    p.add_argument("--groups", default=str(DEV_GROUPS), help="--dev: JSON list of groups of similar drawings")
+    p.add_argument("--seeds", type=int, default=3, help="--dev: seeds")
+    p.add_argument("--dev_epochs", type=int, default=30, help="--dev: training epochs")
     args = p.parse_args(argv)
     cfg = GFConfig(epochs=args.epochs, GF_batch_size=args.GF_batch_size)
+    if args.dev:
+        return dev_retrieval(args.real_dir, Path(args.groups), args.seeds, args.dev_epochs, cfg)
     print(f"GF training speed: {args.n_graphs} synthetic 10-node graphs, fold 0 of {cfg.k_folds}, "
           f"{cfg.GF_batch_size} pairs/batch, hidden {cfg.GF_hidden}, {cfg.GF_num_layers} GGNN steps")
     print("| threads | train graphs | steps/epoch | train graphs/s | s/epoch (incl. val) | "
