@@ -15,6 +15,7 @@ summary.json with the chance level of the loss) and ``checkpoints/<run_name>/``
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     def eval_loss(model, fold: int, part: str) -> float:
         return evaluate_loss(model, loaders[fold][part], seed=cfg.seed)
 
-    def save_best(model, opt, fold: int, epoch: int, val_loss: float, stopper) -> object:
+    def save_best(model, opt, fold: int, epoch: int, val_loss: float, stopper) -> Path:
         return save_checkpoint(
             log.checkpoint_path(f"fold_{fold}.pth"), "GF", config_to_dict(cfg),
             {"model": model.state_dict(), "optimizer": opt.state_dict()},
