@@ -192,3 +192,55 @@ def test_embedding_shapes(pooling, dim):
     x, a = random_graphs(3, 10, 11, seed=8)
     model = DenseGraphMatching(11, 32, 2, 16)
     assert model.embed(x, a, pooling=pooling).shape == (3, dim)
+
+
+def slow_match(model, xs, adjs, mask1, mask2):
+    """Reference of DenseGraphMatching.match: one pair at a time, real nodes only,
+    attention written out node by node."""
+    V, B, N, _ = xs.shape
+    out = torch.zeros(V, B, N, model.projection[-1].out_features)
+    for b in range(B):
+        masks = [mask1[b], mask1[b], mask2[b], mask2[b]]
+        idx = [m.nonzero().flatten() for m in masks]
+        h = []
+        for v in range(4):  # encode each view cropped to its real nodes
+            i = idx[v]
+            x = xs[v, b][i].unsqueeze(0)
+            a = adjs[v, b][i][:, i].unsqueeze(0)
+            h.append(model.encoder(x, a, torch.ones(1, len(i), dtype=torch.bool))[0])
+
+        def attend(q, keys):
+            rows = []
+            for qi in q:
+                w = torch.softmax(torch.stack([qi @ k / math.sqrt(len(qi)) for k in keys]), 0)
+                rows.append(sum(wj * k for wj, k in zip(w, keys)))
+            return torch.stack(rows)
+
+        def fuse(layer, hv, mu):
+            return hv + F.elu(layer.lin(torch.cat([hv, hv - mu], -1)))
+
+        partner = [1, 0, 3, 2]
+        h = [fuse(model.cross_view, h[v], attend(h[v], list(h[partner[v]]))) for v in range(4)]
+        other = [[2, 3], [2, 3], [0, 1], [0, 1]]
+        h = [fuse(model.cross_graph, h[v], attend(h[v], list(h[other[v][0]]) + list(h[other[v][1]])))
+             for v in range(4)]
+        for v in range(4):
+            out[v, b, idx[v]] = model.projection(h[v])
+    return out
+
+
+def test_matching_step_matches_slow_per_pair_reference():
+    torch.manual_seed(0)
+    B, N = 3, 10
+    x, a = random_graphs(2 * B, N, 11, seed=9)
+    mask = torch.rand(2 * B, N, generator=torch.Generator().manual_seed(1)) > 0.3
+    a = a * mask.unsqueeze(1) * mask.unsqueeze(2)
+    model = DenseGraphMatching(11, 16, 2, 8)
+    g = torch.Generator().manual_seed(2)
+    views = [augment_view(x[s], a[s], mask[s], 0.2, 0.2, 0.2, generator=g)
+             for s in (slice(0, B), slice(0, B), slice(B, None), slice(B, None))]
+    xs, adjs = torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
+    with torch.no_grad():
+        fast = model.match(xs, adjs, mask[:B], mask[B:])
+        slow = slow_match(model, xs, adjs, mask[:B], mask[B:])
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
