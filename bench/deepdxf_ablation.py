@@ -44,6 +44,7 @@ VARIANTS: dict[str, tuple[dict, bool, int]] = {
     "mean_pool_untrained": ({"DeepDXF_pooling": "mean"}, False, 0),
     "truncate_1024": ({}, True, 1024),
     "no_hist_in_head": ({"DeepDXF_hist_in_head": False}, True, 0),
+    "windows_4": ({"DeepDXF_max_view_chunks": 4}, True, 0),
     "batch5": ({"DeepDXF_batch_size": 5}, True, 0),
     "strong_aug": ({"DeepDXF_aug_param_mask": True, "DeepDXF_param_mask_prob": 0.5, "DeepDXF_jitter": 8,
                     "DeepDXF_shift": 16, "DeepDXF_drop_prob": 0.3}, True, 0),
@@ -95,10 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data_dir", default="data/real", help="gallery and training drawings (GF/ and DeepDXF/)")
     p.add_argument("--extra_dirs", nargs="*", default=[], help="more training drawings (e.g. data/thirdparty)")
     p.add_argument("--groups", default="../shared/dxf/leadframe-dev/groups.json")
-    p.add_argument("--variants", nargs="+", default=["untrained", "dropout_only", "default", "mean_pool", "truncate_1024"],
+    p.add_argument("--variants", nargs="+", default=["untrained", "mean_pool_untrained", "dropout_only", "default",
+                                                     "mean_pool", "truncate_1024", "strong_aug", "batch5"],
                    choices=sorted(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--set", nargs="*", default=[], help="extra config overrides for every variant, key=value")
     p.add_argument("--eval_every", type=int, default=0, help="also print the learned mAP every N steps")

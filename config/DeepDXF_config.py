@@ -70,7 +70,7 @@ class DeepDXFConfig:
     DeepDXF_temperature: float = field(default=0.15, metadata={"help": "NT-Xent temperature"})
     DeepDXF_aug_crop: bool = field(default=True, metadata={"help": "views are random windows of the drawing"})
     DeepDXF_crop_fraction: float = field(default=0.5, metadata={"help": "fraction of a long drawing's chunks covered by a view's windows (short drawings: min kept fraction)"})
-    DeepDXF_max_view_chunks: int = field(default=4, metadata={"help": "at most this many windows per training view (bounds memory/time)"})
+    DeepDXF_max_view_chunks: int = field(default=2, metadata={"help": "at most this many windows per training view (bounds memory/time)"})
     DeepDXF_aug_drop: bool = field(default=True, metadata={"help": "drop random entities from each view"})
     DeepDXF_drop_prob: float = field(default=0.1, metadata={"help": "entity dropout probability"})
     DeepDXF_aug_jitter: bool = field(default=True, metadata={"help": "add random integers to the quantized parameters (not to unused -1 slots)"})

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from config.DeepDXF_config import DeepDXFConfig
 from dataset.dxf_process_DeepDXF import KIND_MATRIX, N_COLUMNS
@@ -246,11 +246,20 @@ class DeepDXFCollate:
         self.seed = seed
         self.pad_to_chunk_len = pad_to_chunk_len
         self.rng = np.random.default_rng(seed)
+        self._worker: int | None = None
 
     def reset(self, seed: int | None = None) -> None:
-        self.rng = np.random.default_rng(self.seed if seed is None else seed)
+        self.seed = self.seed if seed is None else seed
+        self.rng = np.random.default_rng(self.seed)
+        self._worker = None
 
     def __call__(self, items: list[tuple[int, np.ndarray]]) -> DeepDXFBatch:
+        info = get_worker_info()
+        if info is not None and self._worker != info.id:
+            # each worker its own stream; info.seed comes from torch's RNG (new every epoch,
+            # reproducible under a seeded torch RNG, as in validation)
+            self._worker = info.id
+            self.rng = np.random.default_rng([self.seed, info.seed % 2**63])
         c = self.cfg.DeepDXF_chunk_len
         v1 = [make_view(rows, self.cfg, self.rng) for _, rows in items]
         v2 = [make_view(rows, self.cfg, self.rng) for _, rows in items]
@@ -270,7 +279,8 @@ def make_loader(arrays: Sequence[np.ndarray], cfg: DeepDXFConfig, train: bool, s
     pass for identical views (the trainer does).
     """
     ds = DeepDXFDataset(arrays)
-    sampler = LengthGroupedBatchSampler(ds.lengths, batch_size or cfg.DeepDXF_batch_size, seed=seed,
+    view_len = np.minimum(ds.lengths, cfg.DeepDXF_chunk_len * cfg.DeepDXF_max_view_chunks)  # what a view holds
+    sampler = LengthGroupedBatchSampler(view_len, batch_size or cfg.DeepDXF_batch_size, seed=seed,
                                         shuffle=train, grouped=grouped)
     return DataLoader(ds, batch_sampler=sampler, collate_fn=DeepDXFCollate(cfg, seed=seed),
                       num_workers=cfg.num_workers)
