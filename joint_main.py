@@ -83,8 +83,9 @@ def _broadcast(value: Any, info: DistInfo) -> Any:
 
 
 def _row(fold: int, epoch: int, train: dict[str, float], val: dict[str, float], weights: dict[str, float],
-         stopper: EarlyStopping, seconds: float) -> dict[str, Any]:
-    """One metrics.csv row: fold, epoch, train_loss, val_loss, each term, each weight, lr, throughput."""
+         stopper: EarlyStopping, seconds: float, cross: bool = True) -> dict[str, Any]:
+    """One metrics.csv row: fold, epoch, train_loss, val_loss, each term (the cross term only when on),
+    each weight, lr, throughput."""
     row: dict[str, Any] = {"fold": fold, "epoch": epoch, "train_loss": train.get("train_loss", ""),
                            "val_loss": val["loss"]}
     row.update({k: v for k, v in train.items() if k.startswith("train_") and k != "train_loss"})
@@ -93,7 +94,9 @@ def _row(fold: int, epoch: int, train: dict[str, float], val: dict[str, float], 
     for k in ("objective", "lr", "lr_GF", "grad_norm_GF", "grad_norm_DeepDXF", "drawings_per_s", "skipped_steps"):
         if k in train:
             row[k] = train[k]
-    row.update({"best_val_loss": stopper.best, "seconds": round(seconds, 3)})
+    row.update({"best_val": stopper.best, "seconds": round(seconds, 3)})
+    if not cross:
+        row = {k: v for k, v in row.items() if "cross" not in k}
     return row
 
 
@@ -146,9 +149,9 @@ def run_fold(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, info:
                  f"{train_loader.n_batches}) = {train_loader.deepdxf_batch_size}; weighting {cfg.weighting}, "
                  f"cross-model term {'weight ' + str(cfg.cross_weight) if cfg.cross_weight > 0 else 'off'}")
         val0 = evaluate(objective, weighting, val_loader, cfg, info)
-        log.log_metrics({"fold": fold, "epoch": 0, "train_loss": "", "val_loss": val0["loss"],
-                         "val_GF_loss": val0["GF"], "val_DeepDXF_loss": val0["DeepDXF"], "val_cross_loss": val0["cross"],
-                         **weighting.log_values()})
+        row0 = {"fold": fold, "epoch": 0, "train_loss": "", "val_loss": val0["loss"], "val_GF_loss": val0["GF"],
+                "val_DeepDXF_loss": val0["DeepDXF"], "val_cross_loss": val0["cross"], **weighting.log_values()}
+        log.log_metrics({k: v for k, v in row0.items() if cfg.cross_weight > 0 or "cross" not in k})
         log.info(f"fold {fold}: untrained val losses GF {val0['GF']:.4f} (chance {val0['chance_GF']:.4f}), "
                  f"DeepDXF {val0['DeepDXF']:.4f} (chance {val0['chance_DeepDXF']:.4f}), "
                  f"cross {val0['cross']:.4f} (chance {val0['chance_cross']:.4f})")
@@ -178,7 +181,8 @@ def run_fold(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, info:
             save_checkpoint(log.checkpoint_path(LAST_NAME), "joint", config_to_dict(cfg), state, fold=fold,
                             epoch=epoch, step=st.step, skipped_steps=st.skipped_steps, done=done,
                             best_checkpoint=str(ckpt_path) if best_state is not None else None, complete=False)
-        log.log_metrics(_row(fold, epoch, train, val, weighting.log_values(), stopper, time.time() - t0))
+        log.log_metrics(_row(fold, epoch, train, val, weighting.log_values(), stopper, time.time() - t0,
+                             cross=cfg.cross_weight > 0))
         if train["skipped_steps"]:
             log.info(f"fold {fold} epoch {epoch}: skipped {train['skipped_steps']} step(s) with NaN/inf loss or gradients")
         epochs_here += 1

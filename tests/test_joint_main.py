@@ -84,6 +84,7 @@ def test_resume_continues_the_loss_curve(corpus):
     joint_main.main(_argv(corpus, "broken", *common, "--resume"))
     a, b = _rows(corpus, "straight"), _rows(corpus, "broken")
     assert [r["epoch"] for r in b] == ["0", "1", "2", "3"]
+    assert not any("cross" in c for c in b[0])  # the cross-model term is off: no columns for it
     for ra, rb in zip(a, b):
         for col in ("train_loss", "val_loss", "w_GF", "w_DeepDXF"):
             if ra[col]:
