@@ -18,8 +18,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 setup: $(STAMP)
 
+# sample corpus -> preprocessing -> a short joint training run -> a retrieval query with a picture
 demo: setup
 	$(BIN)/python dataset/dxf_process.py
+	$(BIN)/python joint_main.py --epochs 30 --k_folds 2 --fold 0 --GF_batch_size 4
+	$(BIN)/python SimDeepDXF.py --gallery data/DXF --query "data/DXF/QFN-a_rev0.dxf" --topk 5 \
+		--render logs/demo_retrieval.png
 
 test: setup
 	$(BIN)/python -m pytest
