@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weighting", default="uncertainty")
     p.add_argument("--cross_weight", type=float, default=0.0)
     p.add_argument("--ddp_check", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; data {args.data_dir}")
