@@ -67,14 +67,16 @@ class JointConfig(GFConfig, DeepDXFConfig):
 
     # --- loss weighting -------------------------------------------------------
     weighting: Literal["uncertainty", "gradnorm", "dwa", "fixed"] = field(
-        default="uncertainty", metadata={"help": "how the GF and DeepDXF losses are weighted (utils/dynamic_weight.py)"})
+        default="uncertainty", metadata={"help": "how the GF and DeepDXF losses are weighted (utils/dynamic_weight.py); "
+                                                 "on the dev set all four tie (bench/joint_ablation.py)"})
     w_GF: float = field(default=1.0, metadata={"help": "fixed weight of the GF loss (weighting=fixed)"})
     w_DeepDXF: float = field(default=1.0, metadata={"help": "fixed weight of the DeepDXF loss (weighting=fixed)"})
     dwa_temperature: float = field(default=2.0, metadata={"help": "DWA temperature"})
     gradnorm_alpha: float = field(default=1.5, metadata={"help": "GradNorm restoring-force exponent alpha"})
 
     # --- cross-model term -----------------------------------------------------
-    cross_weight: float = field(default=0.0, metadata={"help": "weight of the CLIP-style term pulling GF and DeepDXF embeddings of a drawing together (0 = off)"})
+    cross_weight: float = field(default=0.0, metadata={"help": "weight of the CLIP-style term pulling GF and DeepDXF embeddings of a drawing together "
+                          "(0 = off; 0.5 lifted each model a little but not their concatenation, bench/joint_ablation.py)"})
     cross_temperature: float = field(default=0.1, metadata={"help": "temperature of the cross-model term"})
     cross_dim: int = field(default=64, metadata={"help": "size of the shared space of the cross-model projection heads"})
 
