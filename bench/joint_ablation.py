@@ -19,7 +19,8 @@ concatenation of the two is the control a joint model has to beat. The floors ar
 printed beside them. Results accumulate in ``--out`` (JSON; finished runs are not
 redone), and a markdown table is printed.
 
-Result (2026-11-26, code of commit 07e5d2e + working tree, 1 CPU thread, ~35 s per joint
+Result (2026-11-26, a snapshot of the working tree at 19:29 UTC: HEAD b40e142 plus the GF/DeepDXF
+engineers' uncommitted work; 1 CPU thread, ~35 s per joint
 run): data/real (93 drawings, no test split, fold 0 of 5: 71 train / 22 val), 30 epochs
 (3 steps each, patience 5), GF_batch_size 16, derived DeepDXF batch 23; mAP mean ± std
 over 5 seeds (the CI is seed 0's bootstrap over the 26 queries):
