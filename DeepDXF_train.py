@@ -135,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subset = lambda idx: [arrays[i] for i in idx]  # noqa: E731
     test_loader = make_loader(subset(split.test), cfg, train=False, seed=VAL_VIEW_SEED) if len(split.test) >= 2 else None
     state: dict[int, dict] = {}
+    val_chance: dict[str, float] = {}
 
     def make_model(fold: int):
         train_idx, val_idx = split.folds[fold]
@@ -151,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scaler": torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda"
                                            and not torch.cuda.is_bf16_supported()),
         }
+        val_chance[str(fold)] = evaluate_chance(state[fold]["val"])
         log.info(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val drawings, {steps} batch(es) of up to "
-                 f"{cfg.DeepDXF_batch_size} drawings per epoch")
+                 f"{cfg.DeepDXF_batch_size} drawings per epoch; chance level of its validation batches "
+                 f"{val_chance[str(fold)]:.4f}")
         return model, opt
 
     def train_epoch(model, opt, fold: int, epoch: int) -> dict[str, float]:
@@ -176,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize_folds(results)
     summary.update({
         "chance_level": {"nt_xent": chance, "formula": "ln(2N - 1), N = drawings per batch",
+                         "nt_xent_val_batches_per_fold": val_chance,
                          "nt_xent_test_batches": evaluate_chance(test_loader)},
         "n_drawings": len(names),
         "n_test": len(split.test),
