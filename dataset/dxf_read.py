@@ -24,6 +24,7 @@ import ezdxf
 from ezdxf import bbox as ezbbox
 from ezdxf import recover
 from ezdxf.lldxf.const import DXFError
+from ezdxf.math import bulge_to_arc
 
 # ezdxf logs every repair it makes (thousands of lines on real archives); keep errors only.
 logging.getLogger("ezdxf").setLevel(logging.ERROR)
@@ -140,6 +141,24 @@ def arc_box(cx: float, cy: float, r: float, start: float, end: float) -> tuple[f
     return (min(xs), min(ys), max(xs), max(ys))
 
 
+def lwpolyline_box(points: np.ndarray, closed: bool) -> tuple[float, float, float, float] | None:
+    """Box of an LWPOLYLINE from its vertices ``[n, 3]`` (x, y, bulge), arcs included."""
+    if len(points) == 0:
+        return None
+    lo, hi = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+    xmin, ymin, xmax, ymax = lo[0], lo[1], hi[0], hi[1]
+    n_segments = len(points) if closed else len(points) - 1
+    for k in np.flatnonzero(points[:n_segments, 2]):
+        start, end = points[k, :2], points[(k + 1) % len(points), :2]
+        if np.array_equal(start, end):
+            continue
+        center, a0, a1, radius = bulge_to_arc(start, end, points[k, 2])
+        box = arc_box(center.x, center.y, radius, math.degrees(a0), math.degrees(a1))
+        xmin, ymin = min(xmin, box[0]), min(ymin, box[1])
+        xmax, ymax = max(xmax, box[2]), max(ymax, box[3])
+    return (xmin, ymin, xmax, ymax)
+
+
 class BoxComputer:
     """Axis-aligned boxes of entities, with per-block caching for INSERTs."""
 
@@ -192,10 +211,15 @@ class BoxComputer:
             # the rendered dimension block is in world coordinates already
             content = self.block_box(dxf.geometry)
             return None if content is None else tuple(content)
-        if dxftype == "LWPOLYLINE" and plain and not e.has_arc:
-            pts = np.asarray(e.get_points("xy"), dtype=np.float64).reshape(-1, 2)
-            if len(pts) == 0:
-                return None
+        if dxftype == "LWPOLYLINE" and plain:
+            # lwpoints.values: float64 [n * 5] = (x, y, start width, end width, bulge) per vertex
+            return lwpolyline_box(np.asarray(e.lwpoints.values, dtype=np.float64).reshape(-1, 5)[:, [0, 1, 4]],
+                                  e.closed)
+        if dxftype == "POINT":
+            p = dxf.location
+            return (p.x, p.y, p.x, p.y)
+        if dxftype == "SOLID" and plain:
+            pts = np.array([tuple(dxf.get(f"vtx{k}", dxf.vtx0))[:2] for k in range(4)])
             lo, hi = pts.min(axis=0), pts.max(axis=0)
             return (lo[0], lo[1], hi[0], hi[1])
         if dxftype == "INSERT" and plain:
@@ -260,6 +284,7 @@ def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> Drawin
     n = len(records)
     boxes = np.full((n, 4), np.nan)
     invalid = np.zeros(n, dtype=bool)
+    has_box = np.zeros(n, dtype=bool)
     for k, (_, dxftype, e) in enumerate(records):
         try:
             box = boxer.box(e)
@@ -268,12 +293,12 @@ def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> Drawin
             if len(notes) < 5:
                 notes.append(f"{dxftype} #{e.dxf.handle}: no box ({type(err).__name__})")
             continue
-        if box is None:
-            continue
-        if not all(math.isfinite(v) and abs(v) <= MAX_ABS_COORD for v in box):
-            invalid[k] = True
-            continue
-        boxes[k] = box
+        if box is not None:
+            boxes[k] = box
+            has_box[k] = True
+    with np.errstate(invalid="ignore"):
+        invalid |= has_box & ~(np.abs(boxes) <= MAX_ABS_COORD).all(axis=1)  # NaN, inf or absurd
+    boxes[invalid] = np.nan
     return DrawingEntities(
         path=str(path),
         entities=[r[2] for r in records],

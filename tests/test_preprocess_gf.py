@@ -162,3 +162,12 @@ def test_adjacency_is_symmetric_without_self_loops():
     adj = class_adjacency(np.array([9, 9, 7, 9, 3, 3]), 10)
     assert np.array_equal(adj, adj.T) and np.trace(adj) == 0
     assert adj[9, 7] == 1 and adj[9, 3] == 1 and adj[7, 3] == 0
+
+
+def test_lwpolyline_box_includes_its_arcs(tmp_path):
+    doc = ezdxf.new()
+    # bulge 1: a counter-clockwise half circle from (0,0) to (2,0), i.e. below the chord
+    doc.modelspace().add_lwpolyline([(0, 0, 1), (2, 0, 0)], format="xyb")
+    path = tmp_path / "bulge.dxf"
+    doc.saveas(path)
+    np.testing.assert_allclose(read_drawing(path).boxes[0], [0, -1, 2, 0], atol=1e-12)
