@@ -40,6 +40,9 @@ class DeepDXFConfig:
 
     # --- optimisation ------------------------------------------------------
     DeepDXF_batch_size: int = field(default=5, metadata={"help": "drawings per batch (two views each)"})
+    DeepDXF_length_grouping: bool = field(default=False, metadata={
+        "help": "batch drawings of similar length together (less padding, no measurable speed-up with chunking); "
+                "off by default: on archives of revisions it fills a batch with near-duplicate negatives"})
     lr: float = field(default=3e-4, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps before the cosine decay"})

@@ -271,14 +271,16 @@ class DeepDXFCollate:
 
 
 def make_loader(arrays: Sequence[np.ndarray], cfg: DeepDXFConfig, train: bool, seed: int,
-                grouped: bool = True, batch_size: int | None = None) -> DataLoader:
+                grouped: bool | None = None, batch_size: int | None = None) -> DataLoader:
     """A DataLoader of two-view batches over ``arrays``.
 
-    Training: shuffled length-grouped batches, fresh views every epoch. Validation
+    Training: shuffled batches (length-grouped when ``grouped``, default
+    ``cfg.DeepDXF_length_grouping``), fresh views every epoch. Validation
     (``train=False``): fixed batches; call ``loader.collate_fn.reset()`` before each
     pass for identical views (the trainer does).
     """
     ds = DeepDXFDataset(arrays)
+    grouped = cfg.DeepDXF_length_grouping if grouped is None else grouped
     view_len = np.minimum(ds.lengths, cfg.DeepDXF_chunk_len * cfg.DeepDXF_max_view_chunks)  # what a view holds
     sampler = LengthGroupedBatchSampler(view_len, batch_size or cfg.DeepDXF_batch_size, seed=seed,
                                         shuffle=train, grouped=grouped)
