@@ -29,12 +29,11 @@ from config.cli import config_to_dict, parse_config  # noqa: E402
 from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
 from model.DeepDXF_loss import nt_xent_chance  # noqa: E402
 from model.transformer_encoder import DeepDXFModel  # noqa: E402
-from utils.checkpoint import save_checkpoint  # noqa: E402
 from utils.DeepDXF_utils import autocast_context, build_deepdxf_model, deepdxf_step_loss  # noqa: E402
 from utils.run_log import RunLogger  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 from utils.splits import make_split  # noqa: E402
-from utils.train_loop import summarize_folds, train_fold  # noqa: E402
+from utils.train_loop import checkpoint_saver, finish_run, train_fold  # noqa: E402
 
 VAL_VIEW_SEED = 12345  # validation/test views and dropout masks: the same every epoch
 
@@ -167,30 +166,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         loader = test_loader if part == "test" else state[fold]["val"]
         return evaluate(model, loader, cfg, device)[0] if loader is not None else float("nan")
 
-    def save_best(model, opt, fold: int, epoch: int, val_loss: float, stopper) -> Path:
-        return save_checkpoint(
-            log.checkpoint_path(f"fold_{fold}.pth"), "DeepDXF", config_to_dict(cfg),
-            {"model": model.state_dict(), "optimizer": opt.state_dict()},
-            fold=fold, epoch=epoch, val_loss=val_loss, early_stopping=stopper.state_dict(), chance_level=chance,
-        )
-
+    save_best = checkpoint_saver(log, "DeepDXF", config_to_dict(cfg), chance_level=chance)
     results = [train_fold(f, make_model, train_epoch, eval_loss, save_best, log,
                           epochs=cfg.epochs, patience=cfg.patience, min_delta=cfg.min_delta) for f in folds]
-    summary = summarize_folds(results)
-    summary.update({
+    finish_run(log, results, {
         "chance_level": {"nt_xent": chance, "formula": "ln(2N - 1), N = drawings per batch",
                          "nt_xent_val_batches_per_fold": val_chance,
                          "nt_xent_test_batches": evaluate_chance(test_loader)},
         "n_drawings": len(names),
         "n_test": len(split.test),
         "data_dir": cfg.data_dir,
-    })
-    log.write_summary(summary)
-    log.info(f"DeepDXF over {len(results)} fold(s): best val loss {summary['val_loss_mean']:.4f}, "
-             f"test loss {summary['test_loss_mean']:.4f} (chance {chance:.4f})")
-    if summary["best_checkpoint"]:
-        log.publish_best(summary["best_checkpoint"])
-    log.finish()
+    }, f"DeepDXF over {len(results)} fold(s): best val loss {{val_loss_mean:.4f}}, "
+       f"test loss {{test_loss_mean:.4f}} (chance {chance:.4f})")
     return 0
 
 

@@ -15,19 +15,17 @@ summary.json with the chance level of the loss) and ``checkpoints/<run_name>/``
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
 from config.cli import config_to_dict, parse_config
 from config.GF_config import GFConfig
 from model.GF_dataset import GFDataError, GFPairLoader, load_gf_graphs
-from utils.checkpoint import save_checkpoint
 from utils.GF_utils import build_gf_model, evaluate_loss, gf_chance_level, gf_step_loss
 from utils.run_log import RunLogger
 from utils.seed import seed_everything
 from utils.splits import make_split
-from utils.train_loop import summarize_folds, train_fold
+from utils.train_loop import checkpoint_saver, finish_run, train_fold
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,29 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     def eval_loss(model, fold: int, part: str) -> float:
         return evaluate_loss(model, loaders[fold][part], seed=cfg.seed)
 
-    def save_best(model, opt, fold: int, epoch: int, val_loss: float, stopper) -> Path:
-        return save_checkpoint(
-            log.checkpoint_path(f"fold_{fold}.pth"), "GF", config_to_dict(cfg),
-            {"model": model.state_dict(), "optimizer": opt.state_dict()},
-            fold=fold, epoch=epoch, val_loss=val_loss, early_stopping=stopper.state_dict(), chance_level=chance,
-        )
-
+    save_best = checkpoint_saver(log, "GF", config_to_dict(cfg), chance_level=chance)
     results = [train_fold(f, make_model, train_epoch, eval_loss, save_best, log,
                           epochs=cfg.epochs, patience=cfg.patience, min_delta=cfg.min_delta) for f in folds]
-    summary = summarize_folds(results)
-    summary.update({
+    finish_run(log, results, {
         "chance_level": chance,
         "chance_level_test": gf_chance_level(graphs.mask[split.test]) if split.test else float("nan"),
         "n_drawings": len(graphs),
         "n_test": len(split.test),
         "data_dir": cfg.data_dir,
-    })
-    log.write_summary(summary)
-    log.info(f"GF over {len(results)} fold(s): best val loss {summary['val_loss_mean']:.4f} ± {summary['val_loss_std']:.4f}, "
-             f"test loss {summary['test_loss_mean']:.4f} ± {summary['test_loss_std']:.4f} (chance {chance:.4f})")
-    if summary["best_checkpoint"]:
-        log.publish_best(summary["best_checkpoint"])
-    log.finish()
+    }, f"GF over {len(results)} fold(s): best val loss {{val_loss_mean:.4f}} ± {{val_loss_std:.4f}}, "
+       f"test loss {{test_loss_mean:.4f}} ± {{test_loss_std:.4f}} (chance {chance:.4f})")
     return 0
 
 

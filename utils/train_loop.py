@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from utils.checkpoint import save_checkpoint
 from utils.early_stopping import EarlyStopping
 
 
@@ -136,3 +137,33 @@ def summarize_folds(results: list[FoldResult]) -> dict[str, Any]:
 
 
 __all__ = ["FoldResult", "train_fold", "summarize_folds", "mean_std"]
+
+
+def checkpoint_saver(log: Any, kind: str, config: dict[str, Any], **extra: Any) -> Callable[..., Path]:
+    """A ``save_best`` callback for :func:`train_fold`: writes ``fold_<i>.pth`` (model and
+    optimizer state, the fold, epoch, validation loss and early-stopping state) into the
+    run's checkpoint folder, as a checkpoint of ``kind`` with ``config``."""
+
+    def save_best(model: torch.nn.Module, opt: torch.optim.Optimizer, fold: int, epoch: int,
+                  val_loss: float, stopper: EarlyStopping) -> Path:
+        return save_checkpoint(
+            log.checkpoint_path(f"fold_{fold}.pth"), kind, config,
+            {"model": model.state_dict(), "optimizer": opt.state_dict()},
+            fold=fold, epoch=epoch, val_loss=val_loss, early_stopping=stopper.state_dict(), **extra,
+        )
+
+    return save_best
+
+
+def finish_run(log: Any, results: list[FoldResult], extra: dict[str, Any], headline: str) -> dict[str, Any]:
+    """Write ``summary.json`` (:func:`summarize_folds` plus ``extra``), log
+    ``headline.format(**summary)``, publish the best fold's checkpoint as the run's and
+    the latest ``best_model.pth``, and close the run. Returns the summary."""
+    summary = summarize_folds(results)
+    summary.update(extra)
+    log.write_summary(summary)
+    log.info(headline.format(**summary))
+    if summary["best_checkpoint"]:
+        log.publish_best(summary["best_checkpoint"])
+    log.finish()
+    return summary
