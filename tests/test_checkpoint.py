@@ -1,5 +1,4 @@
 """utils/checkpoint.py: round trip, atomic write, clear errors."""
-import pickle
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """DeepDXF rows (SPEC §3): values of each type, -1 slots, angle range, DIMENSION x1000, HDF5."""
 from __future__ import annotations
 
-import math
 
 import ezdxf
 import numpy as np
