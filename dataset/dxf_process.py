@@ -32,7 +32,7 @@ from config.cli import parse_config
 from config.process_config import ProcessConfig
 from dataset.dxf_process_DeepDXF import DEEPDXF_TYPES, N_COLUMNS, deepdxf_encode, save_h5
 from dataset.dxf_process_GF import GF_CLASSES, gf_encode, save_gf
-from dataset.dxf_read import TYPE_ALIASES, DXFReadError, drawing_name, read_drawing
+from dataset.dxf_read import TYPE_ALIASES, DrawingError, drawing_name, read_drawing
 
 MANIFEST_COLUMNS = ["path", "name", "status", "reason", "n_entities", "n_dropped", "n_cut",
                     "seconds", "size", "mtime_ns"]
@@ -75,7 +75,7 @@ def process_file(task: Task) -> dict:
         signal.alarm(task.timeout)
     try:
         row.update(encode_file(task))
-    except DXFReadError as err:
+    except DrawingError as err:
         row.update(status="failed", reason=err.reason)
     except FileTimeout:
         row.update(status="failed", reason=f"timed out after {task.timeout} s")
@@ -110,7 +110,7 @@ def encode_drawing(path: str | Path, classes: tuple[str, ...] = GF_CLASSES,
         ``skip_reason`` ("" for a usable drawing, else why it holds nothing to learn from).
 
     Raises:
-        DXFReadError: the file cannot be read as a DXF drawing.
+        DrawingError: the file cannot be read as a DXF drawing.
     """
     keep = set(classes) | set(DEEPDXF_TYPES)
     drawing = read_drawing(path, keep_types=keep)

@@ -38,9 +38,10 @@ TYPE_ALIASES = {"POLYLINE": "LWPOLYLINE"}
 BINARY_DXF_SIGNATURE = b"AutoCAD Binary DXF"
 
 
-class DXFReadError(Exception):
-    """A file that cannot be read as a DXF drawing.
+class DrawingError(Exception):
+    """A drawing that cannot be used: not readable as DXF, or nothing in it to learn from.
 
+    The project's one error type for an unusable drawing; ``path`` names the file and
     ``reason`` is a short sentence for people ("not a DXF file", "empty file", ...).
     """
 
@@ -93,41 +94,41 @@ def drawing_name(path: str | Path, root: str | Path | None = None) -> str:
 
 
 def sniff_dxf(path: str | Path) -> None:
-    """Cheap checks before parsing: raise :class:`DXFReadError` for an empty file,
+    """Cheap checks before parsing: raise :class:`DrawingError` for an empty file,
     a binary file that is not a binary DXF, or a text file that does not start like
     a DXF (a group code line followed by a value)."""
     path = Path(path)
     if not path.is_file():
-        raise DXFReadError(path, "file not found")
+        raise DrawingError(path, "file not found")
     if path.stat().st_size == 0:
-        raise DXFReadError(path, "empty file")
+        raise DrawingError(path, "empty file")
     with open(path, "rb") as f:
         head = f.read(4096)
     if head.startswith(BINARY_DXF_SIGNATURE):
         return
     if b"\x00" in head:
-        raise DXFReadError(path, "binary file that is not a DXF")
+        raise DrawingError(path, "binary file that is not a DXF")
     text = head.decode("latin-1").lstrip("\ufeff\xef\xbb\xbf \t\r\n")
     first_line = text.split("\n", 1)[0].strip()
     if not first_line.lstrip("-").isdigit():
         shown = first_line[:30].encode("ascii", "replace").decode()
-        raise DXFReadError(path, f"not a DXF file (starts with {shown!r})")
+        raise DrawingError(path, f"not a DXF file (starts with {shown!r})")
 
 
 def open_dxf(path: str | Path) -> tuple["ezdxf.document.Drawing", bool]:
     """Read a DXF file with ``ezdxf.readfile``; fall back to ``ezdxf.recover``
-    for damaged files. Returns ``(doc, recovered)``; raises :class:`DXFReadError`."""
+    for damaged files. Returns ``(doc, recovered)``; raises :class:`DrawingError`."""
     sniff_dxf(path)
     try:
         return ezdxf.readfile(str(path)), False
     except OSError as err:
-        raise DXFReadError(path, f"cannot open file ({err.strerror or err})") from err
+        raise DrawingError(path, f"cannot open file ({err.strerror or err})") from err
     except Exception as first:  # ezdxf raises many error types on malformed files: try recover
 
         try:
             doc, _auditor = recover.readfile(str(path))
         except Exception as second:  # recover itself failed: the file is beyond repair
-            raise DXFReadError(path, f"unreadable DXF ({type(second).__name__}: {second})") from first
+            raise DrawingError(path, f"unreadable DXF ({type(second).__name__}: {second})") from first
         return doc, True
 
 
@@ -253,7 +254,7 @@ def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> Drawin
         keep_types: DXF types to keep (after :data:`TYPE_ALIASES`); None keeps all.
 
     Raises:
-        DXFReadError: the file cannot be read as a DXF drawing.
+        DrawingError: the file cannot be read as a DXF drawing.
     """
     doc, recovered = open_dxf(path)
     boxer = BoxComputer(doc)

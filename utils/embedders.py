@@ -32,6 +32,7 @@ import numpy as np
 
 from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS, N_TYPES, load_h5
 from dataset.dxf_process_GF import GF_CLASSES, load_gf
+from dataset.dxf_read import DrawingError
 
 DXF_SUFFIXES = (".dxf",)
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -40,15 +41,6 @@ EMBEDDING_CHOICES = ("auto", "gf", "deepdxf", "joint", "features")
 HIST_DIM = N_TYPES
 RAW_GF_DIM = len(GF_CLASSES) * (len(GF_CLASSES) + 1) + len(GF_CLASSES) ** 2
 _EPS = 1e-12
-
-
-class DrawingError(Exception):
-    """A drawing that cannot be used; ``reason`` is a short sentence for people."""
-
-    def __init__(self, path: str | Path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 class EmbedderError(Exception):
@@ -88,12 +80,11 @@ def gf_twin_path(h5_path: str | Path) -> Path:
 
 def _load_dxf(path: Path, max_len: int) -> DrawingEncoding:
     from dataset.dxf_process import encode_drawing
-    from dataset.dxf_read import DXFReadError
 
     try:
         gf, rows, info = encode_drawing(path, GF_CLASSES, max_len)
-    except DXFReadError as err:
-        raise DrawingError(path, err.reason) from err
+    except DrawingError:
+        raise
     except MemoryError as err:
         raise DrawingError(path, "out of memory while reading") from err
     except Exception as err:  # ezdxf can raise many types on odd files: name it, do not crash
