@@ -9,11 +9,11 @@ TORCH_PIN ?= torch==2.13.0
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
