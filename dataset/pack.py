@@ -1,0 +1,273 @@
+"""Packed archives: the per-drawing encodings of a large archive in a few HDF5 shards.
+
+    python dataset/pack.py --data_dir data/archive             # -> data/archive/packed/
+    python dataset/pack.py --data_dir data/archive --shard_size 100000
+
+A million drawings are two million small files after preprocessing; packed, they are
+a handful of chunked, compressed HDF5 files that training reads lazily, one drawing
+at a time, so the memory of a training process does not grow with the archive.
+
+Layout of ``<data_dir>/packed/shard-00000.h5`` (one shard per ``shard_size`` drawings)::
+
+    names              str [n]                     drawing names (UTF-8)
+    gf/features        float32 [n, C, C + 1]       as in GF/<name>.npz
+    gf/adjacency       float32 [n, C, C]
+    deepdxf/rows       int32 [R, N_COLUMNS]        every drawing's rows, one after another
+    deepdxf/offsets    int64 [n + 1]               drawing i is rows[offsets[i]:offsets[i + 1]]
+    deepdxf/type_counts int64 [n, N_TYPES]
+    attrs: format_version, classes
+
+``open_archive(data_dir)`` gives the same reader interface over a packed folder or
+over the per-drawing ``GF/`` + ``DeepDXF/`` folders, so training takes either.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import h5py
+import numpy as np
+
+if __package__ in (None, ""):  # run as `python dataset/pack.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, load_h5  # noqa: E402
+from dataset.dxf_process_GF import GF_CLASSES, load_gf  # noqa: E402
+from dataset.files import atomic_write  # noqa: E402
+
+PACK_FORMAT_VERSION = 1
+PACKED_DIR = "packed"
+ROW_CHUNK = 8192
+
+
+class ArchiveError(RuntimeError):
+    """A data folder that holds no usable encodings, or a damaged packed shard."""
+
+
+def _paired_names(data_dir: Path) -> list[str]:
+    """Names of drawings that have both encodings, sorted (the order packing and folder reading share)."""
+    gf = {p.stem for p in (data_dir / "GF").glob("*.npz")}
+    dd = {p.stem for p in (data_dir / "DeepDXF").glob("*.h5")}
+    return sorted(gf & dd)
+
+
+def pack(data_dir: str | Path, shard_size: int = 50_000, out: Optional[str | Path] = None,
+         progress: bool = True) -> list[Path]:
+    """Pack ``data_dir/GF`` + ``data_dir/DeepDXF`` into ``out`` (default ``data_dir/packed``).
+
+    Returns the shard paths. Each shard is written atomically; shards of an earlier
+    pack with a higher number than the new count are removed.
+    """
+    data_dir = Path(data_dir)
+    out = Path(out) if out is not None else data_dir / PACKED_DIR
+    names = _paired_names(data_dir)
+    if not names:
+        raise ArchiveError(f"{data_dir}: no drawing has both GF/<name>.npz and DeepDXF/<name>.h5; "
+                           f"run dataset/dxf_process.py --output {data_dir} first")
+    out.mkdir(parents=True, exist_ok=True)
+    shards: list[Path] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(names), desc="packing", unit="drawing", file=sys.stderr, dynamic_ncols=True,
+                   disable=not sys.stderr.isatty())
+    for k, s in enumerate(range(0, len(names), shard_size)):
+        part = names[s:s + shard_size]
+        path = out / f"shard-{k:05d}.h5"
+        atomic_write(path, lambda tmp, part=part: _write_shard(tmp, data_dir, part, bar))
+        shards.append(path)
+    for stale in out.glob("shard-*.h5"):
+        if stale not in shards:
+            stale.unlink()
+    if bar is not None:
+        bar.close()
+    return shards
+
+
+def _write_shard(path: Path, data_dir: Path, names: Sequence[str], bar) -> None:
+    n, c = len(names), len(GF_CLASSES)
+    with h5py.File(path, "w") as f:
+        f.attrs["format_version"] = PACK_FORMAT_VERSION
+        f.attrs["classes"] = " ".join(GF_CLASSES)
+        f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
+        feats = f.create_dataset("gf/features", (n, c, c + 1), dtype="f4", chunks=(min(n, 1024), c, c + 1),
+                                 compression="gzip", compression_opts=4)
+        adj = f.create_dataset("gf/adjacency", (n, c, c), dtype="f4", chunks=(min(n, 1024), c, c),
+                               compression="gzip", compression_opts=4)
+        rows = f.create_dataset("deepdxf/rows", (0, N_COLUMNS), maxshape=(None, N_COLUMNS), dtype="i4",
+                                chunks=(ROW_CHUNK, N_COLUMNS), compression="gzip", compression_opts=4)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        counts = np.zeros((n, N_TYPES), dtype=np.int64)
+        pending: list[np.ndarray] = []
+        pending_rows = 0
+        for i, name in enumerate(names):
+            gf = load_gf(data_dir / "GF" / f"{name}.npz")
+            feats[i] = gf["features"]
+            adj[i] = gf["adjacency"]
+            r, attrs = load_h5(data_dir / "DeepDXF" / f"{name}.h5")
+            counts[i] = attrs.get("type_counts", np.bincount(r[:, 0], minlength=N_TYPES))
+            offsets[i + 1] = offsets[i] + len(r)
+            pending.append(r)
+            pending_rows += len(r)
+            if pending_rows >= 16 * ROW_CHUNK or i == n - 1:
+                block = np.concatenate(pending) if pending else np.zeros((0, N_COLUMNS), np.int32)
+                start = rows.shape[0]
+                rows.resize(start + len(block), axis=0)
+                rows[start:] = block
+                pending, pending_rows = [], 0
+            if bar is not None:
+                bar.update(1)
+        f.create_dataset("deepdxf/offsets", data=offsets)
+        f.create_dataset("deepdxf/type_counts", data=counts)
+
+
+class PackedArchive:
+    """Lazy reader of ``packed/shard-*.h5``: only the small offset tables stay in memory.
+
+    HDF5 handles are opened on first use in each process (DataLoader workers fork
+    the dataset; an h5py handle must not cross a fork).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.paths = sorted(self.folder.glob("shard-*.h5"))
+        if not self.paths:
+            raise ArchiveError(f"{self.folder}: no packed shards (run dataset/pack.py)")
+        sizes = []
+        self._offsets: list[np.ndarray] = []
+        for p in self.paths:
+            with h5py.File(p, "r") as f:
+                if int(f.attrs.get("format_version", -1)) != PACK_FORMAT_VERSION:
+                    raise ArchiveError(f"{p}: packed with another format version; pack again")
+                sizes.append(len(f["names"]))
+                self._offsets.append(f["deepdxf/offsets"][()])
+        self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._files: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getstate__(self) -> dict:  # DataLoader workers under spawn: never pickle open handles
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"drawing {i} of {len(self)}")
+        k = int(np.searchsorted(self._starts, i, side="right") - 1)
+        return k, i - int(self._starts[k])
+
+    def _file(self, k: int) -> h5py.File:
+        if os.getpid() != self._pid:  # forked: the parent's handles are not ours
+            self._files, self._pid = {}, os.getpid()
+        if k not in self._files:
+            self._files[k] = h5py.File(self.paths[k], "r")
+        return self._files[k]
+
+    def name(self, i: int) -> str:
+        k, j = self._locate(i)
+        return self._file(k)["names"].asstr()[j]
+
+    def names(self) -> list[str]:
+        """All names (reads them: O(archive) memory; for reports, not for training)."""
+        return [n for k in range(len(self.paths)) for n in self._file(k)["names"].asstr()[()]]
+
+    def graph(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(features float32 [C, C+1], adjacency float32 [C, C])`` of drawing i."""
+        k, j = self._locate(i)
+        f = self._file(k)
+        return f["gf/features"][j], f["gf/adjacency"][j]
+
+    def rows(self, i: int) -> np.ndarray:
+        """DeepDXF rows ``int32 [L, N_COLUMNS]`` of drawing i."""
+        k, j = self._locate(i)
+        lo, hi = self._offsets[k][j], self._offsets[k][j + 1]
+        return self._file(k)["deepdxf/rows"][lo:hi]
+
+    def lengths(self) -> np.ndarray:
+        """Rows per drawing ``int64 [n]`` (from the offset tables, no row is read)."""
+        return np.concatenate([np.diff(o) for o in self._offsets])
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+
+class FolderArchive:
+    """The same interface over per-drawing ``GF/<name>.npz`` + ``DeepDXF/<name>.h5`` files."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._names = _paired_names(self.data_dir)
+        if not self._names:
+            raise ArchiveError(f"{self.data_dir}: no drawing has both GF/<name>.npz and DeepDXF/<name>.h5; "
+                               f"run dataset/dxf_process.py --output {self.data_dir} first")
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def name(self, i: int) -> str:
+        return self._names[i]
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def graph(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        gf = load_gf(self.data_dir / "GF" / f"{self._names[i]}.npz")
+        return gf["features"], gf["adjacency"]
+
+    def rows(self, i: int) -> np.ndarray:
+        return load_h5(self.data_dir / "DeepDXF" / f"{self._names[i]}.h5")[0]
+
+    def lengths(self) -> np.ndarray:
+        out = np.empty(len(self), dtype=np.int64)
+        for i, name in enumerate(self._names):
+            with h5py.File(self.data_dir / "DeepDXF" / f"{name}.h5", "r") as f:
+                out[i] = f["entities"].shape[0]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def open_archive(data_dir: str | Path) -> PackedArchive | FolderArchive:
+    """The packed shards under ``data_dir/packed`` when present, else the per-drawing folders."""
+    data_dir = Path(data_dir)
+    if any((data_dir / PACKED_DIR).glob("shard-*.h5")):
+        return PackedArchive(data_dir / PACKED_DIR)
+    return FolderArchive(data_dir)
+
+
+def iter_drawings(archive: PackedArchive | FolderArchive) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(name, features, adjacency, rows)`` of every drawing, in archive order."""
+    for i in range(len(archive)):
+        feats, adj = archive.graph(i)
+        yield archive.name(i), feats, adj, archive.rows(i)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Pack the per-drawing encodings of a preprocessed folder into a few HDF5 shards "
+                    "that training reads lazily (for archives of 10^5 drawings and more).")
+    ap.add_argument("--data_dir", default="data", help="the --output folder of dataset/dxf_process.py (default: data)")
+    ap.add_argument("--shard_size", type=int, default=50_000, help="drawings per shard (default: 50000)")
+    ap.add_argument("--out", default=None, help="where the shards go (default: DATA_DIR/packed)")
+    args = ap.parse_args(argv)
+    try:
+        shards = pack(args.data_dir, args.shard_size, args.out)
+    except ArchiveError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    n = len(PackedArchive(shards[0].parent))
+    print(f"packed {n} drawings into {len(shards)} shard(s) under {shards[0].parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The retrieval store: append without rewriting, exact search equals numpy, the
+approximate index agrees with it, and a reopened store continues where it stopped."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils.embedding_store import EmbeddingStore, StoreError
+
+
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(4, n // 50), dim))
+    return (centres[rng.integers(0, len(centres), n)] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def _numpy_topk(q: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+    return np.argsort(-(qn @ gn.T), axis=1, kind="stable")[:, :k]
+
+
+def test_exact_search_equals_numpy_across_shards(tmp_path):
+    emb = _clustered(250, 16, 0)
+    store = EmbeddingStore(tmp_path / "s", dim=16, shard_rows=64)
+    rows = store.add([f"h{i}" for i in range(250)], [f"/a/{i}.dxf" for i in range(250)], emb)
+    assert rows.tolist() == list(range(250))
+    assert len(list(tmp_path.joinpath("s").glob("shard-*.npy"))) == 4
+    q = _clustered(7, 16, 1)
+    scores, found = store.search(q, k=5, exact=True, block_rows=50)
+    assert np.array_equal(found, _numpy_topk(q, emb, 5))
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    np.testing.assert_allclose(store.vectors(np.array([3, 200, 65])), emb[[3, 200, 65]])
+
+
+def test_add_is_append_only_and_known_hashes_keep_their_row(tmp_path):
+    store = EmbeddingStore(tmp_path / "s", dim=4, shard_rows=8)
+    first = np.eye(4, dtype=np.float32)
+    store.add(["a", "b", "c", "d"], ["A", "B", "C", "D"], first)
+    shard = tmp_path / "s" / "shard-00000.npy"
+    before = shard.stat().st_ino
+    rows = store.add(["c", "e"], ["C2", "E"], np.ones((2, 4), np.float32))
+    assert rows.tolist() == [2, 4]
+    assert len(store) == 5
+    assert shard.stat().st_ino == before  # written in place, not replaced
+    np.testing.assert_allclose(store.vectors(np.array([2])), first[[2]])  # a known hash is not re-stored
+    assert store.paths(np.array([2, 4])) == ["C2", "E"]
+
+
+def test_failures_are_remembered_and_reopened_store_continues(tmp_path):
+    with EmbeddingStore(tmp_path / "s", dim=3) as store:
+        store.add(["x"], ["X"], np.ones((1, 3), np.float32))
+        store.add_failures(["bad"], ["B.dxf"], ["not a DXF file"])
+    with EmbeddingStore(tmp_path / "s") as again:
+        assert len(again) == 1
+        assert again.lookup(["bad", "x", "nope"]) == {"bad": (None, "not a DXF file"), "x": (0, None)}
+        with pytest.raises(StoreError, match="holds 3-wide"):
+            EmbeddingStore(tmp_path / "s", dim=5)
+
+
+def test_new_store_needs_dim_and_shapes_are_checked(tmp_path):
+    with pytest.raises(StoreError, match="needs the embedding width"):
+        EmbeddingStore(tmp_path / "s")
+    store = EmbeddingStore(tmp_path / "t", dim=3)
+    with pytest.raises(StoreError, match="expected"):
+        store.add(["a"], ["A"], np.ones((1, 4), np.float32))
+
+
+def test_approximate_index_recall_and_incremental_add(tmp_path):
+    pytest.importorskip("faiss")
+    emb = _clustered(6000, 32, 2)
+    store = EmbeddingStore(tmp_path / "s", dim=32, exact_below=1000)
+    store.add([f"h{i}" for i in range(5000)], [""] * 5000, emb[:5000])
+    q = emb[:200] + 0.05 * np.random.default_rng(3).normal(size=(200, 32)).astype(np.float32)
+    _, approx = store.search(q, k=10)
+    _, exact = store.search(q, k=10, exact=True)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.95
+    assert (tmp_path / "s" / "ann.faiss").exists()
+    # rows added later are found without rebuilding the index from scratch
+    store.add([f"h{i}" for i in range(5000, 6000)], [""] * 1000, emb[5000:])
+    _, approx = store.search(emb[5500:5510], k=1)
+    assert approx[:, 0].tolist() == list(range(5500, 5510))
+    assert store._meta("index_rows") == 6000 and store._meta("index_trained_on") == 5000
