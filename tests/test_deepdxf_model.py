@@ -4,10 +4,10 @@ import torch
 
 from config.DeepDXF_config import DeepDXFConfig
 from model.DeepDXF_embedding import chunk_rows, split_into_chunks
-from model.DeepDXF_loss import nt_xent_loss
-from utils.checkpoint import load_checkpoint, save_checkpoint
 from config.cli import config_to_dict
-from utils.DeepDXF_utils import build_deepdxf_model, deepdxf_model_from_checkpoint, embed_sequences
+from model.DeepDXF_loss import nt_xent_loss
+from model.DeepDXF_model import build_deepdxf_model, embed_sequences
+from utils.checkpoint import load_trained_models, save_checkpoint
 
 
 def fake_drawing(n: int, seed: int) -> np.ndarray:
@@ -79,7 +79,9 @@ def test_checkpoint_round_trip(tmp_path):
     model = build_deepdxf_model(cfg).eval()
     d = [fake_drawing(50, 5)]
     path = save_checkpoint(tmp_path / "m.pth", "DeepDXF", config_to_dict(cfg), {"model": model.state_dict()})
-    again = deepdxf_model_from_checkpoint(load_checkpoint(path, expect_kind="DeepDXF"))
+    trained = load_trained_models(path)
+    assert trained.kind == "DeepDXF" and trained.gf is None and not trained.deepdxf.training
+    again = trained.deepdxf
     assert np.allclose(embed_sequences(model, d), embed_sequences(again, d), atol=1e-6)
 
 

@@ -8,9 +8,8 @@ from model.GF_dataset import (
     GFPairLoader,
     load_gf_graphs,
     pair_indices,
-    save_gf_npz,
-    synthetic_gf_graphs,
 )
+from tests.synthetic import save_gf_npz, synthetic_gf_graphs
 
 
 @pytest.mark.parametrize("n,bs", [(90, 45), (100, 45), (7, 2), (61, 45), (2, 45), (13, 3), (11, 3)])

@@ -3,7 +3,8 @@ import warnings
 
 import pytest
 
-from utils.splits import DEFAULT_GROUP_PATTERN, Split, group_of, make_split
+from config.split_config import DEFAULT_GROUP_PATTERN
+from utils.splits import Split, group_of, make_split
 
 
 @pytest.mark.parametrize(
