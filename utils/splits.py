@@ -202,4 +202,4 @@ def make_split(
     )
 
 
-__all__ = ["DEFAULT_GROUP_PATTERN", "Split", "group_of", "make_split"]
+__all__ = ["Split", "group_of", "make_split"]
