@@ -46,15 +46,14 @@ def gf_step_loss(
     """Scalar loss of one pair batch (a ``GFPairLoader`` item), views drawn on the batch's device.
 
     Args:
-        model: the GF model (or a DDP wrapper of it: ``.module`` is used for ``loss``).
+        model: the GF model.
         batch: ``(x1 [B,10,11], adj1 [B,10,10], mask1 [B,10], x2, adj2, mask2)``.
         generator: ``torch.Generator`` on the batch's device for the views (None: global RNG).
 
     Returns:
         float32 scalar (also under autocast).
     """
-    core = getattr(model, "module", model)
-    return core.loss(*batch, generator=generator)
+    return model.loss(*batch, generator=generator)
 
 
 def embed_graphs(

@@ -20,8 +20,8 @@ Labels are not used: every drawing is its own class. The embedding used for
 similarity (:meth:`DenseGraphMatching.encode`; :meth:`~DenseGraphMatching.embed` is
 its no-gradient form) comes from the encoder alone: by default the node states
 concatenated in node (= entity class) order, which keeps which class is which and
-zeros for absent classes (a mean over nodes retrieved
-much worse on the lead-frame dev set: ~0.60 vs ~0.77 mAP).
+zeros for absent classes (a mean over nodes retrieved much worse on the lead-frame
+dev set: ~0.60 vs ~0.77 mAP).
 
 Chance level: for a graph with ``n`` real nodes each anchor has ``2n - 1``
 candidates, so an encoder that knows nothing scores ``ln(2n - 1)``
