@@ -95,3 +95,12 @@ def test_no_nan_under_bf16_autocast():
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(e1).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_embed_sequences_restores_training_mode_and_handles_no_drawing():
+    model = small_model().train()
+    e = embed_sequences(model, [fake_drawing(10, 7)])
+    assert model.training and e.dtype == np.float32
+    assert embed_sequences(model, []).shape == (0, model.embed_dim)
+    # dropout is off while embedding: two calls agree
+    assert np.array_equal(e, embed_sequences(model, [fake_drawing(10, 7)]))
