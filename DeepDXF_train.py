@@ -28,8 +28,9 @@ from config.DeepDXF_config import DeepDXFConfig  # noqa: E402
 from config.cli import config_to_dict, parse_config  # noqa: E402
 from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
 from model.DeepDXF_loss import nt_xent_chance  # noqa: E402
+from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss  # noqa: E402
 from model.transformer_encoder import DeepDXFModel  # noqa: E402
-from utils.DeepDXF_utils import autocast_context, build_deepdxf_model, deepdxf_step_loss  # noqa: E402
+from utils.DeepDXF_utils import autocast_context  # noqa: E402
 from utils.run_log import RunLogger  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 from utils.splits import make_split  # noqa: E402

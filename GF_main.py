@@ -21,7 +21,8 @@ import torch
 from config.cli import config_to_dict, parse_config
 from config.GF_config import GFConfig
 from model.GF_dataset import GFDataError, GFPairLoader, load_gf_graphs
-from utils.GF_utils import build_gf_model, evaluate_loss, gf_chance_level, gf_step_loss
+from model.GF_model import build_gf_model, gf_step_loss
+from utils.GF_utils import evaluate_loss, gf_chance_level
 from utils.run_log import RunLogger
 from utils.seed import seed_everything
 from utils.splits import make_split

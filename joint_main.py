@@ -46,7 +46,7 @@ from utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from utils.joint_early_stopping import EarlyStopping  # noqa: E402
 from utils.run_log import RunLogger  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
-from utils.splits import Split  # noqa: E402
+from utils.splits import Split, make_split  # noqa: E402
 from utils.train_loop import FoldResult, summarize_folds  # noqa: E402
 
 LAST_NAME = "last.pth"
@@ -238,7 +238,7 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
             print(f"run {run} is complete: nothing to resume", file=sys.stderr)
             return 0
     try:
-        data = JointDataLoader(cfg, info.rank, info.world_size, split=split)
+        data = JointDataLoader(cfg, info.rank, info.world_size, split=split, make_split=make_split)
     except (GFDataError, FileNotFoundError, JointDataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

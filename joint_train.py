@@ -16,7 +16,7 @@ One optimizer: a parameter group per model (``GF``, ``DeepDXF``), one for the
 cross-model heads (``heads``, when the term is on) and one for the loss-weight
 parameters (``weights``, no weight decay). Logged losses are the unscaled values.
 
-``joint_models_from_checkpoint(ckpt)`` rebuilds the GF and DeepDXF models of a
+``utils.checkpoint.load_trained_models(path)`` rebuilds the GF and DeepDXF models of a
 joint checkpoint (what SimDeepDXF.py loads).
 """
 from __future__ import annotations
@@ -32,14 +32,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from config.cli import config_from_dict
 from config.joint_config import JointConfig
 from model.DeepDXF_loss import nt_xent_chance
+from model.DeepDXF_model import build_deepdxf_model
+from model.GF_model import build_gf_model
 from model.joint_dataset import VAL_SEED, JointLoader
 from model.joint_loss import TASKS, JointObjective, clip_chance
-from utils.DeepDXF_utils import build_deepdxf_model, deepdxf_model_from_checkpoint
 from utils.dynamic_weight import LossWeighting, build_weighting, normalized_weights
-from utils.GF_utils import build_gf_model, gf_chance_level, gf_model_from_checkpoint
+from utils.GF_utils import gf_chance_level
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -344,34 +344,8 @@ def load_joint_state(objective: JointObjective, weighting: Optional[LossWeightin
         weighting.load_state_dict(state["weighting"])
 
 
-def joint_config_from_checkpoint(ckpt: dict[str, Any]) -> JointConfig:
-    """The ``JointConfig`` stored (flat) in a joint checkpoint."""
-    return config_from_dict(JointConfig, ckpt["config"])
-
-
-def joint_models_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module]:
-    """The GF and DeepDXF models of a joint checkpoint, in eval mode on ``device``.
-
-    Args:
-        ckpt: a loaded checkpoint (``utils.checkpoint.load_checkpoint``) of kind ``joint``:
-            ``config`` the flat joint config, ``state["gf"]`` / ``state["deepdxf"]`` the models.
-    Returns:
-        ``(gf_model, deepdxf_model)``, built by each model's own ``*_model_from_checkpoint``.
-    """
-    if ckpt.get("kind") != "joint":
-        raise ValueError(f"expected a joint checkpoint, got kind {ckpt.get('kind')!r}")
-    state = ckpt["state"]
-    cfg = joint_config_from_checkpoint(ckpt)
-    gf_ckpt = {"kind": "GF", "config": dict(ckpt["config"], lr=cfg.GF_lr, weight_decay=cfg.GF_weight_decay),
-               "state": {"model": state.get("gf", state.get("GF"))}}
-    dx_ckpt = {"kind": "DeepDXF", "config": dict(ckpt["config"]),
-               "state": {"model": state.get("deepdxf", state.get("DeepDXF"))}}
-    return gf_model_from_checkpoint(gf_ckpt, device), deepdxf_model_from_checkpoint(dx_ckpt, device)
-
-
 __all__ = [
     "DistInfo", "setup_distributed", "cleanup_distributed", "all_reduce_sum", "all_reduce_mean",
     "build_joint", "make_optimizer", "make_scheduler", "make_scaler", "amp_dtype", "warmup_cosine",
     "TrainState", "train_epoch", "evaluate", "joint_state", "load_joint_state",
-    "joint_config_from_checkpoint", "joint_models_from_checkpoint",
 ]

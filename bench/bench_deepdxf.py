@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from config.DeepDXF_config import DeepDXFConfig  # noqa: E402
 from model.DeepDXF_dataset import DeepDXFCollate, DeepDXFDataset, LengthGroupedBatchSampler, load_deepdxf_dir  # noqa: E402
-from utils.DeepDXF_utils import build_deepdxf_model, deepdxf_step_loss, embed_sequences  # noqa: E402
+from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss, embed_sequences  # noqa: E402
 
 
 def train_throughput(arrays, cfg: DeepDXFConfig, grouped: bool, pad_to_chunk_len: bool, steps: int) -> dict:

@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from config.GF_config import GFConfig  # noqa: E402
-from model.GF_dataset import GFPairLoader, synthetic_gf_graphs  # noqa: E402
-from utils.GF_utils import build_gf_model, evaluate_loss, gf_step_loss  # noqa: E402
+from model.GF_dataset import GFPairLoader  # noqa: E402
+from model.GF_model import build_gf_model, gf_step_loss  # noqa: E402
+from tests.synthetic import synthetic_gf_graphs  # noqa: E402
+from utils.GF_utils import evaluate_loss  # noqa: E402
 from utils.splits import make_split  # noqa: E402
 
 DEV_GROUPS = Path(__file__).resolve().parents[2] / "shared" / "dxf" / "leadframe-dev" / "groups.json"
@@ -92,7 +94,7 @@ def dev_retrieval(real_dir: str, groups_path: Path, seeds: int, epochs: int, cfg
     import json
 
     from model.GF_dataset import load_gf_graphs
-    from utils.GF_utils import embed_graphs
+    from model.GF_model import embed_graphs
     from utils.retrieval import raw_gf_embedding, retrieval_metrics
 
     if not groups_path.is_file():

@@ -29,6 +29,7 @@ from joint_train import (  # noqa: E402
     DistInfo, TrainState, build_joint, make_optimizer, make_scaler, make_scheduler, train_epoch,
 )
 from model.joint_dataset import JointDataLoader  # noqa: E402
+from utils.splits import make_split  # noqa: E402
 
 MODES = {"fp32": (False, "auto"), "fp16": (True, "fp16"), "bf16": (True, "bf16")}
 
@@ -49,7 +50,7 @@ def run_mode(name: str, args: argparse.Namespace, device: torch.device) -> dict:
                       GF_batch_size=args.GF_batch_size, weighting=args.weighting, cross_weight=args.cross_weight,
                       warmup_steps=0)
     info = DistInfo(device=device)
-    train, _ = JointDataLoader(cfg).get_fold_loaders(0)
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
     st = make_state(cfg, train, device)
     epoch, steps, drawings, row = 0, 0, 0, {}
     if device.type == "cuda":
@@ -86,7 +87,7 @@ def ddp_check(args: argparse.Namespace, device: torch.device) -> str:
     try:
         cfg = JointConfig(data_dir=args.data_dir, device=str(device), k_folds=2, GF_batch_size=args.GF_batch_size,
                           DeepDXF_dropout=0.0, grad_clip=0.0, warmup_steps=0)
-        train, _ = JointDataLoader(cfg).get_fold_loaders(0)
+        train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
         train.set_epoch(1)
         train.max_steps = 1
         plain = make_state(cfg, train, device)

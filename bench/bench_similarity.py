@@ -42,8 +42,8 @@ def default_checkpoints(folder: Path) -> dict[str, Path]:
     from config.DeepDXF_config import DeepDXFConfig
     from config.GF_config import GFConfig
     from config.cli import config_to_dict
-    from utils.DeepDXF_utils import build_deepdxf_model
-    from utils.GF_utils import build_gf_model
+    from model.DeepDXF_model import build_deepdxf_model
+    from model.GF_model import build_gf_model
     from utils.checkpoint import save_checkpoint
 
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from config.DeepDXF_config import DeepDXFConfig  # noqa: E402
 from DeepDXF_train import warmup_cosine  # noqa: E402
 from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
-from utils.DeepDXF_utils import build_deepdxf_model, deepdxf_step_loss, embed_sequences  # noqa: E402
+from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss, embed_sequences  # noqa: E402
 from utils.retrieval import (bootstrap_interval, floor_embeddings, floor_table, format_table,  # noqa: E402
                              load_encodings, normalize_name, retrieval_metrics, standardize_blocks)
 from utils.seed import seed_everything  # noqa: E402

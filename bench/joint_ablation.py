@@ -62,10 +62,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from utils.checkpoint import load_checkpoint  # noqa: E402
-from utils.DeepDXF_utils import deepdxf_model_from_checkpoint, embed_sequences  # noqa: E402
-from utils.GF_utils import embed_graphs, gf_model_from_checkpoint  # noqa: E402
-from utils.splits import DEFAULT_GROUP_PATTERN  # noqa: E402
+from config.split_config import DEFAULT_GROUP_PATTERN  # noqa: E402
+from dataset.dxf_process_DeepDXF import load_h5_rows  # noqa: E402
+from model.DeepDXF_model import embed_sequences  # noqa: E402
+from model.GF_model import embed_graphs  # noqa: E402
+from utils.checkpoint import load_trained_models  # noqa: E402
+from utils.splits import make_split  # noqa: E402
 from utils.retrieval import bootstrap_interval, floor_table, load_encodings, normalize_name, retrieval_metrics  # noqa: E402
 
 VARIANTS = ("gf", "deepdxf", "joint-fixed", "joint-uncertainty", "joint-gradnorm", "joint-dwa",
@@ -132,14 +134,8 @@ def train_variant(variant: str, args: argparse.Namespace, data_dir: Path, seed: 
 
 
 def models_of(ckpt_path: Path):
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt["kind"] == "GF":
-        return gf_model_from_checkpoint(ckpt), None
-    if ckpt["kind"] == "DeepDXF":
-        return None, deepdxf_model_from_checkpoint(ckpt)
-    from joint_train import joint_models_from_checkpoint
-
-    return joint_models_from_checkpoint(ckpt)
+    trained = load_trained_models(ckpt_path)
+    return trained.gf, trained.deepdxf
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = merged_data_dir(Path(args.data_dir), [Path(d) for d in args.extra_dirs], work)
     groups = json.loads(Path(args.groups).read_text(encoding="utf-8"))
     enc = load_encodings(args.data_dir)
-    from model.DeepDXF_dataset import read_entities
-
-    arrays = [read_entities(Path(args.data_dir) / "DeepDXF" / f"{n}.h5") for n in enc["names"]]
+    arrays = [load_h5_rows(Path(args.data_dir) / "DeepDXF" / f"{n}.h5") for n in enc["names"]]
     names = [normalize_name(n) for n in enc["names"]]
     labelled = {normalize_name(n) for g in groups for n in g}
     fit_rows = [i for i, n in enumerate(names) if n not in labelled] or None
@@ -182,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     for seed in args.seeds:
         jcfg.seed = seed
-        train_loader = JointDataLoader(jcfg).get_fold_loaders(0)[0]
+        train_loader = JointDataLoader(jcfg, make_split=make_split).get_fold_loaders(0)[0]
         dx_batch = train_loader.deepdxf_batch_size
         for variant in args.variants:
             key = f"{variant}-s{seed}"

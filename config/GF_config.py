@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from utils.splits import DEFAULT_GROUP_PATTERN
+from config.split_config import DEFAULT_GROUP_PATTERN
 
 
 @dataclass
@@ -27,7 +27,7 @@ class GFConfig:
     group_pattern: str = field(
         default=DEFAULT_GROUP_PATTERN,
         metadata={"help": "regex removed from a drawing name to get its group, so that revisions (' Rev1') and pieces ('_2') "
-                          "of one drawing stay on one side of the split (default: utils.splits.DEFAULT_GROUP_PATTERN)"},
+                          "of one drawing stay on one side of the split (default: config.split_config.DEFAULT_GROUP_PATTERN)"},
     )
     seed: int = field(default=42, metadata={"help": "seed of split, initialisation, pairing and views"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:1, ..."})
@@ -51,7 +51,7 @@ class GFConfig:
     min_delta: float = field(default=0.0, metadata={"help": "early stopping: minimum improvement"})
 
     # --- model -------------------------------------------------------------
-    GF_in_channels: int = field(default=11, metadata={"help": "node feature size (SPEC §2: 1 free + 10 overlap columns)"})
+    GF_in_channels: int = field(default=11, metadata={"help": "node feature size (1 free count + 10 overlap columns)"})
     GF_hidden: int = field(default=32, metadata={"help": "node state size (input projection and GGNN)"})
     GF_num_layers: int = field(default=3, metadata={"help": "GGNN propagation steps"})
     GF_proj_dim: int = field(default=32, metadata={"help": "projection head output size (loss only)"})

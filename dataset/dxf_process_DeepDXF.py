@@ -268,3 +268,16 @@ def load_h5(path: str | Path) -> tuple[np.ndarray, dict]:
     """Read ``entities`` int32 ``[L, N_COLUMNS]`` and the attributes of one file."""
     with h5py.File(path, "r") as f:
         return f["entities"][()], dict(f.attrs)
+
+
+def load_h5_rows(path: str | Path) -> np.ndarray:
+    """Read only ``entities`` of one file (the trainers' light read), as int32 ``[L, N_COLUMNS]``.
+
+    Raises:
+        ValueError: ``entities`` is not ``[L, N_COLUMNS]`` (the message names the file).
+    """
+    with h5py.File(path, "r") as f:
+        rows = np.asarray(f["entities"][()], dtype=np.int32)
+    if rows.ndim != 2 or rows.shape[1] != N_COLUMNS:
+        raise ValueError(f"{path}: 'entities' has shape {rows.shape}, expected [L, {N_COLUMNS}]")
+    return rows

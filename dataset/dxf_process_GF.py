@@ -165,7 +165,19 @@ def save_gf(path: str | Path, encoding: dict[str, np.ndarray], **extra: np.ndarr
     tmp.replace(path)
 
 
-def load_gf(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a ``data/GF/<name>.npz`` file into a dict of arrays."""
+def load_gf(path: str | Path, keys: tuple[str, ...] | list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a ``data/GF/<name>.npz`` file into a dict of arrays.
+
+    Args:
+        path: the file.
+        keys: read only these arrays (e.g. ``("features", "adjacency")``, the trainers'
+            light read); None reads every array of the file.
+    Raises:
+        KeyError: a requested key is not in the file (the message names the file).
+    """
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        wanted = data.files if keys is None else list(keys)
+        missing = [key for key in wanted if key not in data.files]
+        if missing:
+            raise KeyError(f"{path}: no array {', '.join(missing)} in this GF file (it holds {', '.join(data.files)})")
+        return {key: data[key] for key in wanted}

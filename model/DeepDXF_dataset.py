@@ -1,7 +1,7 @@
 """Loading, views and batching of DeepDXF sequences (SPEC §3, §5, §6).
 
 * :func:`load_deepdxf_dir` reads every ``<data_dir>/DeepDXF/<name>.h5`` once into
-  numpy (int32 ``[L, 14]`` per drawing).
+  numpy (int32 ``[L, 14]`` per drawing) with ``dataset.dxf_process_DeepDXF.load_h5_rows``.
 * :func:`make_view` turns one drawing into a training view: a list of handle-ordered
   chunks of at most C entities, after the switchable augmentations of the config
   (random windows, entity dropout, quantization jitter, x/y shift, hidden slots).
@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from config.DeepDXF_config import DeepDXFConfig
-from dataset.dxf_process_DeepDXF import KIND_MATRIX, N_COLUMNS
-from model.DeepDXF_embedding import ChunkBatch, chunk_rows, split_into_chunks
+from dataset.dxf_process_DeepDXF import KIND_MATRIX, load_h5_rows
+from model.DeepDXF_embedding import ChunkBatch, chunk_rows
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +43,6 @@ def deepdxf_folder(data_dir: str | Path) -> Path:
     return sub if sub.is_dir() else data_dir
 
 
-def read_entities(path: str | Path) -> np.ndarray:
-    """The ``entities`` dataset of one DeepDXF .h5 file. Returns int32 [L, 14]."""
-    with h5py.File(path, "r") as f:
-        rows = np.asarray(f["entities"][()], dtype=np.int32)
-    if rows.ndim != 2 or rows.shape[1] != N_COLUMNS:
-        raise ValueError(f"{path}: 'entities' has shape {rows.shape}, expected [L, {N_COLUMNS}]")
-    return rows
-
-
 def load_deepdxf_dir(data_dir: str | Path) -> tuple[list[str], list[np.ndarray]]:
     """Read every drawing of a preprocessing output folder once.
 
@@ -67,7 +57,7 @@ def load_deepdxf_dir(data_dir: str | Path) -> tuple[list[str], list[np.ndarray]]
         raise FileNotFoundError(f"no DeepDXF .h5 files in {folder} (run python dataset/dxf_process.py first)")
     names, arrays, empty = [], [], []
     for p in paths:
-        rows = read_entities(p)
+        rows = load_h5_rows(p)
         if rows.shape[0] == 0:
             empty.append(p.stem)
             continue
@@ -288,11 +278,6 @@ def make_loader(arrays: Sequence[np.ndarray], cfg: DeepDXFConfig, train: bool, s
                       num_workers=cfg.num_workers)
 
 
-def whole_drawing_batch(arrays: Sequence[np.ndarray], chunk_len: int, max_len: int = 0) -> ChunkBatch:
-    """All chunks of whole drawings, unaugmented (for embedding). ``max_len`` > 0 truncates."""
-    return chunk_rows([split_into_chunks(a, chunk_len, max_len) for a in arrays], chunk_len)
-
-
 __all__ = [
     "DeepDXFBatch",
     "DeepDXFCollate",
@@ -302,6 +287,4 @@ __all__ = [
     "load_deepdxf_dir",
     "make_loader",
     "make_view",
-    "read_entities",
-    "whole_drawing_batch",
 ]

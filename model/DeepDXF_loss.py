@@ -17,7 +17,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 _MASK_VALUE = -1e9
 
@@ -50,15 +49,4 @@ def nt_xent_chance(batch_size: int) -> float:
     return math.log(max(2 * batch_size - 1, 1))
 
 
-class NTXentLoss(nn.Module):
-    """Module form of :func:`nt_xent_loss` with the temperature fixed."""
-
-    def __init__(self, temperature: float = 0.15) -> None:
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return nt_xent_loss(z1, z2, self.temperature)
-
-
-__all__ = ["NTXentLoss", "nt_xent_chance", "nt_xent_loss"]
+__all__ = ["nt_xent_chance", "nt_xent_loss"]

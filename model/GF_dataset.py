@@ -1,4 +1,4 @@
-"""GF graphs (``<data_dir>/GF/*.npz``, docs/architecture.md) and their pair batches (SPEC §4).
+"""GF graphs (``<data_dir>/GF/*.npz``, read by ``dataset.dxf_process_GF.load_gf``) and their pair batches (SPEC §4).
 
 All graphs are loaded once into three tensors (they are tiny: 10 nodes each), so a
 batch is an index into them, on whatever device they were moved to.
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dataset.dxf_process_GF import load_gf
 from model.layers.DenseGraphMatching import node_mask
 
 N_NODES = 10
@@ -83,8 +84,11 @@ def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None) 
     feats = np.zeros((len(paths), N_NODES, N_FEATURES), dtype=np.float32)
     adjs = np.zeros((len(paths), N_NODES, N_NODES), dtype=np.float32)
     for i, p in enumerate(paths):
-        with np.load(p, allow_pickle=False) as z:
-            f, a = z["features"], z["adjacency"]
+        try:
+            enc = load_gf(p, keys=("features", "adjacency"))
+        except (OSError, ValueError, KeyError) as err:
+            raise GFDataError(f"{p}: not a readable GF file ({err})") from err
+        f, a = enc["features"], enc["adjacency"]
         if f.shape != (N_NODES, N_FEATURES) or a.shape != (N_NODES, N_NODES):
             raise GFDataError(f"{p}: expected features [10, 11] and adjacency [10, 10], got {f.shape} and {a.shape}")
         feats[i], adjs[i] = f, a
@@ -171,42 +175,6 @@ class GFPairLoader:
                    gr.features[second], gr.adjacency[second], gr.mask[second])
 
 
-def synthetic_gf_graphs(n: int, seed: int = 0, present_rate: float = 0.7, edge_rate: float = 0.4) -> GFGraphs:
-    """Random GF-like graphs for tests and benchmarks (normalized like SPEC §2).
-
-    Each drawing has random class counts (some classes absent), random overlap
-    counts between present classes, random handle-order edges between present
-    classes; features are normalized as the preprocessing does.
-    """
-    g = torch.Generator().manual_seed(seed)
-    present = torch.rand(n, N_NODES, generator=g) < present_rate
-    present[:, 0] |= present.sum(1) < 2  # at least two classes
-    present[:, 1] |= present.sum(1) < 2
-    pair = present.unsqueeze(1) & present.unsqueeze(2) & ~torch.eye(N_NODES, dtype=torch.bool)
-    overlap = torch.poisson(torch.rand(n, N_NODES, N_NODES, generator=g) * 20, generator=g)
-    overlap = torch.triu(overlap, 1)
-    overlap = (overlap + overlap.transpose(1, 2)) * pair
-    free = torch.poisson(torch.rand(n, N_NODES, generator=g) * 50, generator=g) * present
-    free = torch.where(present & (free + overlap.sum(-1) == 0), torch.ones_like(free), free)
-    col0 = free / free.sum(1, keepdim=True).clamp(min=1e-12)
-    rows = overlap / overlap.sum(-1, keepdim=True).clamp(min=1e-12)
-    features = torch.cat([col0.unsqueeze(-1), rows], dim=-1).float()
-    a = (torch.rand(n, N_NODES, N_NODES, generator=g) < edge_rate) & pair
-    a = torch.triu(a, 1)
-    adjacency = (a | a.transpose(1, 2)).float()
-    return GFGraphs([f"g{i:05d}" for i in range(n)], features, adjacency, node_mask(features, adjacency))
-
-
-def save_gf_npz(graphs: GFGraphs, data_dir: str | Path) -> Path:
-    """Write graphs as ``<data_dir>/GF/<name>.npz`` (the keys the trainer reads; for tests)."""
-    folder = gf_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(graphs.names):
-        np.savez(folder / f"{name}.npz", features=graphs.features[i].numpy(), adjacency=graphs.adjacency[i].numpy())
-    return folder
-
-
 __all__ = [
-    "GFDataError", "GFGraphs", "GFPairLoader", "gf_dir", "load_gf_graphs", "pair_indices",
-    "save_gf_npz", "synthetic_gf_graphs", "N_NODES", "N_FEATURES",
+    "GFDataError", "GFGraphs", "GFPairLoader", "gf_dir", "load_gf_graphs", "pair_indices", "N_NODES", "N_FEATURES",
 ]

@@ -1,8 +1,9 @@
 """Joint batches: the same drawings for the GF and the DeepDXF model at every step (SPEC §6).
 
 A drawing belongs to the joint set when both encodings exist (``GF/<name>.npz`` and
-``DeepDXF/<name>.h5``, matched by name). One grouped split by drawing
-(``utils/splits.py``) serves both models.
+``DeepDXF/<name>.h5``, matched by name). One grouped split by drawing serves both
+models; the trainer gives it (``utils.splits``: a saved ``Split`` or ``make_split``),
+this module only needs its index lists (:class:`SplitLike`).
 
 Batches of one epoch: the part's drawings are shuffled once (seeded by the seed and
 the epoch) and cut into ``n_batches = ceil(n / (2 GF_batch_size))`` consecutive parts
@@ -20,8 +21,7 @@ so that every rank has the same number of steps).
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,6 @@ from config.joint_config import JointConfig
 from model.DeepDXF_dataset import DeepDXFBatch, DeepDXFCollate, load_deepdxf_dir
 from model.GF_dataset import GFGraphs, load_gf_graphs
 from model.joint_loss import JointBatch
-from utils.splits import Split, make_split
 
 
 VAL_SEED = 12345  # validation/test order and views: the same every epoch
@@ -38,6 +37,27 @@ VAL_SEED = 12345  # validation/test order and views: the same every epoch
 
 class JointDataError(RuntimeError):
     """No drawing has both encodings, or too few for a split."""
+
+
+class SplitLike(Protocol):
+    """What the loaders need of a split (``utils.splits.Split`` is one).
+
+    Attributes:
+        names: the drawings the indices refer to.
+        test: indices of the test drawings.
+        folds: ``folds[i] = (train indices, validation indices)``.
+    """
+
+    names: list[str]
+    test: list[int]
+    folds: list[tuple[list[int], list[int]]]
+
+    @property
+    def n_folds(self) -> int: ...
+
+
+#: ``make_split(names, test_fraction, k_folds, seed, group_pattern)`` (``utils.splits.make_split``).
+SplitMaker = Callable[[Sequence[str], float, int, int, str], SplitLike]
 
 
 def epoch_parts(n: int, n_batches: int, seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
@@ -156,13 +176,24 @@ class JointDataLoader:
         rank, world_size: DDP sharding (single process: 0, 1).
         graphs, names, arrays: already loaded data instead of ``cfg.data_dir``
             (tests): ``graphs`` GF graphs and ``names``/``arrays`` DeepDXF drawings.
+        split: the split of the joint drawings (e.g. a resumed run's saved split);
+            its ``names`` must be the joint drawings.
+        make_split: when ``split`` is None, called as ``make_split(names,
+            cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)`` on the joint
+            drawings (pass ``utils.splits.make_split``).
+
+    Raises:
+        JointDataError: fewer than 4 joint drawings, or ``split`` is of other drawings.
+        TypeError: neither ``split`` nor ``make_split`` is given.
 
     Attributes: ``names`` (joint drawings, sorted), ``graphs``, ``arrays``, ``split``.
     """
 
     def __init__(self, cfg: JointConfig, rank: int = 0, world_size: int = 1, graphs: Optional[GFGraphs] = None,
                  names: Optional[Sequence[str]] = None, arrays: Optional[Sequence[np.ndarray]] = None,
-                 split: Optional[Split] = None) -> None:
+                 split: Optional[SplitLike] = None, make_split: Optional[SplitMaker] = None) -> None:
+        if split is None and make_split is None:
+            raise TypeError("JointDataLoader needs a split or a make_split function (utils.splits.make_split)")
         self.cfg = cfg
         self.rank = rank
         self.world_size = world_size
@@ -182,9 +213,12 @@ class JointDataLoader:
         self.names = joint
         self.graphs = graphs.subset([gf_pos[n] for n in joint])
         self.arrays = [arrays[dx_pos[n]] for n in joint]
-        if split is not None and split.names != joint:
-            raise JointDataError("the given split does not match the joint drawings")
-        self.split = split or make_split(joint, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
+        if split is None:
+            split = make_split(joint, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
+        elif list(split.names) != joint:
+            raise JointDataError(f"the given split is of {len(split.names)} other drawings, not of the "
+                                 f"{len(joint)} joint drawings in {cfg.data_dir}")
+        self.split: SplitLike = split
 
     def describe(self) -> str:
         """One line for the log: how many drawings, how many had only one encoding."""
@@ -213,35 +247,5 @@ class JointDataLoader:
         return self._loader(self.split.test, False, VAL_SEED)
 
 
-def write_synthetic_joint_corpus(data_dir: str | Path, n: int, seed: int = 0, max_len: int = 60) -> list[str]:
-    """Write ``n`` random drawings with both encodings under ``data_dir`` (tests, benchmarks).
-
-    GF: ``synthetic_gf_graphs`` as ``GF/<name>.npz``; DeepDXF: ``DeepDXF/<name>.h5`` with
-    ``entities`` int32 [L, 14] (random types, parameters 0..255 or -1, no DIMENSION value).
-    Names are ``d<i>_<k>`` (groups of two pieces). Returns the names.
-    """
-    import h5py
-
-    from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES
-    from model.GF_dataset import save_gf_npz, synthetic_gf_graphs
-
-    root = Path(data_dir)
-    graphs = synthetic_gf_graphs(n, seed=seed)
-    graphs.names = [f"d{i // 2:04d}_{i % 2 + 1}" for i in range(n)]
-    save_gf_npz(graphs, root)
-    folder = root / "DeepDXF"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in graphs.names:
-        length = int(rng.integers(5, max_len + 1))
-        rows = np.full((length, N_COLUMNS), -1, dtype=np.int32)
-        rows[:, 0] = rng.integers(0, N_TYPES, size=length)
-        used = rng.random((length, N_COLUMNS - 2)) < 0.5
-        rows[:, 1:N_COLUMNS - 1] = np.where(used, rng.integers(0, 256, size=used.shape), -1)
-        with h5py.File(folder / f"{name}.h5", "w") as f:
-            f.create_dataset("entities", data=rows)
-    return graphs.names
-
-
-__all__ = ["JointDataError", "JointDataLoader", "JointLoader", "epoch_parts", "shard_parts", "VAL_SEED",
-           "write_synthetic_joint_corpus"]
+__all__ = ["JointDataError", "JointDataLoader", "JointLoader", "SplitLike", "SplitMaker", "epoch_parts",
+           "shard_parts", "VAL_SEED"]

@@ -1,7 +1,8 @@
 """The joint objective: the GF loss, the DeepDXF loss and an optional cross-model term (SPEC §6).
 
 The two model losses come from their own modules (``gf_step_loss`` of
-``utils/GF_utils.py``, ``deepdxf_step_loss`` / NT-Xent of ``model/DeepDXF_loss.py``).
+``model/GF_model.py``, ``deepdxf_step_loss`` of ``model/DeepDXF_model.py``, NT-Xent of
+``model/DeepDXF_loss.py``).
 Without more, two models that share no parameter are merely trained side by side.
 The **cross-model term** ties them: small projection heads map the GF graph
 embedding and the DeepDXF drawing embedding of the same drawing into one space,
@@ -11,8 +12,8 @@ drawing together against the other drawings of the batch:
     a = normalize(head_GF(g)),  b = normalize(head_DeepDXF(e)),  S = a b^T / tau   [B, B]
     L_cross = (CE(S, I) + CE(S^T, I)) / 2
 
-``g`` is the GF encoder's graph embedding (concatenated node states, with gradient)
-of the un-augmented graphs, ``e`` the mean of the DeepDXF pooled encoder outputs of
+``g`` is the GF encoder's graph embedding (``DenseGraphMatching.encode`` with concat
+pooling, with gradient) of the un-augmented graphs, ``e`` the mean of the DeepDXF pooled encoder outputs of
 the two views. The heads belong to the joint model (saved in its checkpoint).
 
 :class:`JointObjective` is one ``nn.Module`` holding both models and the heads, so
@@ -31,8 +32,8 @@ from torch import Tensor, nn
 
 from model.DeepDXF_dataset import DeepDXFBatch
 from model.DeepDXF_loss import nt_xent_chance, nt_xent_loss  # noqa: F401  (the DeepDXF loss, re-exported)
-from utils.DeepDXF_utils import deepdxf_step_loss
-from utils.GF_utils import gf_step_loss
+from model.DeepDXF_model import deepdxf_step_loss
+from model.GF_model import gf_step_loss
 
 TASKS = ("GF", "DeepDXF")
 
@@ -59,19 +60,6 @@ def clip_loss(a: Tensor, b: Tensor, temperature: float = 0.1) -> Tensor:
 def clip_chance(batch_size: int) -> float:
     """The cross term of embeddings that know nothing: ln(B)."""
     return math.log(max(batch_size, 1))
-
-
-def gf_embedding_with_grad(gf_model: nn.Module, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
-    """The GF graph embedding of ``DenseGraphMatching.embed`` (concat pooling) with gradient.
-
-    ``embed`` itself runs under ``no_grad``; its undecorated function is used when
-    available, else the encoder's node states flattened (the same ``concat`` pooling).
-    x: [B, 10, 11], adj: [B, 10, 10], mask: [B, 10]. Returns [B, D_GF].
-    """
-    fn = getattr(type(gf_model).embed, "__wrapped__", None)
-    if fn is not None:
-        return fn(gf_model, x, adj, mask, pooling="concat")
-    return gf_model.encoder(x, adj, mask).flatten(1)
 
 
 class CrossModelHeads(nn.Module):
@@ -135,7 +123,7 @@ class JointObjective(nn.Module):
         if cross_weight > 0:
             with torch.no_grad():
                 z = torch.zeros(1, 10, 11)
-                d_gf = gf_embedding_with_grad(gf, z, torch.zeros(1, 10, 10), torch.ones(1, 10, dtype=torch.bool)).shape[-1]
+                d_gf = gf.encode(z, torch.zeros(1, 10, 10), torch.ones(1, 10, dtype=torch.bool), pooling="concat").shape[-1]
             self.heads = CrossModelHeads(d_gf, deepdxf.embed_dim, cross_dim)
 
     def forward(self, batch: JointBatch, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
@@ -144,7 +132,7 @@ class JointObjective(nn.Module):
         l_dx, (e1, e2) = deepdxf_step_loss(self.deepdxf, batch.deepdxf, self.deepdxf_cfg, return_embeddings=True)
         out = {"GF": l_gf, "DeepDXF": l_dx.float()}
         if self.heads is not None:
-            g = gf_embedding_with_grad(self.gf, *batch.gf_graphs)
+            g = self.gf.encode(*batch.gf_graphs, pooling="concat")
             a, b = self.heads(g, 0.5 * (e1.float() + e2.float()))
             out["cross"] = clip_loss(a, b, self.cross_temperature)
         else:
@@ -152,5 +140,5 @@ class JointObjective(nn.Module):
         return out
 
 
-__all__ = ["TASKS", "clip_loss", "clip_chance", "gf_embedding_with_grad", "CrossModelHeads", "JointBatch",
+__all__ = ["TASKS", "clip_loss", "clip_chance", "CrossModelHeads", "JointBatch",
            "JointObjective", "nt_xent_loss", "nt_xent_chance"]

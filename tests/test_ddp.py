@@ -9,7 +9,9 @@ import torch.multiprocessing as mp
 
 from config.joint_config import JointConfig
 from joint_train import DistInfo, TrainState, build_joint, make_optimizer, make_scaler, make_scheduler, train_epoch
-from model.joint_dataset import JointDataLoader, write_synthetic_joint_corpus
+from model.joint_dataset import JointDataLoader
+from tests.synthetic import write_synthetic_joint_corpus
+from utils.splits import make_split
 
 WORLD = 2
 
@@ -32,7 +34,7 @@ def _main_argv(root, run):
 
 
 def _one_step(cfg, info, model_wrap=None):
-    data = JointDataLoader(cfg, info.rank, info.world_size)
+    data = JointDataLoader(cfg, info.rank, info.world_size, make_split=make_split)
     train, _ = data.get_fold_loaders(0)
     train.set_epoch(1)
     torch.manual_seed(0)

@@ -4,10 +4,10 @@ import torch
 
 from config.DeepDXF_config import DeepDXFConfig
 from model.DeepDXF_embedding import chunk_rows, split_into_chunks
-from model.DeepDXF_loss import nt_xent_loss
-from utils.checkpoint import load_checkpoint, save_checkpoint
 from config.cli import config_to_dict
-from utils.DeepDXF_utils import build_deepdxf_model, deepdxf_model_from_checkpoint, embed_sequences
+from model.DeepDXF_loss import nt_xent_loss
+from model.DeepDXF_model import build_deepdxf_model, embed_sequences
+from utils.checkpoint import load_trained_models, save_checkpoint
 
 
 def fake_drawing(n: int, seed: int) -> np.ndarray:
@@ -79,7 +79,9 @@ def test_checkpoint_round_trip(tmp_path):
     model = build_deepdxf_model(cfg).eval()
     d = [fake_drawing(50, 5)]
     path = save_checkpoint(tmp_path / "m.pth", "DeepDXF", config_to_dict(cfg), {"model": model.state_dict()})
-    again = deepdxf_model_from_checkpoint(load_checkpoint(path, expect_kind="DeepDXF"))
+    trained = load_trained_models(path)
+    assert trained.kind == "DeepDXF" and trained.gf is None and not trained.deepdxf.training
+    again = trained.deepdxf
     assert np.allclose(embed_sequences(model, d), embed_sequences(again, d), atol=1e-6)
 
 
@@ -93,3 +95,12 @@ def test_no_nan_under_bf16_autocast():
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(e1).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_embed_sequences_restores_training_mode_and_handles_no_drawing():
+    model = small_model().train()
+    e = embed_sequences(model, [fake_drawing(10, 7)])
+    assert model.training and e.dtype == np.float32
+    assert embed_sequences(model, []).shape == (0, model.embed_dim)
+    # dropout is off while embedding: two calls agree
+    assert np.array_equal(e, embed_sequences(model, [fake_drawing(10, 7)]))

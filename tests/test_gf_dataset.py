@@ -3,14 +3,15 @@ import numpy as np
 import pytest
 import torch
 
+from dataset.dxf_process_GF import gf_encode, save_gf
 from model.GF_dataset import (
     GFDataError,
     GFPairLoader,
+    gf_dir,
     load_gf_graphs,
     pair_indices,
-    save_gf_npz,
-    synthetic_gf_graphs,
 )
+from tests.synthetic import save_gf_npz, synthetic_gf_graphs
 
 
 @pytest.mark.parametrize("n,bs", [(90, 45), (100, 45), (7, 2), (61, 45), (2, 45), (13, 3), (11, 3)])
@@ -59,6 +60,7 @@ def test_load_npz_roundtrip(tmp_path):
     loaded = load_gf_graphs(tmp_path)
     assert loaded.names == sorted(graphs.names)
     torch.testing.assert_close(loaded.features, graphs.features)
+    assert torch.equal(loaded.adjacency, graphs.adjacency)
     assert torch.equal(loaded.mask, graphs.mask)
     sub = loaded.subset([4, 1])
     assert sub.names == [loaded.names[4], loaded.names[1]]
@@ -73,6 +75,25 @@ def test_wrong_shape_names_the_file(tmp_path):
     (tmp_path / "GF").mkdir()
     np.savez(tmp_path / "GF" / "bad one.npz", features=np.zeros((9, 11), np.float32), adjacency=np.zeros((10, 10), np.float32))
     with pytest.raises(GFDataError, match="bad one.npz"):
+        load_gf_graphs(tmp_path)
+
+
+def test_preprocessing_output_loads_through_its_format_owner(tmp_path):
+    boxes = np.array([[0, 0, 2, 2], [1, 1, 3, 3], [10, 10, 11, 11]], dtype=np.float64)
+    enc = gf_encode(["LINE", "CIRCLE", "ARC"], boxes)
+    gf_dir(tmp_path).mkdir()
+    save_gf(gf_dir(tmp_path) / "a drawing.npz", enc)
+    loaded = load_gf_graphs(tmp_path)
+    assert loaded.names == ["a drawing"]
+    np.testing.assert_array_equal(loaded.features[0].numpy(), enc["features"])
+    np.testing.assert_array_equal(loaded.adjacency[0].numpy(), enc["adjacency"])
+    assert loaded.mask[0].sum() == 3
+
+
+def test_a_file_without_adjacency_names_the_file(tmp_path):
+    gf_dir(tmp_path).mkdir()
+    save_gf(gf_dir(tmp_path) / "half.npz", {"features": np.zeros((10, 11), np.float32)})
+    with pytest.raises(GFDataError, match=r"half\.npz.*adjacency"):
         load_gf_graphs(tmp_path)
 
 

@@ -194,6 +194,90 @@ def test_embedding_shapes(pooling, dim):
     assert model.embed(x, a, pooling=pooling).shape == (3, dim)
 
 
+def _graphs_with_absent_classes(seed: int):
+    """3 graphs of 10 class nodes, some classes absent (zero rows, no edges)."""
+    x, a = random_graphs(3, 10, 11, seed=seed)
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    mask[0, 7:] = False
+    mask[1, [0, 4]] = False
+    x = x * mask.unsqueeze(-1)
+    a = a * mask.unsqueeze(1) * mask.unsqueeze(2)
+    return x, a, mask
+
+
+def test_pooling_values_match_a_hand_computation_over_real_nodes():
+    torch.manual_seed(0)
+    x, a, mask = _graphs_with_absent_classes(seed=10)
+    model = DenseGraphMatching(11, 8, 2, 4).eval()
+    assert torch.equal(node_mask(x, a), mask)
+    with torch.no_grad():
+        h = model.encoder(x, a, mask)  # [3, 10, 8]
+    for b in range(3):
+        real = mask[b].nonzero().flatten()
+        torch.testing.assert_close(model.embed(x, a, pooling="mean")[b], h[b, real].mean(0))
+        torch.testing.assert_close(model.embed(x, a, pooling="sum")[b], h[b, real].sum(0))
+        concat = model.embed(x, a, pooling="concat")[b].view(10, 8)
+        torch.testing.assert_close(concat[real], h[b, real])
+        assert torch.all(concat[~mask[b]] == 0)  # absent classes stay zero, in class order
+        both = model.embed(x, a, pooling="concat_input")[b]
+        raw = torch.cat([x[b].flatten(), a[b].flatten()])
+        torch.testing.assert_close(both[:80], h[b].flatten() / h[b].norm())
+        torch.testing.assert_close(both[80:], raw / raw.norm())
+
+
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+def test_padding_does_not_change_embedding(pooling):
+    """A graph padded with absent classes embeds like the same graph cropped to its real nodes."""
+    torch.manual_seed(0)
+    x, a, mask = _graphs_with_absent_classes(seed=11)
+    model = DenseGraphMatching(11, 8, 2, 4).eval()
+    padded = model.embed(x, a, mask, pooling=pooling)
+    for b in range(3):
+        real = mask[b].nonzero().flatten()
+        xb, ab = x[b, real].unsqueeze(0), a[b][real][:, real].unsqueeze(0)
+        cropped = model.embed(xb, ab, torch.ones(1, len(real), dtype=torch.bool), pooling=pooling)
+        torch.testing.assert_close(padded[b], cropped[0], atol=1e-6, rtol=1e-5)
+
+
+def test_encode_has_gradient_embed_is_its_no_grad_form():
+    x, a, mask = _graphs_with_absent_classes(seed=12)
+    model = DenseGraphMatching(11, 8, 2, 4)
+    for pooling in ("concat", "mean", "concat_input"):
+        enc = model.encode(x, a, mask, pooling=pooling)
+        emb = model.embed(x, a, mask, pooling=pooling)
+        assert enc.requires_grad and not emb.requires_grad
+        torch.testing.assert_close(enc.detach(), emb)
+    model.encode(x, a, mask).sum().backward()
+    assert model.encoder.input[0].weight.grad is not None
+    assert model.projection[0].weight.grad is None  # the embedding does not use the head
+    with pytest.raises(ValueError, match="unknown pooling"):
+        model.encode(x, a, mask, pooling="max")
+
+
+def test_node_loss_is_float32_under_autocast_and_equals_the_fp32_loss():
+    g = torch.Generator().manual_seed(13)
+    z1, z2 = torch.randn(6, 10, 16, generator=g), torch.randn(6, 10, 16, generator=g)
+    mask = torch.rand(6, 10, generator=g) > 0.2
+    ref = node_contrastive_loss(z1, z2, mask, 0.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = node_contrastive_loss(z1, z2, mask, 0.2)
+    assert amp.dtype == torch.float32
+    torch.testing.assert_close(amp, ref, atol=1e-6, rtol=1e-6)
+
+
+def test_matching_loss_is_float32_under_autocast(one_thread):
+    torch.manual_seed(0)
+    x, a = random_graphs(8, 10, 11, seed=14)
+    mask = torch.ones(8, 10, dtype=torch.bool)
+    model = DenseGraphMatching(11, 16, 2, 8)
+    ref = model.loss(x[:4], a[:4], mask[:4], x[4:], a[4:], mask[4:], generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = model.loss(x[:4], a[:4], mask[:4], x[4:], a[4:], mask[4:], generator=torch.Generator().manual_seed(1))
+    assert amp.dtype == torch.float32
+    # the encoder ran in bf16 (about 3 significant digits); the loss itself adds no rounding
+    torch.testing.assert_close(amp, ref, atol=0.0, rtol=2e-2)
+
+
 def slow_match(model, xs, adjs, mask1, mask2):
     """Reference of DenseGraphMatching.match: one pair at a time, real nodes only,
     attention written out node by node."""

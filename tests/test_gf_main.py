@@ -1,4 +1,4 @@
-"""GF_main.py end to end, the shared fold loop, and the GF_utils API other modules use."""
+"""GF_main.py end to end, the shared fold loop, and the GF model API other modules use."""
 import csv
 import json
 import math
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from config.GF_config import GFConfig
-from model.GF_dataset import save_gf_npz, synthetic_gf_graphs
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.GF_utils import build_gf_model, embed_graphs, gf_model_from_checkpoint
+from model.GF_model import build_gf_model, embed_graphs
+from tests.synthetic import save_gf_npz, synthetic_gf_graphs
+from utils.checkpoint import load_checkpoint, load_trained_models, save_checkpoint
 from utils.train_loop import summarize_folds, train_fold
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_cli_run_writes_checkpoint_metrics_and_summary(tmp_path):
     ckpt = load_checkpoint(tmp_path / "ckpt" / "t" / "best_model.pth", expect_kind="GF")
     assert ckpt["config"]["GF_hidden"] == 16
     assert (tmp_path / "ckpt" / "best_model.pth").is_file()
-    model = gf_model_from_checkpoint(ckpt)
+    model = load_trained_models(tmp_path / "ckpt" / "t" / "best_model.pth").gf
     g = synthetic_gf_graphs(3, seed=5)
     assert embed_graphs(model, g.features.numpy(), g.adjacency.numpy()).shape == (3, 10 * 16)
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from config.joint_config import JointConfig
-from model.joint_dataset import JointDataLoader, shard_parts, write_synthetic_joint_corpus
+from model.joint_dataset import JointDataError, JointDataLoader, shard_parts
+from tests.synthetic import write_synthetic_joint_corpus
+from utils.splits import make_split
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def _cfg(root, **kw):
 
 
 def test_only_drawings_with_both_encodings_and_one_split(corpus):
-    data = JointDataLoader(_cfg(corpus))
+    data = JointDataLoader(_cfg(corpus), make_split=make_split)
     assert len(data.names) == 40 and "d0000_1" not in data.names
     assert data.only_deepdxf == ["d0000_1"]
     train, val = data.split.folds[0]
@@ -30,8 +32,21 @@ def test_only_drawings_with_both_encodings_and_one_split(corpus):
     assert data.graphs.features.shape == (40, 10, 11) and len(data.arrays) == 40
 
 
+def test_a_given_split_is_used_as_is_and_must_be_of_the_joint_drawings(corpus):
+    cfg = _cfg(corpus)
+    names = JointDataLoader(cfg, make_split=make_split).names
+    other = make_split(names, 0.2, 3, seed=7)
+    data = JointDataLoader(cfg, split=other, make_split=make_split)
+    assert data.split is other
+    assert data.get_test_loaders().indices.tolist() == other.test
+    with pytest.raises(JointDataError, match="other drawings"):
+        JointDataLoader(cfg, split=make_split(names[1:], 0.2, 3, seed=7))
+    with pytest.raises(TypeError, match="make_split"):
+        JointDataLoader(cfg)
+
+
 def test_equal_batch_counts_same_drawings_and_derived_batch_size(corpus):
-    data = JointDataLoader(_cfg(corpus))
+    data = JointDataLoader(_cfg(corpus), make_split=make_split)
     train, _ = data.get_fold_loaders(0)
     n = len(train.indices)
     gf_batches = int(np.ceil(n / (2 * 4)))
@@ -57,7 +72,7 @@ def test_equal_batch_counts_same_drawings_and_derived_batch_size(corpus):
 
 
 def test_new_order_each_epoch_fixed_order_for_validation(corpus):
-    data = JointDataLoader(_cfg(corpus))
+    data = JointDataLoader(_cfg(corpus), make_split=make_split)
     train, val = data.get_fold_loaders(1)
     train.set_epoch(1)
     a = [b.index.tolist() for b in train]
@@ -72,8 +87,8 @@ def test_new_order_each_epoch_fixed_order_for_validation(corpus):
 
 def test_views_of_a_batch_do_not_depend_on_sharding(corpus):
     cfg = _cfg(corpus)
-    one = JointDataLoader(cfg).get_fold_loaders(0)[0]
-    two = JointDataLoader(cfg, rank=1, world_size=2).get_fold_loaders(0)[0]
+    one = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)[0]
+    two = JointDataLoader(cfg, rank=1, world_size=2, make_split=make_split).get_fold_loaders(0)[0]
     one.set_epoch(3)
     two.set_epoch(3)
     by_part = {b.part: b for b in one}

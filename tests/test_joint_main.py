@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import joint_main
-from joint_train import joint_models_from_checkpoint
-from model.joint_dataset import write_synthetic_joint_corpus
-from utils.checkpoint import load_checkpoint
+from tests.synthetic import write_synthetic_joint_corpus
+from utils.checkpoint import load_checkpoint, load_trained_models
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--k_folds", "2", "--fold", "0", "--GF_batch_size", "3", "--GF_hidden", "8", "--GF_proj_dim", "8",
@@ -58,7 +57,8 @@ def test_each_weighting_trains_and_writes_the_run(corpus, weighting):
     assert {"chance_GF", "chance_DeepDXF", "chance_cross"} <= set(s["chance_level"])
     ckpt = load_checkpoint(corpus / "ckpt" / run / "best_model.pth", expect_kind="joint")
     assert ckpt["config"]["weighting"] == weighting and "GF_hidden" in ckpt["config"]
-    gf, dx = joint_models_from_checkpoint(ckpt)
+    trained = load_trained_models(corpus / "ckpt" / run / "best_model.pth")
+    gf, dx = trained.gf, trained.deepdxf
     assert isinstance(gf, torch.nn.Module) and isinstance(dx, torch.nn.Module)
     assert (corpus / "ckpt" / "best_model.pth").is_file()
 

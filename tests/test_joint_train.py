@@ -7,14 +7,15 @@ import torch
 
 from config.joint_config import JointConfig
 from joint_train import (
-    DistInfo, TrainState, build_joint, joint_models_from_checkpoint, joint_state, make_optimizer, make_scaler,
-    make_scheduler, train_epoch,
+    DistInfo, TrainState, build_joint, joint_state, make_optimizer, make_scaler, make_scheduler, train_epoch,
 )
-from model.joint_dataset import JointDataLoader, write_synthetic_joint_corpus
+from model.DeepDXF_model import embed_sequences
+from model.GF_model import embed_graphs
+from model.joint_dataset import JointDataLoader
 from model.joint_loss import TASKS, clip_loss
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.DeepDXF_utils import embed_sequences
-from utils.GF_utils import embed_graphs
+from tests.synthetic import write_synthetic_joint_corpus
+from utils.checkpoint import load_checkpoint, load_trained_models, save_checkpoint
+from utils.splits import make_split
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,7 +56,7 @@ def _grads(module):
 
 def test_accumulated_micro_batches_give_the_gradient_of_their_mean_loss(corpus):
     cfg = _cfg(corpus, accumulation_steps=2, max_steps_per_epoch=2, grad_clip=0.0)
-    train, _ = JointDataLoader(cfg).get_fold_loaders(0)
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
     train.set_epoch(1)
     assert len(train) == 2
     st = _state(cfg, train)
@@ -81,7 +82,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_their_mean_loss(corpus):
 
 def test_nan_steps_are_skipped_and_counted(corpus):
     cfg = _cfg(corpus, max_steps_per_epoch=2)
-    train, _ = JointDataLoader(cfg).get_fold_loaders(0)
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
     train.set_epoch(1)
     st = _state(cfg, train)
     before = {n: p.detach().clone() for n, p in st.objective.named_parameters()}
@@ -112,7 +113,7 @@ def test_cross_term_reaches_both_models_and_matches_clip_formula(corpus):
     assert clip_loss(a, b, 0.1).item() == pytest.approx(expect.item(), rel=1e-5)
     assert clip_loss(a[:1], b[:1]).item() == 0.0
     cfg = _cfg(corpus)
-    train, _ = JointDataLoader(cfg).get_fold_loaders(0)
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
     obj, _ = build_joint(cfg, train.deepdxf_batch_size)
     out = obj(next(iter(train)))
     assert set(out) == {"GF", "DeepDXF", "cross"} and all(v.dtype == torch.float32 for v in out.values())
@@ -123,7 +124,7 @@ def test_cross_term_reaches_both_models_and_matches_clip_formula(corpus):
 
 def test_joint_checkpoint_gives_both_models(corpus, tmp_path):
     cfg = _cfg(corpus, weighting="uncertainty")
-    data = JointDataLoader(cfg)
+    data = JointDataLoader(cfg, make_split=make_split)
     train, _ = data.get_fold_loaders(0)
     obj, weighting = build_joint(cfg, train.deepdxf_batch_size)
     from config.cli import config_to_dict
@@ -131,7 +132,7 @@ def test_joint_checkpoint_gives_both_models(corpus, tmp_path):
     path = save_checkpoint(tmp_path / "j.pth", "joint", config_to_dict(cfg), joint_state(obj, weighting))
     ckpt = load_checkpoint(path, expect_kind="joint")
     assert set(ckpt["state"]) >= {"gf", "deepdxf", "weighting", "heads"}
-    gf, dx = joint_models_from_checkpoint(ckpt)
+    gf, dx = load_trained_models(path).gf, load_trained_models(path).deepdxf
     assert not gf.training and not dx.training
     for (n, p), q in zip(gf.state_dict().items(), obj.gf.state_dict().values()):
         assert torch.equal(p, q), n

@@ -17,9 +17,9 @@ from config.GF_config import GFConfig
 from config.cli import config_to_dict
 from config.process_config import ProcessConfig
 from dataset.dxf_process import run as preprocess
+from model.DeepDXF_model import build_deepdxf_model
+from model.GF_model import build_gf_model
 from utils.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from utils.DeepDXF_utils import build_deepdxf_model
-from utils.GF_utils import build_gf_model
 
 import SimDeepDXF
 

@@ -3,7 +3,8 @@ import warnings
 
 import pytest
 
-from utils.splits import DEFAULT_GROUP_PATTERN, Split, group_of, make_split
+from config.split_config import DEFAULT_GROUP_PATTERN
+from utils.splits import Split, group_of, make_split
 
 
 @pytest.mark.parametrize(
@@ -91,7 +92,7 @@ def test_seed_everything_reproduces_draws():
     import numpy as np
     import torch
 
-    from utils.seed import seed_everything, torch_generator
+    from utils.seed import seed_everything
 
     def draw():
         return random.random(), float(np.random.rand()), float(torch.rand(1))
@@ -102,4 +103,3 @@ def test_seed_everything_reproduces_draws():
     assert draw() == a
     seed_everything(8)
     assert draw() != a
-    assert torch.equal(torch.rand(3, generator=torch_generator(1)), torch.rand(3, generator=torch_generator(1)))

@@ -1,22 +1,39 @@
-"""Checkpoints of the toolkit: one format for the GF, DeepDXF and joint models.
+"""Checkpoints of the toolkit: the one reader and writer, for the GF, DeepDXF and joint models.
 
-A checkpoint is a ``torch.save`` dict::
+A checkpoint is a ``torch.save`` dict of tensors and plain values::
 
     {"format_version": CHECKPOINT_FORMAT, "toolkit": "dxf-similarity", "kind": "GF",
      "config": {...plain config dict...}, "state": {...state dicts...}, **extra}
 
-``state`` holds the model's (and optionally optimizer/stopper) state dicts; ``extra``
-carries anything else (epoch, fold, val_loss, ...).
+``state`` holds the models' (and optionally optimizer/stopper) state dicts; ``extra``
+carries anything else (epoch, fold, val_loss, ...). What ``state`` holds per kind:
+
+- ``GF`` / ``DeepDXF``: ``model`` (the model's state dict);
+- ``joint``: ``gf``, ``deepdxf``, ``weighting`` (and ``heads`` when the cross-model
+  term is on); ``config`` is the flat ``JointConfig`` dict.
+
+Files are read with ``torch.load(weights_only=True)`` only: a checkpoint never
+unpickles code. :func:`save_checkpoint` stores numpy scalars as Python numbers and
+numpy arrays as tensors, so everything it writes reads back that way.
+:func:`load_trained_models` rebuilds the models of any kind, ready to embed.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
+import numpy as np
 import torch
+
+from config.cli import config_from_dict
+from config.joint_config import JointConfig
+from dataset.files import atomic_write
+from model.DeepDXF_model import deepdxf_model_from_config
+from model.GF_model import gf_model_from_config
+from model.layers.DenseGraphMatching import DenseGraphMatching
+from model.transformer_encoder import DeepDXFModel
 
 CHECKPOINT_FORMAT = 1
 TOOLKIT_TAG = "dxf-similarity"
@@ -28,10 +45,24 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, not ours, of another format version or another model."""
 
 
+def _storable(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and numpy arrays as tensors (recursively),
+    so that ``torch.load(weights_only=True)`` reads it back."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, dict):
+        return type(value)((k, _storable(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_storable(v) for v in value)
+    return value
+
+
 def save_checkpoint(
     path: str | Path, kind: str, config: dict[str, Any], state: dict[str, Any], **extra: Any
 ) -> Path:
-    """Write a checkpoint atomically (temp file in the same folder, then ``os.replace``).
+    """Write a checkpoint atomically (``dataset.files.atomic_write``).
 
     Args:
         path: target file; parent folders are created.
@@ -47,45 +78,38 @@ def save_checkpoint(
     clash = _RESERVED.intersection(extra)
     if clash:
         raise ValueError(f"extra keys {sorted(clash)} are reserved checkpoint keys")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    payload = _storable({
         "format_version": CHECKPOINT_FORMAT,
         "toolkit": TOOLKIT_TAG,
         "kind": kind,
         "config": dict(config),
         "state": state,
         **extra,
-    }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    })
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _torch_load(path: Path) -> Any:
-    """Load with weights_only=True (plain types and tensors); fall back to a full
-    unpickle for our own files that hold other objects (numpy scalars...)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(path, map_location="cpu", weights_only=False)
+def _why_unreadable(err: Exception) -> str:
+    """The line of a ``torch.load`` error that says what is wrong (e.g. the unsupported global)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "Unsupported global" in line or "Unsupported operand" in line:
+            return line.split(" was not an allowed global")[0].removeprefix("Error: ")
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
 
 
 def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`, tensors on the CPU.
 
+    Only tensors and plain Python values are read (``torch.load(weights_only=True)``).
+
     Args:
         path: the checkpoint file.
         expect_kind: if given, the ``kind`` it must have (``"GF"``, ``"DeepDXF"``, ``"joint"``).
     Raises:
-        CheckpointError: the file is missing, unreadable, not a checkpoint of this
-            toolkit, of another ``format_version``, or of another kind.
+        CheckpointError: the file is missing, not a torch file, holds Python objects other
+            than tensors and plain values, is not a checkpoint of this toolkit, is of another
+            ``format_version``, or of another kind. The message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,11 +118,16 @@ def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict[st
             "python GF_main.py / DeepDXF_train.py / joint_main.py"
         )
     try:
-        ckpt = _torch_load(path)
-    except Exception as err:  # torch raises many types for a foreign/corrupt file
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{path} is not a checkpoint of this toolkit (cannot be read by torch.load: "
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"{path} is not a checkpoint of this toolkit: it holds Python objects other than tensors "
+            f"and plain values ({_why_unreadable(err)}); checkpoints are read without running "
+            "pickled code, so a file of another program is refused"
+        ) from err
+    except Exception as err:  # torch raises many types for a file that is not a torch file
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this toolkit (torch.load cannot read it: {_why_unreadable(err)})"
         ) from err
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "kind" not in ckpt:
         raise CheckpointError(
@@ -111,6 +140,8 @@ def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict[st
             f"{path} has checkpoint format_version {version}, this toolkit reads version "
             f"{CHECKPOINT_FORMAT}: retrain the model with this version"
         )
+    if ckpt["kind"] not in KINDS:
+        raise CheckpointError(f"{path} is a checkpoint of unknown kind {ckpt['kind']!r}; expected one of {KINDS}")
     if expect_kind is not None and ckpt["kind"] != expect_kind:
         raise CheckpointError(
             f"{path} is a {ckpt['kind']} checkpoint, but a {expect_kind} checkpoint is needed here"
@@ -118,4 +149,67 @@ def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict[st
     return ckpt
 
 
-__all__ = ["CHECKPOINT_FORMAT", "KINDS", "CheckpointError", "save_checkpoint", "load_checkpoint"]
+def joint_config_from_checkpoint(ckpt: dict[str, Any]) -> JointConfig:
+    """The ``JointConfig`` stored (flat) in a loaded joint checkpoint."""
+    return config_from_dict(JointConfig, ckpt["config"])
+
+
+@dataclass
+class TrainedModels:
+    """The models of one checkpoint, in eval mode.
+
+    Attributes:
+        kind: ``"GF"``, ``"DeepDXF"`` or ``"joint"``.
+        gf: the GF model (None for a DeepDXF checkpoint).
+        deepdxf: the DeepDXF model (None for a GF checkpoint).
+        config: the checkpoint's config dict (flat ``JointConfig`` fields for a joint run).
+        path: the checkpoint file.
+    """
+
+    kind: Literal["GF", "DeepDXF", "joint"]
+    gf: Optional[DenseGraphMatching]
+    deepdxf: Optional[DeepDXFModel]
+    config: dict[str, Any]
+    path: Path
+
+
+# what the models of each kind are stored as in ``state``
+_STATE_KEYS = {"GF": {"gf": "model"}, "DeepDXF": {"deepdxf": "model"}, "joint": {"gf": "gf", "deepdxf": "deepdxf"}}
+
+
+def load_trained_models(path: str | Path, device: str | torch.device = "cpu") -> TrainedModels:
+    """Rebuild the model(s) of a GF, DeepDXF or joint checkpoint, in eval mode on ``device``.
+
+    Args:
+        path: a checkpoint written by one of the trainers.
+        device: where the models go.
+    Raises:
+        CheckpointError: the file is not a readable checkpoint (see :func:`load_checkpoint`),
+            lacks a model's state, or its weights do not fit the model its config describes
+            (written by another version of the model code). The message names the file.
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    kind, config, state = ckpt["kind"], ckpt["config"], ckpt["state"]
+    builders = {"gf": gf_model_from_config, "deepdxf": deepdxf_model_from_config}
+    models: dict[str, torch.nn.Module | None] = {"gf": None, "deepdxf": None}
+    for model_name, key in _STATE_KEYS[kind].items():
+        if not isinstance(state, dict) or key not in state:
+            raise CheckpointError(f"{path}: this {kind} checkpoint holds no state[{key!r}] (the {model_name} model)")
+        try:
+            model = builders[model_name](config)
+            model.load_state_dict(state[key])
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            first = str(err).splitlines()[0][:200] if str(err) else ""
+            raise CheckpointError(
+                f"{path}: the {model_name} model cannot be rebuilt from this {kind} checkpoint "
+                f"({type(err).__name__}: {first}); was it written by another version of the model code?"
+            ) from err
+        models[model_name] = model.to(device).eval()
+    return TrainedModels(kind=kind, gf=models["gf"], deepdxf=models["deepdxf"], config=dict(config), path=path)
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT", "KINDS", "CheckpointError", "TrainedModels", "save_checkpoint", "load_checkpoint",
+    "load_trained_models", "joint_config_from_checkpoint",
+]

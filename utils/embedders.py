@@ -23,7 +23,6 @@ Embedding kinds:
 from __future__ import annotations
 
 import hashlib
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -239,34 +238,8 @@ class Embedder:
         return np.asarray(emb, dtype=np.float32)
 
 
-def _joint_models(ckpt: dict[str, Any], device: str) -> tuple[Any, Any]:
-    """``(gf_model, deepdxf_model)`` of a joint checkpoint: ``joint_train.joint_models_from_checkpoint``
-    when it exists, else rebuilt from the ``state["gf"]`` / ``state["deepdxf"]`` parts."""
-    try:
-        joint_train = importlib.import_module("joint_train")
-        loader = getattr(joint_train, "joint_models_from_checkpoint", None)
-    except ImportError:
-        loader = None
-    if loader is not None:
-        return loader(ckpt, device)
-    from utils.DeepDXF_utils import deepdxf_model_from_checkpoint
-    from utils.GF_utils import gf_model_from_checkpoint
-
-    state = ckpt["state"]
-    gf_state = state.get("gf", state.get("GF"))
-    dd_state = state.get("deepdxf", state.get("DeepDXF"))
-    if gf_state is None or dd_state is None:
-        raise EmbedderError("joint checkpoint without state['gf'] and state['deepdxf']")
-    config = ckpt.get("config", {})
-    gf = gf_model_from_checkpoint({"kind": "GF", "config": config.get("GF", config), "state": {"model": gf_state}},
-                                  device)
-    dd = deepdxf_model_from_checkpoint({"kind": "DeepDXF", "config": config.get("DeepDXF", config),
-                                        "state": {"model": dd_state}}, device)
-    return gf, dd
-
-
 def _gf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
-    from utils.GF_utils import embed_graphs
+    from model.GF_model import embed_graphs
 
     def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
         return embed_graphs(model, np.stack([e.gf_features for e in encs]),
@@ -275,7 +248,7 @@ def _gf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
 
 
 def _deepdxf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
-    from utils.DeepDXF_utils import embed_sequences
+    from model.DeepDXF_model import embed_sequences
 
     def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
         return embed_sequences(model, [e.rows for e in encs])
@@ -312,7 +285,7 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
     if embedding == "features":
         return Embedder("features", f"features/fmt{FORMAT_VERSION}",
                         "features (standardized histogram + raw GF)", raw_features, needs_gf=True)
-    from utils.checkpoint import CheckpointError, load_checkpoint
+    from utils.checkpoint import CheckpointError, load_checkpoint, load_trained_models
 
     if model_path is None:
         raise EmbedderError("no --model_path given: pass a checkpoint, or use --embedding features")
@@ -336,14 +309,10 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
     identity = f"{file_sha1(path)}/{chosen}/fmt{FORMAT_VERSION}"
     _check_device(device)
     try:
-        if natural == "joint":
-            gf_model, dd_model = _joint_models(ckpt, device)
-        elif natural == "gf":
-            from utils.GF_utils import gf_model_from_checkpoint
-            gf_model, dd_model = gf_model_from_checkpoint(ckpt, device), None
-        else:
-            from utils.DeepDXF_utils import deepdxf_model_from_checkpoint
-            gf_model, dd_model = None, deepdxf_model_from_checkpoint(ckpt, device)
+        trained = load_trained_models(path, device)
+        gf_model, dd_model = trained.gf, trained.deepdxf
+    except CheckpointError as err:
+        raise EmbedderError(str(err)) from err
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise EmbedderError(f"{path}: the {kind} model cannot be rebuilt from it "
                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "

@@ -27,11 +27,4 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` seeded with ``seed`` (for DataLoader shuffling, augmentations)."""
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g
-
-
-__all__ = ["seed_everything", "torch_generator"]
+__all__ = ["seed_everything"]

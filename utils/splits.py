@@ -19,15 +19,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
-#: Removed from the end of a name to give its group, in this order of the name:
-#: separators, a revision marker (" Rev1", "REV C", "Rev.2", "_rev3", "-r2"; not
-#: glued to a preceding letter or digit), a piece suffix ("_5"), trailing spaces.
-DEFAULT_GROUP_PATTERN = (
-    r"[\s_\-.]*"
-    r"(?:(?<![A-Za-z0-9])(?:rev\.?\s*[A-Za-z0-9]{1,3}|r\d{1,3}))?"
-    r"(?:_\d+)?"
-    r"[\s_\-]*$"
-)
+from config.split_config import DEFAULT_GROUP_PATTERN
 
 VAL_FRACTION_SINGLE = 0.1  # validation share when k_folds == 1
 
@@ -210,4 +202,4 @@ def make_split(
     )
 
 
-__all__ = ["DEFAULT_GROUP_PATTERN", "Split", "group_of", "make_split"]
+__all__ = ["Split", "group_of", "make_split"]

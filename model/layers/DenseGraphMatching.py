@@ -17,10 +17,11 @@ One training step on a batch of ``B`` pairs of graphs ``(g1, g2)``:
    GRACE style) between the two views of each graph, averaged over the graphs.
 
 Labels are not used: every drawing is its own class. The embedding used for
-similarity (:meth:`DenseGraphMatching.embed`) comes from the encoder alone: by
-default the node states concatenated in node (= entity class) order, which keeps
-which class is which and zeros for absent classes (a mean over nodes retrieved
-much worse on the lead-frame dev set: ~0.60 vs ~0.77 mAP).
+similarity (:meth:`DenseGraphMatching.encode`; :meth:`~DenseGraphMatching.embed` is
+its no-gradient form) comes from the encoder alone: by default the node states
+concatenated in node (= entity class) order, which keeps which class is which and
+zeros for absent classes (a mean over nodes retrieved much worse on the lead-frame
+dev set: ~0.60 vs ~0.77 mAP).
 
 Chance level: for a graph with ``n`` real nodes each anchor has ``2n - 1``
 candidates, so an encoder that knows nothing scores ``ln(2n - 1)``
@@ -131,28 +132,30 @@ def node_contrastive_loss(z1: Tensor, z2: Tensor, mask: Tensor, temperature: flo
         mask: ``[G, N]`` bool, real nodes.
 
     Returns:
-        scalar loss (float32).
+        scalar loss, float32 also under autocast (computed with autocast disabled).
     """
-    z1 = F.normalize(z1.float(), dim=-1)
-    z2 = F.normalize(z2.float(), dim=-1)
-    N = z1.shape[1]
-    eye = torch.eye(N, dtype=torch.bool, device=z1.device)
-    pair_ok = mask.unsqueeze(1) & mask.unsqueeze(2)  # [G, N, N] both real
+    # autocast would run the matmuls below in half precision again: compute in float32
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z1 = F.normalize(z1.float(), dim=-1)
+        z2 = F.normalize(z2.float(), dim=-1)
+        N = z1.shape[1]
+        eye = torch.eye(N, dtype=torch.bool, device=z1.device)
+        pair_ok = mask.unsqueeze(1) & mask.unsqueeze(2)  # [G, N, N] both real
 
-    def one_side(a: Tensor, b: Tensor) -> Tensor:
-        between = (a @ b.transpose(1, 2)) / temperature  # [G, N, N]
-        within = (a @ a.transpose(1, 2)) / temperature
-        between = between.masked_fill(~pair_ok, float("-inf"))
-        within = within.masked_fill(~pair_ok | eye, float("-inf"))
-        denom = torch.logsumexp(torch.cat([between, within], dim=-1), dim=-1)  # [G, N]
-        pos = torch.diagonal(between, dim1=1, dim2=2)
-        return torch.where(mask, denom - pos, torch.zeros_like(pos))
+        def one_side(a: Tensor, b: Tensor) -> Tensor:
+            between = (a @ b.transpose(1, 2)) / temperature  # [G, N, N]
+            within = (a @ a.transpose(1, 2)) / temperature
+            between = between.masked_fill(~pair_ok, float("-inf"))
+            within = within.masked_fill(~pair_ok | eye, float("-inf"))
+            denom = torch.logsumexp(torch.cat([between, within], dim=-1), dim=-1)  # [G, N]
+            pos = torch.diagonal(between, dim1=1, dim2=2)
+            return torch.where(mask, denom - pos, torch.zeros_like(pos))
 
-    per_node = 0.5 * (one_side(z1, z2) + one_side(z2, z1))  # [G, N]
-    n_real = mask.sum(-1)
-    graph_ok = n_real > 0
-    per_graph = per_node.sum(-1) / n_real.clamp(min=1)
-    return per_graph[graph_ok].mean()
+        per_node = 0.5 * (one_side(z1, z2) + one_side(z2, z1))  # [G, N]
+        n_real = mask.sum(-1)
+        graph_ok = n_real > 0
+        per_graph = per_node.sum(-1) / n_real.clamp(min=1)
+        return per_graph[graph_ok].mean()
 
 
 def chance_level(mask: Tensor) -> float:
@@ -309,32 +312,39 @@ class DenseGraphMatching(nn.Module):
         l2 = node_contrastive_loss(z[2], z[3], mask2, self.temperature)
         return 0.5 * (l1 + l2)
 
-    @torch.no_grad()
-    def embed(self, x: Tensor, adj: Tensor, mask: Optional[Tensor] = None, pooling: Optional[str] = None) -> Tensor:
-        """Graph embeddings from the encoder (no views, no fusion, no projection).
+    def encode(self, x: Tensor, adj: Tensor, mask: Optional[Tensor] = None, pooling: Optional[str] = None) -> Tensor:
+        """Graph embeddings from the encoder (no views, no fusion, no projection), with gradient.
+
+        This is what the similarity embedding is made of; :meth:`embed` is the same
+        without gradient. Padding (rows outside ``mask``) does not change the result.
 
         Args:
-            x: ``[B, N, F]``; adj: ``[B, N, N]``; mask: ``[B, N]`` (None: :func:`node_mask`).
-            pooling: None for ``self.pooling``; ``concat`` (node states in node = class order, ``[B, N*D]``; keeps
-                which class is which and zeros for absent classes), ``mean`` or ``sum``
-                over real nodes (``[B, D]``), or ``concat_input``: the L2-normalized
-                ``concat`` block followed by the L2-normalized raw input
+            x: ``[B, N, F]``; adj: ``[B, N, N]``; mask: ``[B, N]`` bool (None: :func:`node_mask`).
+            pooling: None for ``self.pooling``; ``concat`` (node states in node = class order,
+                ``[B, N*D]``; keeps which class is which and zeros for absent classes),
+                ``mean`` or ``sum`` over real nodes (``[B, D]``), or ``concat_input``: the
+                L2-normalized ``concat`` block followed by the L2-normalized raw input
                 (features and adjacency flattened), ``[B, N*D + N*F + N*N]``.
 
         Returns:
-            ``[B, D']`` float32.
+            ``[B, D']`` in the encoder's dtype.
         """
         pooling = pooling or self.pooling
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
         if mask is None:
             mask = node_mask(x, adj)
-        h = self.encoder(x, adj, mask)
+        h = self.encoder(x, adj, mask)  # [B, N, D], zero at masked nodes
         if pooling == "concat":
             return h.flatten(1)
         if pooling == "sum":
             return h.sum(1)
         if pooling == "mean":
             return h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)
-        if pooling == "concat_input":
-            raw = torch.cat([x.flatten(1), adj.flatten(1)], dim=1)
-            return torch.cat([F.normalize(h.flatten(1), dim=1), F.normalize(raw, dim=1)], dim=1)
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        raw = torch.cat([x.flatten(1), adj.flatten(1)], dim=1)  # concat_input
+        return torch.cat([F.normalize(h.flatten(1), dim=1), F.normalize(raw, dim=1)], dim=1)
+
+    def embed(self, x: Tensor, adj: Tensor, mask: Optional[Tensor] = None, pooling: Optional[str] = None) -> Tensor:
+        """:meth:`encode` without gradient (retrieval). Same arguments; returns ``[B, D']``."""
+        with torch.no_grad():
+            return self.encode(x, adj, mask, pooling)
