@@ -284,14 +284,20 @@ class EmbeddingStore:
         rows = np.sort(np.random.default_rng(1).choice(n, size=min(n, n_queries), replace=False))
         queries = self.vectors(rows)
         _, exact = self.search(queries, k, exact=True)
-        nprobe = 1
-        while True:
+        def recall(nprobe: int) -> float:
             index.nprobe = nprobe
             _, approx = index.search(_normalize(queries), k)
-            recall = np.mean([len(set(a) & set(e)) / k for a, e in zip(approx.tolist(), exact.tolist())])
-            if recall >= target or nprobe >= index.nlist:
-                return nprobe
-            nprobe = min(index.nlist, nprobe * 2)
+            return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx.tolist(), exact.tolist())]))
+
+        hi = 1
+        while hi < index.nlist and recall(hi) < target:  # doubling, then bisection between hi/2 and hi
+            hi = min(index.nlist, hi * 2)
+        lo = max(1, hi // 2)
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if recall(mid) >= target else (mid, hi)
+        index.nprobe = hi
+        return hi
 
 
 def open_store(folder: str | Path, dim: Optional[int] = None, **kwargs) -> EmbeddingStore:
