@@ -170,6 +170,16 @@ def merge_manifests(output: str | Path) -> list[dict]:
     return merged
 
 
+def earlier_rows(output: Path, manifest: Path) -> dict[str, dict]:
+    """Rows of every manifest under ``output`` (shard manifests, the merged one, then
+    ``manifest`` itself, which wins), keyed by path: whichever run did a file, sharded
+    or not, a later run reuses it when the file is unchanged."""
+    rows: dict[str, dict] = {}
+    for path in [*sorted(output.glob("manifest-*-of-*.csv")), output / MANIFEST, manifest]:
+        rows.update(read_manifest(path))
+    return rows
+
+
 def is_unchanged(task: EncodeTask, previous: dict | None) -> bool:
     """True when an earlier run already handled this exact file (same size and mtime)
     and, for an ``ok`` drawing, both encodings are still there. A file that failed for a
@@ -275,9 +285,7 @@ def run(cfg: ProcessConfig) -> list[dict]:
     if shard is not None:
         files = [(path, name) for path, name in files if shard_of(name, shard[1]) == shard[0]]
     manifest = manifest_path(out, shard)
-    previous = {} if cfg.overwrite else read_manifest(manifest)
-    if shard is not None and not cfg.overwrite:  # a merged manifest of earlier shard runs counts too
-        previous = {**read_manifest(manifest_path(out)), **previous}
+    previous = {} if cfg.overwrite else earlier_rows(out, manifest)
 
     tasks, rows = [], []
     for path, name in files:

@@ -197,6 +197,15 @@ def test_shards_are_disjoint_cover_the_input_and_merge_into_a_single_runs_manife
     assert sorted(p.name for p in (sharded / "GF").iterdir()) == sorted(p.name for p in (single / "GF").iterdir())
 
 
+def test_an_unsharded_run_reuses_what_the_shards_did(folder: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    rows = run(ProcessConfig(input=[str(folder)], output=str(tmp_path), workers=1, shard="0/2"))
+    capsys.readouterr()
+    run(ProcessConfig(input=[str(folder)], output=str(tmp_path), workers=1))
+    assert f"{N_FILES} files: {N_FILES} ok, 0 skipped, 0 failed ({len(rows)} unchanged since the last run)" \
+        in capsys.readouterr().out
+
+
 def test_merge_names_a_missing_shard(folder: Path, tmp_path: Path) -> None:
     run(ProcessConfig(input=[str(folder)], output=str(tmp_path), workers=1, shard="1/3"))
     with pytest.raises(SystemExit, match=r"manifest-0-of-3\.csv, manifest-2-of-3\.csv missing"):
