@@ -156,7 +156,7 @@ def test_ctrl_c_stops_within_seconds_with_one_message_and_the_rerun_resumes(
     proc = start_cli(folder, out)
     wait_for_rows(out / "manifest.csv", 2, proc)
     workers = children(proc.pid)
-    assert len(workers) == 2
+    assert len(workers) >= 2  # the two workers (to check that none is left behind)
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     stdout, stderr = proc.communicate(timeout=30)
