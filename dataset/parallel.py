@@ -250,6 +250,9 @@ def _run_pool(fn: Callable[[T], R], tasks: Sequence[T], workers: int, timeout: f
                         got, value, error = w.conn.recv()
                     except (EOFError, OSError):
                         got = None  # died while sending: handled as a death below
+                    except Exception as err:  # the value cannot be unpickled here: this task's error
+                        why = f"result could not be read back ({type(err).__name__}: {err})"[:300]
+                        got, value, error = index, None, why
                     if got == index:
                         w.index, w.n_done = None, w.n_done + 1
                         yield TaskResult(task, value, error, seconds)

@@ -108,3 +108,24 @@ def test_workers_are_replaced_after_max_tasks_and_none_are_left_behind():
     pids = {r.value for r in run_tasks(worker_pid, list(range(6)), workers=2, max_tasks_per_worker=1)}
     assert len(pids) == 6 and TEST_PID not in pids
     assert not any(_alive(pid) for pid in pids)
+
+
+class Unpicklable:
+    """Pickles in the worker, fails to unpickle in the parent."""
+
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def _refuse():
+    raise RuntimeError("cannot rebuild")
+
+
+def unpicklable_for_one(x: int) -> object:
+    return Unpicklable() if x == 1 else x
+
+
+def test_a_result_that_cannot_come_back_costs_its_task_only():
+    results = {r.task: r for r in run_tasks(unpicklable_for_one, [0, 1, 2], workers=2)}
+    assert results[1].value is None and "could not be read back" in results[1].error
+    assert results[0].value == 0 and results[2].value == 2
