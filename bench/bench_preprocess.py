@@ -91,7 +91,8 @@ def bench_synthetic(n: int, max_workers: int, n_shards: int) -> None:
         t0 = time.perf_counter()
         files = synthetic_archive(src, n)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
-        print(f"synthetic archive: {len(files)} drawings, {size_mb:.1f} MB (written in {time.perf_counter() - t0:.1f} s)")
+        print(f"synthetic archive: {len(files)} drawings, {size_mb:.1f} MB "
+              f"(written in {time.perf_counter() - t0:.1f} s)")
         counts = sorted({1, *(w for w in (2, 4, 8, 16, 32, 64) if w < max_workers), max_workers})
         base = None
         for workers in counts:
