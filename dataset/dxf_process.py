@@ -1,158 +1,63 @@
-"""Preprocess a DXF archive into both encodings (SPEC §2, §3, §8).
+"""Preprocess a DXF archive into both encodings: GF graphs and DeepDXF sequences.
 
     python dataset/dxf_process.py                      # data/DXF -> data/GF, data/DeepDXF
     python dataset/dxf_process.py --input DIR --output OUT --workers 4
+    python dataset/dxf_process.py --input DIR --output OUT --shard 0/2   # machine 1 of 2 (1/2 on the other)
+    python dataset/dxf_process.py --output OUT --merge                   # shard manifests -> manifest.csv
 
-Each file is parsed once (``dataset.dxf_read``) and written as ``OUT/GF/<name>.npz``
+Each file is parsed once (``dataset.encode``) and written as ``OUT/GF/<name>.npz``
 and ``OUT/DeepDXF/<name>.h5``; ``OUT/manifest.csv`` gets one row per input file with
 its status (``ok`` / ``skipped`` / ``failed``) and a reason a person understands.
-One bad file never stops a run. Drawings already done and unchanged (same size and
-modification time) are skipped unless ``--overwrite``.
+One bad file never stops a run: a file that raises, runs past ``--timeout`` or kills
+its worker process (out of memory) becomes a ``failed`` row. Rows are appended to the
+manifest as files finish, so a run that is killed or stopped with Ctrl-C resumes where
+it stopped: drawings already done and unchanged (same size and modification time) are
+skipped unless ``--overwrite``.
+
+This module is the command line (worker pool, manifest, summary); encoding one
+drawing is :mod:`dataset.encode`.
 """
 from __future__ import annotations
 
 import csv
-import multiprocessing
-import os
-import signal
+import hashlib
+import io
+import re
 import sys
-import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import h5py
-import numpy as np
 from tqdm import tqdm
 
 from config.cli import parse_config
-from config.process_config import ProcessConfig
-from dataset.dxf_process_DeepDXF import DEEPDXF_TYPES, N_COLUMNS, deepdxf_encode, save_h5
-from dataset.dxf_process_GF import GF_CLASSES, gf_encode, save_gf
-from dataset.dxf_read import TYPE_ALIASES, DrawingError, drawing_name, read_drawing
+from config.process_config import ProcessConfig, parse_shard
+from dataset.dxf_read import TYPE_ALIASES, drawing_name
+from dataset.encode import DEFAULT_INPUT, EncodeTask, failed_row, output_paths, process_file
+from dataset.files import atomic_write_text
+from dataset.parallel import run_tasks
 
 MANIFEST_COLUMNS = ["path", "name", "status", "reason", "n_entities", "n_dropped", "n_cut",
                     "seconds", "size", "mtime_ns"]
-DEFAULT_INPUT = "data/DXF"
+MANIFEST = "manifest.csv"
+SHARD_MANIFEST = re.compile(r"manifest-(\d+)-of-(\d+)\.csv")
+TRANSIENT_FAILURES = ("timed out", "worker process died", "out of memory")
+"""Reasons of ``failed`` rows that a rerun tries again (they depend on limits and load, not the file)."""
+EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
 
 
-@dataclass
-class Task:
-    """One file to preprocess."""
-
-    path: str
-    name: str
-    output: str
-    max_len: int
-    classes: tuple[str, ...]
-    timeout: int
-    size: int
-    mtime_ns: int
+class PreprocessInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, after the run has said what it kept."""
 
 
-class FileTimeout(Exception):
-    """Raised inside a worker when one file takes longer than the allowed time."""
+class ManifestError(ValueError):
+    """Shard manifests that cannot be merged (missing, of different N, overlapping)."""
 
 
-def _on_alarm(signum, frame):
-    raise FileTimeout()
-
-
-def process_file(task: Task) -> dict:
-    """Read one drawing, write its two encodings, and return its manifest row.
-
-    Never raises for a bad file: every problem becomes a ``skipped``/``failed`` row.
-    """
-    start = time.perf_counter()
-    row = {"path": task.path, "name": task.name, "status": "ok", "reason": "",
-           "n_entities": 0, "n_dropped": 0, "n_cut": 0, "size": task.size, "mtime_ns": task.mtime_ns}
-    use_alarm = task.timeout > 0 and hasattr(signal, "SIGALRM")
-    if use_alarm:
-        previous = signal.signal(signal.SIGALRM, _on_alarm)
-        signal.alarm(task.timeout)
-    try:
-        row.update(encode_file(task))
-    except DrawingError as err:
-        row.update(status="failed", reason=err.reason)
-    except FileTimeout:
-        row.update(status="failed", reason=f"timed out after {task.timeout} s")
-    except MemoryError:
-        row.update(status="failed", reason="out of memory")
-    except Exception as err:  # one bad file must not stop the run: record what happened
-        row.update(status="failed", reason=f"unexpected error ({type(err).__name__}: {err})"[:300])
-    finally:
-        if use_alarm:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, previous)
-    row["seconds"] = round(time.perf_counter() - start, 3)
-    if row["status"] != "ok":
-        remove_outputs(Path(task.output), task.name)
-    return row
-
-
-def encode_drawing(path: str | Path, classes: tuple[str, ...] = GF_CLASSES,
-                   max_len: int = 50_000) -> tuple[dict | None, np.ndarray, dict]:
-    """Parse one DXF file and compute both encodings in memory (nothing is written).
-
-    Args:
-        path: the DXF file.
-        classes: the GF classes, in node order.
-        max_len: keep at most this many DeepDXF rows.
-
-    Returns:
-        ``(gf, rows, info)``: the GF encoding (``dxf_process_GF.gf_encode`` dict, None
-        when skipped), the DeepDXF rows int32 ``[L, N_COLUMNS]`` (``L = 0`` when skipped)
-        and ``info``: the ``deepdxf_encode`` info plus ``n_modelspace`` (modelspace
-        entities, kept or not), ``recovered`` (read with ``ezdxf.recover``) and
-        ``skip_reason`` ("" for a usable drawing, else why it holds nothing to learn from).
-
-    Raises:
-        DrawingError: the file cannot be read as a DXF drawing.
-    """
-    keep = set(classes) | set(DEEPDXF_TYPES)
-    drawing = read_drawing(path, keep_types=keep)
-    n_all = drawing.n_modelspace
-    info: dict = {"n_modelspace": n_all, "recovered": drawing.recovered, "skip_reason": ""}
-    empty = np.zeros((0, N_COLUMNS), dtype=np.int32)
-    if len(drawing) == 0:
-        found = drawing.other_types.most_common(3)
-        what = ", ".join(f"{n} {t}" for t, n in found) if found else "an empty modelspace"
-        damaged = " in a damaged file read with ezdxf.recover" if drawing.recovered else ""
-        info["skip_reason"] = f"no supported entities ({what}){damaged}"
-        return None, empty, info
-    types, boxes, invalid, entities = drawing.types, drawing.boxes, drawing.invalid, drawing.entities
-    rows, dd_info = deepdxf_encode(entities, types, boxes, invalid, max_len)
-    info.update(dd_info)
-    if len(rows) == 0:
-        info["skip_reason"] = "no supported entities with valid coordinates"
-        return None, rows, info
-    valid = ~invalid
-    gf = gf_encode([t for t, v in zip(types, valid) if v], boxes[valid], classes)
-    return gf, rows, info
-
-
-def encode_file(task: Task) -> dict:
-    """Parse, encode and write one drawing; returns the manifest fields it sets."""
-    gf, rows, info = encode_drawing(task.path, task.classes, task.max_len)
-    n_all = info["n_modelspace"]
-    if info["skip_reason"]:
-        return {"status": "skipped", "reason": info["skip_reason"], "n_entities": n_all, "n_dropped": n_all}
-    out = Path(task.output)
-    save_gf(out / "GF" / f"{task.name}.npz", gf)
-    save_h5(out / "DeepDXF" / f"{task.name}.h5", rows, info, source=task.path,
-            source_size=task.size, source_mtime_ns=task.mtime_ns, recovered=info["recovered"])
-    n_dropped = n_all - info["n_total"]
-    reason = "read with ezdxf.recover" if info["recovered"] else ""
-    return {"n_entities": n_all, "n_dropped": n_dropped, "n_cut": info["n_cut"], "reason": reason}
-
-
-def remove_outputs(output: Path, name: str) -> None:
-    """Delete a drawing's encodings (stale results of a file that now fails)."""
-    for path in (output / "GF" / f"{name}.npz", output / "DeepDXF" / f"{name}.h5"):
-        path.unlink(missing_ok=True)
+# --------------------------------------------------------------------------- input files
 
 
 def find_dxf_files(roots: list[str]) -> list[tuple[Path, str]]:
@@ -173,41 +78,131 @@ def find_dxf_files(roots: list[str]) -> list[tuple[Path, str]]:
     return found
 
 
+def shard_of(name: str, n_shards: int) -> int:
+    """The shard (0..n_shards-1) that a drawing belongs to: a stable hash of its name,
+    the same on every machine, Python version and run."""
+    digest = hashlib.sha1(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n_shards
+
+
+def manifest_path(output: Path, shard: tuple[int, int] | None = None) -> Path:
+    """``output/manifest.csv``, or ``output/manifest-I-of-N.csv`` for shard ``(I, N)``."""
+    return output / (MANIFEST if shard is None else f"manifest-{shard[0]}-of-{shard[1]}.csv")
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
 def read_manifest(path: Path) -> dict[str, dict]:
-    """Rows of an earlier manifest keyed by path ({} if there is none)."""
+    """Rows of an earlier manifest keyed by path ({} if there is none); a later row of a
+    path wins, and a line cut short by a killed run is ignored."""
     if not path.is_file():
         return {}
     with open(path, newline="", encoding="utf-8") as f:
-        return {row["path"]: row for row in csv.DictReader(f)}
+        return {row["path"]: row for row in csv.DictReader(f)
+                if row.get("path") and None not in row.values()}
+
+
+def _csv_text(rows: list[dict], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: r["path"]))
-    tmp.replace(path)
+    """Write a whole manifest, rows sorted by path, atomically."""
+    atomic_write_text(path, _csv_text(sorted(rows, key=lambda r: r["path"]), header=True))
 
 
-def is_unchanged(task: Task, previous: dict | None) -> bool:
+class ManifestAppender:
+    """Appends one row per finished file to a manifest and flushes it at once, so that
+    a run killed at any moment leaves every finished row on disk."""
+
+    def __init__(self, path: Path, rows: list[dict]) -> None:
+        write_manifest(path, rows)  # the rows kept from earlier runs, then appends
+        self._file = open(path, "a", newline="", encoding="utf-8")
+
+    def append(self, row: dict) -> None:
+        self._file.write(_csv_text([row], header=False))  # one write per row
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def merge_manifests(output: str | Path) -> list[dict]:
+    """Merge ``manifest-I-of-N.csv`` (every I of one N) under ``output`` into ``manifest.csv``.
+
+    Returns:
+        the merged rows, sorted by path: what one run over the whole input writes.
+
+    Raises:
+        ManifestError: no shard manifests, several N, a missing shard, or a file in two shards.
+    """
+    out = Path(output)
+    found: dict[int, dict[int, Path]] = {}
+    for path in sorted(out.glob("manifest-*-of-*.csv")):
+        match = SHARD_MANIFEST.fullmatch(path.name)
+        if match:
+            found.setdefault(int(match[2]), {})[int(match[1])] = path
+    if not found:
+        raise ManifestError(f"no shard manifests (manifest-I-of-N.csv) in {out}: "
+                            "run dataset/dxf_process.py with --shard I/N first")
+    if len(found) > 1:
+        raise ManifestError(f"shard manifests of different runs in {out} (N = "
+                            f"{', '.join(map(str, sorted(found)))}): keep the files of one N only")
+    (n, shards), = found.items()
+    missing = [f"manifest-{i}-of-{n}.csv" for i in range(n) if i not in shards]
+    if missing:
+        raise ManifestError(f"cannot merge {out}: {', '.join(missing)} missing (run those shards first)")
+    rows: dict[str, dict] = {}
+    for i in range(n):
+        for path, row in read_manifest(shards[i]).items():
+            if path in rows:
+                raise ManifestError(f"{path} is in two shard manifests of {out}: "
+                                    f"were the shards run over different --input?")
+            rows[path] = row
+    merged = sorted(rows.values(), key=lambda r: r["path"])
+    write_manifest(out / MANIFEST, merged)
+    return merged
+
+
+def earlier_rows(output: Path, manifest: Path) -> dict[str, dict]:
+    """Rows of every manifest under ``output`` (shard manifests, the merged one, then
+    ``manifest`` itself, which wins), keyed by path: whichever run did a file, sharded
+    or not, a later run reuses it when the file is unchanged."""
+    rows: dict[str, dict] = {}
+    for path in [*sorted(output.glob("manifest-*-of-*.csv")), output / MANIFEST, manifest]:
+        rows.update(read_manifest(path))
+    return rows
+
+
+def is_unchanged(task: EncodeTask, previous: dict | None) -> bool:
     """True when an earlier run already handled this exact file (same size and mtime)
-    and, for an ``ok`` drawing, both encodings are still there."""
+    and, for an ``ok`` drawing, both encodings are still there. A file that failed for a
+    reason of the run (timed out, its worker died) is tried again."""
     if previous is None:
+        return False
+    if previous.get("status") == "failed" and previous.get("reason", "").startswith(TRANSIENT_FAILURES):
         return False
     if str(previous.get("size")) != str(task.size) or str(previous.get("mtime_ns")) != str(task.mtime_ns):
         return False
     if previous.get("status") != "ok":
         return True
-    out = Path(task.output)
-    h5_path = out / "DeepDXF" / f"{task.name}.h5"
-    if not (out / "GF" / f"{task.name}.npz").is_file() or not h5_path.is_file():
+    gf_path, h5_path = output_paths(task.output, task.name)
+    if not gf_path.is_file() or not h5_path.is_file():
         return False
     try:
         with h5py.File(h5_path, "r") as f:
             return int(f.attrs.get("source_mtime_ns", -1)) == task.mtime_ns
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------- reports
 
 
 def reason_key(reason: str) -> str:
@@ -233,6 +228,9 @@ def summarize(rows: list[dict], n_reused: int) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- the run
+
+
 def ensure_sample_corpus(cfg: ProcessConfig) -> None:
     """Fill the default input folder with the bundled sample corpus when it is empty."""
     if cfg.input != [DEFAULT_INPUT]:
@@ -247,8 +245,31 @@ def ensure_sample_corpus(cfg: ProcessConfig) -> None:
     print(f"wrote {len(written)} sample drawings to {folder}/")
 
 
+def _result_row(result) -> dict:
+    """The manifest row of one finished task (a ``dataset.parallel.TaskResult``)."""
+    if result.error is None:
+        return result.value
+    return failed_row(result.task, result.error, result.seconds)  # timed out, worker died, ...
+
+
 def run(cfg: ProcessConfig) -> list[dict]:
-    """Preprocess every DXF file under ``cfg.input``; returns the manifest rows."""
+    """Preprocess every DXF file under ``cfg.input`` (or merge shard manifests with
+    ``cfg.merge``); returns the manifest rows.
+
+    Raises:
+        SystemExit: a missing input folder, no .dxf file at all, bad flags.
+        PreprocessInterrupted: Ctrl-C; the finished rows are in the manifest already.
+    """
+    out = Path(cfg.output)
+    if cfg.merge:
+        try:
+            rows = merge_manifests(out)
+        except ManifestError as err:
+            raise SystemExit(f"error: {err}") from None
+        print(summarize(rows, 0))
+        print(f"merged the shard manifests into {manifest_path(out)}")
+        return rows
+    shard = parse_shard(cfg.shard) if cfg.shard else None
     ensure_sample_corpus(cfg)
     missing = [p for p in cfg.input if not Path(p).exists()]
     if missing:
@@ -256,54 +277,79 @@ def run(cfg: ProcessConfig) -> list[dict]:
     if len(cfg.gf_classes) != len(set(cfg.gf_classes)):
         raise SystemExit("error: --gf_classes has duplicates")
     classes = tuple(TYPE_ALIASES.get(c.upper(), c.upper()) for c in cfg.gf_classes)
-    out = Path(cfg.output)
-    (out / "GF").mkdir(parents=True, exist_ok=True)
-    (out / "DeepDXF").mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "manifest.csv"
-    previous = {} if cfg.overwrite else read_manifest(manifest_path)
 
     files = find_dxf_files(cfg.input)
     if not files:
-        raise SystemExit(f"error: no .dxf files under {', '.join(cfg.input)}")
+        raise SystemExit(f"error: nothing to do: no .dxf files under {', '.join(cfg.input)} "
+                         "(searched recursively; nothing was written)")
+    if shard is not None:
+        files = [(path, name) for path, name in files if shard_of(name, shard[1]) == shard[0]]
+    manifest = manifest_path(out, shard)
+    previous = {} if cfg.overwrite else earlier_rows(out, manifest)
+
     tasks, rows = [], []
     for path, name in files:
         stat = path.stat()
-        task = Task(str(path), name, str(out), cfg.max_len, classes, cfg.timeout, stat.st_size, stat.st_mtime_ns)
+        task = EncodeTask(str(path), name, str(out), cfg.max_len, classes, stat.st_size, stat.st_mtime_ns)
         if is_unchanged(task, previous.get(task.path)):
             rows.append(previous[task.path])
         else:
             tasks.append(task)
     n_reused = len(rows)
-    workers = cfg.workers if cfg.workers > 0 else (os.cpu_count() or 1)
-    workers = max(1, min(workers, len(tasks)))
-    tasks.sort(key=lambda t: -t.size)  # big files first: better load balance
-    bar = tqdm(total=len(tasks), desc="preprocessing", unit="file", dynamic_ncols=True)
-    if workers == 1:
-        results = map(process_file, tasks)
-        pool = None
+    if tasks:
+        (out / "GF").mkdir(parents=True, exist_ok=True)
+        (out / "DeepDXF").mkdir(parents=True, exist_ok=True)
     else:
-        pool = multiprocessing.get_context("fork").Pool(workers, maxtasksperchild=200)
-        results = pool.imap_unordered(process_file, tasks, chunksize=1)
+        out.mkdir(parents=True, exist_ok=True)
+    tasks.sort(key=lambda t: -t.size)  # big files first: better load balance
+
+    appender = ManifestAppender(manifest, rows)
+    bar = tqdm(total=len(tasks), desc="preprocessing" + (f" shard {cfg.shard}" if shard else ""),
+               unit="file", dynamic_ncols=True)
+    results = run_tasks(process_file, tasks, workers=cfg.workers, timeout=cfg.timeout)
     try:
-        for row in results:
+        for result in results:
+            row = _result_row(result)
+            appender.append(row)
             rows.append(row)
             bar.update(1)
             if row["status"] != "ok":
                 bar.write(f"{row['status']}: {row['path']}: {row['reason']}")
-    finally:
+    except KeyboardInterrupt:
+        results.close()  # stops the workers
         bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
-        write_manifest(manifest_path, rows)
+        appender.close()
+        n_new = len(rows) - n_reused
+        print(f"interrupted: {n_new} of {len(tasks)} files done in this run and kept in {manifest} "
+              f"({len(rows)} of {len(files)} in all); run the same command again to resume",
+              file=sys.stderr, flush=True)
+        raise PreprocessInterrupted() from None
+    finally:
+        results.close()
+        bar.close()
+        appender.close()
+    write_manifest(manifest, rows)  # sorted by path: the same file whatever the finishing order
     print(summarize(rows, n_reused))
-    print(f"wrote {out / 'GF'}/, {out / 'DeepDXF'}/ and {manifest_path}")
+    what = f"shard {shard[0]}/{shard[1]}: " if shard else ""
+    print(f"{what}wrote {out / 'GF'}/, {out / 'DeepDXF'}/ and {manifest}")
+    if shard is not None:
+        print(f"when every shard is done: python dataset/dxf_process.py --output {out} --merge")
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(ProcessConfig, argv, description=__doc__.split("\n\n")[0])
-    run(cfg)
+    try:
+        try:
+            cfg = parse_config(ProcessConfig, argv, description=__doc__.split("\n\n")[0])
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        run(cfg)
+    except PreprocessInterrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # outside the processing loop
+        print("interrupted: the manifest keeps every finished file; run the same command again to resume",
+              file=sys.stderr, flush=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ import h5py
 import numpy as np
 
 from dataset.dxf_read import MAX_ABS_COORD
+from dataset.files import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -251,17 +252,17 @@ def deepdxf_encode(entities: list, types: list[str], boxes: np.ndarray, invalid:
 
 def save_h5(path: str | Path, rows: np.ndarray, info: dict, source: str, **attrs) -> None:
     """Write rows ``[L, N_COLUMNS]`` and their attributes to ``path`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("entities", data=rows.astype(np.int32))
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["source"] = source
-        for key in ("n_total", "n_cut", "n_dropped", "type_counts", "extent"):
-            f.attrs[key] = info[key]
-        for key, value in attrs.items():
-            f.attrs[key] = value
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("entities", data=rows.astype(np.int32))
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["source"] = source
+            for key in ("n_total", "n_cut", "n_dropped", "type_counts", "extent"):
+                f.attrs[key] = info[key]
+            for key, value in attrs.items():
+                f.attrs[key] = value
+
+    atomic_write(path, write)
 
 
 def load_h5(path: str | Path) -> tuple[np.ndarray, dict]:

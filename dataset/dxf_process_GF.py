@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dataset.files import atomic_write
+
 #: Default class order (rows/columns of the matrices).
 GF_CLASSES: tuple[str, ...] = (
     "ARC", "TEXT", "MTEXT", "LWPOLYLINE", "INSERT",
@@ -159,10 +161,7 @@ def gf_encode(types: list[str], boxes: np.ndarray, classes: tuple[str, ...] = GF
 
 def save_gf(path: str | Path, encoding: dict[str, np.ndarray], **extra: np.ndarray) -> None:
     """Write an encoding to ``path`` (``.npz``) atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **encoding, **extra)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **encoding, **extra))
 
 
 def load_gf(path: str | Path, keys: tuple[str, ...] | list[str] | None = None) -> dict[str, np.ndarray]:

@@ -13,6 +13,16 @@ from pathlib import Path
 from typing import Callable
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+"""What ``open(path, "w")`` would give a new file (``mkstemp`` makes its files private: 0o600)."""
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write ``path`` atomically.
 
@@ -23,8 +33,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             create that file.
 
     Returns:
-        ``path`` as a :class:`Path`. On any error the temporary file is removed and
-        the previous ``path`` (if any) is left untouched.
+        ``path`` as a :class:`Path`, with the permissions of a newly created file
+        (``0o666`` less the umask). On any error the temporary file is removed and the
+        previous ``path`` (if any) is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +44,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -199,22 +199,22 @@ def test_append_features_adds_three_unit_blocks(corpus, gallery, capsys):  # noq
 
 
 def test_a_file_that_takes_too_long_is_skipped_and_tried_again_later(corpus, gallery, capsys, monkeypatch):  # noqa: F811
-    from dataset import dxf_process
+    from dataset import encode
 
     slow_name = "QFN-like_rev2.dxf"
-    original = dxf_process.encode_drawing
+    original = encode.encode_drawing
 
     def slow(path, *a, **k):
         if Path(path).name == slow_name:
             time.sleep(3)
         return original(path, *a, **k)
 
-    monkeypatch.setattr(dxf_process, "encode_drawing", slow)  # utils.embedders imports it at call time
+    monkeypatch.setattr(encode, "encode_drawing", slow)  # utils.embedders imports it at call time
     args = ["--embedding", "features", "--gallery", gallery, "--export", gallery.parent / "e.npz", "--workers", "1"]
     code, out, err = run_cli(capsys, *args, "--timeout", "1")
     assert code == 0, err
     assert slow_name in err and "timed out after 1 s" in err
     assert "4 drawings" in out
-    monkeypatch.setattr(dxf_process, "encode_drawing", original)
+    monkeypatch.setattr(encode, "encode_drawing", original)
     code, out, err = run_cli(capsys, *args)
     assert code == 0 and "5 drawings" in out and n_embedded(out) == 1

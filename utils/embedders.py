@@ -4,7 +4,7 @@ features) into an embedding function over drawings (SPEC §7).
 Two steps, kept apart so that a gallery can cache each one:
 
 1. :func:`load_drawing`: a ``.dxf`` (encoded on the fly with
-   ``dataset.dxf_process.encode_drawing``, nothing written) or a preprocessed ``.h5``
+   ``dataset.encode.encode_drawing``, nothing written) or a preprocessed ``.h5``
    (with its GF twin ``../GF/<name>.npz`` when present) -> :class:`DrawingEncoding`.
 2. :class:`Embedder` (from :func:`make_embedder`): encodings -> ``float32 [n, D]``.
 
@@ -78,7 +78,7 @@ def gf_twin_path(h5_path: str | Path) -> Path:
 
 
 def _load_dxf(path: Path, max_len: int) -> DrawingEncoding:
-    from dataset.dxf_process import encode_drawing
+    from dataset.encode import encode_drawing
 
     try:
         gf, rows, info = encode_drawing(path, GF_CLASSES, max_len)
