@@ -14,6 +14,14 @@ import pytest
 import SimDeepDXF
 from tests.test_similarity_cli import ODD_NAMES, corpus, run_cli, write_drawing  # noqa: F401 (fixture)
 from utils.embedders import load_drawing, make_embedder
+from utils.gallery import Gallery
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch) -> Path:
+    """The default cache lives under $XDG_CACHE_HOME: keep it in the test's folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "dxf-similarity"
 
 
 def n_embedded(out: str) -> int:
@@ -45,12 +53,14 @@ def test_topk_table_ranks_and_leaves_the_query_out(corpus, gallery, capsys):  # 
     assert "the query itself left out" in out
 
 
-def test_second_query_embeds_nothing_and_a_changed_file_is_re_embedded(corpus, gallery, capsys):  # noqa: F811
+def test_second_query_embeds_nothing_and_a_changed_file_is_re_embedded(corpus, gallery, capsys,  # noqa: F811
+                                                                       user_cache):
     args = ["--model_path", corpus["gf"], "--gallery", gallery, "--export", gallery.parent / "e.npz"]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     assert n_embedded(out) == 5
-    assert (gallery / ".embedding_cache").is_dir()
+    assert not (gallery / ".embedding_cache").exists()  # never inside the archive unless asked
+    assert len(list(user_cache.glob("gallery-*/files.json"))) == 1
     code, out, _ = run_cli(capsys, *args)
     assert n_embedded(out) == 0
     # a new query outside the gallery: only the query is embedded
@@ -66,8 +76,8 @@ def test_second_query_embeds_nothing_and_a_changed_file_is_re_embedded(corpus, g
     assert n_embedded(out) == 1
     with np.load(gallery.parent / "e.npz") as z:
         after = dict(zip(z["names"], z["embeddings"]))
-    assert not np.allclose(before["QFN-like_rev2"], after["QFN-like_rev2"])
-    np.testing.assert_array_equal(before[ODD_NAMES[1]], after[ODD_NAMES[1]])
+    assert not np.allclose(before["b__QFN-like_rev2"], after["b__QFN-like_rev2"])
+    np.testing.assert_array_equal(before[f"a__{ODD_NAMES[1]}"], after[f"a__{ODD_NAMES[1]}"])
     # another model: its own cache entries
     code, out, _ = run_cli(capsys, "--model_path", corpus["deepdxf"], "--gallery", gallery,
                            "--export", gallery.parent / "d.npz")
@@ -89,10 +99,11 @@ def test_export_holds_names_and_float32_embeddings(corpus, gallery, capsys):  # 
     assert code == 0, err
     with np.load(out_npz) as z:
         names, emb = [str(n) for n in z["names"]], z["embeddings"]
-    assert sorted(names) == sorted(ODD_NAMES + ["第二 (x)", "QFN-like_rev2"])
+    # names by the one naming rule: the path below the gallery folder, "/" -> "__"
+    assert sorted(names) == sorted([f"a__{n}" for n in ODD_NAMES] + ["b__sub folder__第二 (x)", "b__QFN-like_rev2"])
     assert emb.dtype == np.float32 and emb.shape[0] == 5
     embedder = make_embedder(corpus["joint"])
-    i = names.index("第二 (x)")
+    i = names.index("b__sub folder__第二 (x)")
     direct = embedder.embed([load_drawing(gallery / "b" / "sub folder" / "第二 (x).dxf")])[0]
     np.testing.assert_allclose(emb[i], direct, atol=1e-5)
 
@@ -146,7 +157,7 @@ def test_metrics_table_against_a_hand_computed_ranking():
     nDCG@10 1/log2(3). Query b ranks a, c, d: AP 1, P@1 1, RR 1, nDCG 1. Both: P@5 1/5, R@10 1."""
     ang = np.deg2rad([0.0, 25.8, -20.0, 180.0])
     emb = np.stack([np.cos(ang), np.sin(ang)], axis=1)
-    g = SimDeepDXF.Gallery(names=["a", "b", "c", "d"], paths=[Path(n) for n in "abcd"], emb=emb.astype(np.float32),
+    g = Gallery(names=["a", "b", "c", "d"], paths=[Path(n) for n in "abcd"], emb=emb.astype(np.float32),
                            enc={"type_counts": np.ones((4, 12), dtype=np.int64), "has_gf": np.zeros(4, bool)})
     table = SimDeepDXF.evaluate(g, [("toy", emb)], [["a", "b"]], "cosine", n_boot=20, seed=0)
     row = next(line for line in table.splitlines() if line.startswith("| toy |"))
@@ -166,8 +177,7 @@ def test_render_writes_a_small_png(corpus, gallery, capsys, tmp_path):  # noqa: 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_read_only_gallery_caches_elsewhere(corpus, gallery, capsys, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+def test_read_only_gallery_caches_elsewhere(corpus, gallery, capsys, tmp_path, user_cache):  # noqa: F811
     ro = gallery / "a"
     ro.chmod(0o555)
     try:
@@ -175,9 +185,20 @@ def test_read_only_gallery_caches_elsewhere(corpus, gallery, capsys, tmp_path, m
     finally:
         ro.chmod(0o755)
     assert code == 0, err
-    assert "is not writable" in out
+    assert str(user_cache) in out
     assert not (ro / ".embedding_cache").exists()
-    assert any((tmp_path / "xdg" / "dxf-similarity").iterdir())
+    assert any(user_cache.iterdir())
+
+
+def test_cache_dir_flag_puts_the_cache_where_asked_and_no_cache_writes_nothing(corpus, gallery, capsys,  # noqa: F811
+                                                                                 tmp_path, user_cache):
+    args = ["--embedding", "layout", "--gallery", gallery, "--export", tmp_path / "e.npz"]
+    code, out, err = run_cli(capsys, *args, "--cache_dir", gallery / ".embedding_cache")
+    assert code == 0, err
+    assert (gallery / ".embedding_cache" / "encodings.npz").is_file()
+    code, out, err = run_cli(capsys, *args, "--no-cache")
+    assert code == 0 and "no cache" in out and n_embedded(out) == 5
+    assert not user_cache.exists()
 
 
 def test_append_features_adds_three_unit_blocks(corpus, gallery, capsys):  # noqa: F811
@@ -199,22 +220,25 @@ def test_append_features_adds_three_unit_blocks(corpus, gallery, capsys):  # noq
 
 
 def test_a_file_that_takes_too_long_is_skipped_and_tried_again_later(corpus, gallery, capsys, monkeypatch):  # noqa: F811
-    from dataset import dxf_process
+    """run_tasks reports the slow file as timed out: skipped with why, not remembered as a failure."""
+    import utils.gallery
+    from dataset.parallel import TaskResult, run_tasks
 
     slow_name = "QFN-like_rev2.dxf"
-    original = dxf_process.encode_drawing
 
-    def slow(path, *a, **k):
-        if Path(path).name == slow_name:
-            time.sleep(3)
-        return original(path, *a, **k)
+    def timing_out(fn, tasks, workers=1, timeout=0):
+        assert timeout == 1
+        for res in run_tasks(fn, tasks, workers, 0):
+            if Path(res.task[1]).name == slow_name:
+                res = TaskResult(res.task, None, f"timed out after {timeout} s", float(timeout), timed_out=True)
+            yield res
 
-    monkeypatch.setattr(dxf_process, "encode_drawing", slow)  # utils.embedders imports it at call time
+    monkeypatch.setattr(utils.gallery, "run_tasks", timing_out)
     args = ["--embedding", "features", "--gallery", gallery, "--export", gallery.parent / "e.npz", "--workers", "1"]
     code, out, err = run_cli(capsys, *args, "--timeout", "1")
     assert code == 0, err
     assert slow_name in err and "timed out after 1 s" in err
     assert "4 drawings" in out
-    monkeypatch.setattr(dxf_process, "encode_drawing", original)
+    monkeypatch.setattr(utils.gallery, "run_tasks", run_tasks)
     code, out, err = run_cli(capsys, *args)
     assert code == 0 and "5 drawings" in out and n_embedded(out) == 1
