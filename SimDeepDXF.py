@@ -144,10 +144,11 @@ def reference_folder(cfg: SimConfig, embedder: Embedder) -> tuple[Optional[str],
     return None, "no --reference, no training data of the model found and no sample corpus in data/DXF"
 
 
-def _score_line(what: str, method: str, sim: float, pct: float, n_ref: int, where: str) -> str:
-    value = f"cosine similarity {sim:.3f}" if method == "cosine" else f"euclidean distance {-sim:.3f}"
+def _percentile_line(what: str, method: str, pct: float, sim: Optional[float] = None) -> str:
+    value = "" if sim is None else (f"cosine similarity {sim:.3f}; " if method == "cosine"
+                                    else f"euclidean distance {-sim:.3f}; ")
     closer = "more similar to file1" if method == "cosine" else "closer to file1"
-    return f"  {what}: {value}; file2 is {closer} than {pct:.0f}% of the {n_ref} drawings of {where}"
+    return f"  {what}: {value}file2 is {closer} than {pct:.0f}% of them"
 
 
 def pair_mode(cfg: SimConfig, embedder: Embedder, appended: bool) -> dict:
@@ -174,15 +175,17 @@ def pair_mode(cfg: SimConfig, embedder: Embedder, appended: bool) -> dict:
             print("  note: without a reference the non-learned embedding is not z-scored (no corpus "
                   "statistics); each block is only L2-normalized")
         return result
-    where = f"{folder} ({why})"
-    result["percentile"] = percentile_among(sim, emb[0], r_emb, cfg.method)
-    print(_score_line("reference", cfg.method, sim, result["percentile"], len(ref.names), where))
+    pair_files = [Path(cfg.file1), Path(cfg.file2)]
+    others = np.array([not any(p.name == f.name and p.samefile(f) for f in pair_files) for p in ref.paths])
+    print(f"  reference: {int(others.sum())} drawings of {folder} ({why})")
+    result["percentile"] = percentile_among(sim, emb[0], r_emb[others], cfg.method)
+    print(_percentile_line("this embedding", cfg.method, result["percentile"]))
     if embedder.kind != "features" and all(e.has_gf for e in encs) and r_raw is not None:
         feats = floor_embedder("features")
         f_emb = feats.finalize(feats.embed(encs), r_raw)
         f_sim = float(similarity_matrix(f_emb[:1], f_emb[1:], cfg.method)[0, 0])
-        f_pct = percentile_among(f_sim, f_emb[0], feats.finalize(r_raw, r_raw), cfg.method)
-        print(_score_line("non-learned features", cfg.method, f_sim, f_pct, len(ref.names), "the same reference"))
+        f_pct = percentile_among(f_sim, f_emb[0], feats.finalize(r_raw, r_raw)[others], cfg.method)
+        print(_percentile_line("non-learned features", cfg.method, f_pct, f_sim))
         result.update(features_similarity=f_sim, features_percentile=f_pct)
     return result
 

@@ -145,9 +145,17 @@ def test_groups_prints_model_and_floors(corpus, gallery, capsys):  # noqa: F811
                              "--n_boot", "50")
     assert code == 0, err
     for label in ("gf model", "+ standardized features blocks", "random vectors", "floor: entity-type histogram", "floor: raw GF matrices",
-                  "floor: standardized histogram + raw GF"):
+                  "floor: standardized histogram + raw GF", "floor: layout: entity types on an 8x8 grid",
+                  "floor: layout, rotation-robust"):
         assert label in out
     assert "queries: 4" in out
+    best = re.search(r"^the floor to beat: (.+) \(mAP ([0-9.]+)\)$", out, flags=re.M)
+    assert best, out
+    floor_maps = {ln.split("|")[1].strip(): float(ln.split("|")[2]) for ln in out.splitlines()
+                  if ln.startswith("| floor: ") and "n/a" not in ln}
+    assert float(best.group(2)) == pytest.approx(max(floor_maps.values()), abs=1e-3)
+    assert "floor: " + best.group(1) in floor_maps
+    assert re.search(r"^gf model \(.+\): (beats the floor to beat by \+|does NOT beat the floor to beat)", out, flags=re.M)
     assert "| mAP | 95% CI (mAP) | P@1 | P@5 | R@10 | nDCG@10 | MRR |" in out
     assert "absent" in err  # a group member that is not in the gallery is named
 
@@ -242,3 +250,30 @@ def test_a_file_that_takes_too_long_is_skipped_and_tried_again_later(corpus, gal
     monkeypatch.setattr(utils.gallery, "run_tasks", run_tasks)
     code, out, err = run_cli(capsys, *args)
     assert code == 0 and "5 drawings" in out and n_embedded(out) == 1
+
+
+def test_missing_or_unreadable_query_is_reported_before_the_gallery_is_embedded(corpus, gallery, capsys,  # noqa: F811
+                                                                                 tmp_path, user_cache):
+    code, out, err = run_cli(capsys, "--embedding", "features", "--gallery", gallery, "--query", tmp_path / "nope.dxf")
+    assert code == 2 and "nope.dxf" in err and "file not found" in err
+    assert "gallery:" not in out and not user_cache.exists()
+    bad = tmp_path / "坏 查询 (1).dxf"
+    bad.write_text("not a drawing\n")
+    code, out, err = run_cli(capsys, "--embedding", "features", "--gallery", gallery, "--query", bad)
+    assert code == 1 and "坏 查询 (1).dxf" in err and "not a DXF file" in err
+    assert "gallery:" not in out and not user_cache.exists()
+    code, out, err = run_cli(capsys, "--embedding", "features", "--gallery", gallery, "--query", gallery / "a")
+    assert code == 2 and "is a folder" in err and not user_cache.exists()
+
+
+@pytest.mark.parametrize("kind", ["layout", "layout_rot"])
+def test_layout_embeddings_retrieve_without_a_checkpoint(corpus, gallery, capsys, tmp_path, kind):  # noqa: F811
+    q = gallery / "a" / f"{ODD_NAMES[1]}.dxf"
+    code, out, err = run_cli(capsys, "--embedding", kind, "--model_path", tmp_path / "none.pth", "--gallery", gallery,
+                             "--query", q, "--topk", "4", "--export", tmp_path / "e.npz")
+    assert code == 0, err
+    assert len(re.findall(r"^\s+\d+\s+-?[0-9.]+\s+", out, flags=re.M)) == 4
+    with np.load(tmp_path / "e.npz") as z:
+        emb = z["embeddings"]
+    assert emb.shape == (5, 768 if kind == "layout" else 120)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)

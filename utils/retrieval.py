@@ -496,6 +496,7 @@ def compare_table(
     model_rows = [(label, None if emb is None else retrieval_metrics(emb, names, groups, method))
                   for label, emb in models]
     floors = floor_table(enc, groups, method, seed, n_random, fit_rows)
+    verdicts = verdict_lines(model_rows, floors, n_boot, seed)
     floors = [(label if label.startswith(RANDOM_LABEL) else floor_prefix + label, m) for label, m in floors]
     first = floors[0][1]
     if first["n_queries"] == 0:
@@ -504,7 +505,7 @@ def compare_table(
     rows = model_rows + floors
     head = (f"gallery: {len(names)} drawings; queries: {first['n_queries']} (every member of a group of >= 2); "
             f"similarity: {method}; 95% CI: bootstrap over queries ({n_boot} resamples)")
-    text = "\n".join([head, format_table(rows, n_boot, seed), *verdict_lines(model_rows, floors, n_boot, seed)])
+    text = "\n".join([head, format_table(rows, n_boot, seed), *verdicts])
     return text, rows
 
 
