@@ -277,3 +277,74 @@ def test_layout_embeddings_retrieve_without_a_checkpoint(corpus, gallery, capsys
         emb = z["embeddings"]
     assert emb.shape == (5, 768 if kind == "layout" else 120)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+SLOW_RUN = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from dataset import dxf_process
+original = dxf_process.encode_drawing
+def slow(path, *a, **k):
+    Path({marks!r}, Path(path).name + ".mark").write_text("")
+    time.sleep(0.4)
+    return original(path, *a, **k)
+dxf_process.encode_drawing = slow
+import SimDeepDXF
+sys.exit(SimDeepDXF.main(sys.argv[1:]))
+"""
+
+
+def _processes_with(token: str) -> list[int]:
+    """Ids of live processes whose command line holds ``token``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if token in (d / "cmdline").read_bytes().decode("utf-8", "replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir() or os.name != "posix", reason="needs /proc and POSIX signals")
+def test_ctrl_c_stops_the_gallery_within_seconds_and_keeps_what_was_cached(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    gallery = tmp_path / "many"
+    for k in range(16):
+        write_drawing(gallery / f"图 {k}.dxf", n_lines=1 + k, n_circles=k % 3)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "slow_sim.py"
+    script.write_text(SLOW_RUN.format(root=str(Path(SimDeepDXF.__file__).parent), marks=str(marks)))
+    cache = tmp_path / "cache"
+    args = ["--embedding", "features", "--gallery", str(gallery), "--export", str(tmp_path / "e.npz"),
+            "--cache_dir", str(cache), "--workers", "2"]
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.iterdir())) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=15)
+        stopped_after = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert stopped_after < 10
+    assert "interrupted:" in err and "kept in the cache" in err
+    time.sleep(0.5)
+    assert _processes_with(str(script)) == []  # no worker left behind
+    code, out, err = run_cli(capsys, "--embedding", "features", "--gallery", gallery, "--export",
+                             tmp_path / "e.npz", "--cache_dir", cache)
+    assert code == 0, err
+    m = re.search(r"\((\d+) embedded now, (\d+) from the", out)
+    assert int(m.group(2)) >= 3 and int(m.group(1)) + int(m.group(2)) == 16

@@ -217,7 +217,9 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
                     flush()
             flush()
         except KeyboardInterrupt:
-            print(f"\ninterrupted: {n_new} newly embedded drawings are kept in the cache; "
+            if not learned:
+                flush()  # nothing to compute: the encodings are the embedding
+            print(f"\ninterrupted: the {n_new} drawings embedded so far are kept in the cache; "
                   "run the command again to go on", file=sys.stderr)
             raise
         finally:
