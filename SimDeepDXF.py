@@ -18,7 +18,6 @@ both learned embeddings, each L2-normalized, concatenated).
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -32,31 +31,18 @@ from config.cli import parse_config  # noqa: E402
 from config.sim_config import DEMO_FOLDER, SimConfig  # noqa: E402
 from dataset.dxf_read import DrawingError, drawing_name  # noqa: E402
 from utils.embedders import (  # noqa: E402
-    FLOOR_KINDS, SUPPORTED_SUFFIXES, DrawingEncoding, Embedder, EmbedderError, append_features, floor_embedder, floor_raw,
+    FLOOR_KINDS, SUPPORTED_SUFFIXES, DrawingEncoding, Embedder, EmbedderError, append_features, floor_embedder,
     load_drawing, make_embedder, raw_features)
 from utils.embedding_cache import EmbeddingCache, default_cache_dir  # noqa: E402
 from utils.gallery import (  # noqa: E402
-    Gallery, GalleryError, build_gallery, collect_files, resolve_source, spread, training_data_folder, warn)
-from utils.retrieval import compare_table, similarity_matrix  # noqa: E402
+    Gallery, GalleryError, build_gallery, collect_files, gallery_embeddings, pick_reference, resolve_source, spread,
+    warn)
+from utils.retrieval import GroupsError, compare_table, read_groups, similarity_matrix  # noqa: E402
 from utils.search import percentile_among, search  # noqa: E402
 
 
 class UsageError(Exception):
     """A problem the user fixes by changing the command (exit code 2)."""
-
-
-def read_groups(path: str) -> list[list[str]]:
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"no groups file at {p}: give a JSON list of groups of drawing names")
-    try:
-        groups = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UsageError(f"{p} is not valid JSON ({err}): expected a list of groups of drawing names") from err
-    if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(n, str) for n in g)
-                                               for g in groups):
-        raise UsageError(f"{p} must hold a JSON list of lists of drawing names, e.g. [[\"a\", \"b\"], [\"c\", \"d\"]]")
-    return groups
 
 
 def _check_drawing_arg(flag: str, value: str) -> None:
@@ -116,34 +102,6 @@ def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most
     return gallery
 
 
-def gallery_embeddings(gallery: Gallery, embedder: Embedder, appended: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """``(comparable embeddings [n, D], raw features [n, 222] or None without GF matrices)``."""
-    g_raw = floor_raw("features", gallery.enc) if bool(gallery.enc["has_gf"].all()) else None
-    g_emb = embedder.finalize(gallery.emb, gallery.emb)
-    if appended:
-        if g_raw is None:
-            raise UsageError("--append_features needs the GF matrices of every gallery drawing: "
-                             f"{int((~gallery.enc['has_gf'].astype(bool)).sum())} .h5 files have no GF twin")
-        g_emb = append_features(g_emb, g_raw, g_raw)
-    return g_emb, g_raw
-
-
-def reference_folder(cfg: SimConfig, embedder: Embedder) -> tuple[Optional[str], str]:
-    """Pair mode's reference set and how it was chosen."""
-    if cfg.reference == "none":
-        return None, "--reference none"
-    if cfg.reference != "auto":
-        return cfg.reference, "--reference"
-    if cfg.gallery:
-        return cfg.gallery[0], "the gallery"
-    trained = training_data_folder(embedder.config, cfg.model_path)
-    if trained is not None:
-        return str(trained), "the model's training data"
-    if Path(DEMO_FOLDER).is_dir() and any(Path(DEMO_FOLDER).glob("*.dxf")):
-        return DEMO_FOLDER, "the bundled sample corpus"
-    return None, "no --reference, no training data of the model found and no sample corpus in data/DXF"
-
-
 def _percentile_line(what: str, method: str, pct: float, sim: Optional[float] = None) -> str:
     value = "" if sim is None else (f"cosine similarity {sim:.3f}; " if method == "cosine"
                                     else f"euclidean distance {-sim:.3f}; ")
@@ -154,13 +112,13 @@ def _percentile_line(what: str, method: str, pct: float, sim: Optional[float] = 
 def pair_mode(cfg: SimConfig, embedder: Embedder, appended: bool) -> dict:
     """Similarity of --file1 and --file2, placed among file1's similarities to a reference set."""
     encs = [load_drawing(cfg.file1, cfg.max_len), load_drawing(cfg.file2, cfg.max_len)]
-    folder, why = reference_folder(cfg, embedder)
-    ref = None
+    folder, why = pick_reference(cfg.reference, cfg.gallery, embedder.config, cfg.model_path, DEMO_FOLDER)
+    ref, r_emb, r_raw = None, None, None
     try:
         ref = open_gallery(cfg, [folder], embedder, cfg.reference_max, quiet=True) if folder else None
+        r_emb, r_raw = gallery_embeddings(ref, embedder, appended) if ref else (None, None)
     except (UsageError, GalleryError) as err:  # a reference that cannot be used does not stop pair mode
-        folder, why = None, f"{folder} cannot be used: {err}"
-    r_emb, r_raw = gallery_embeddings(ref, embedder, appended) if ref else (None, None)
+        ref, folder, why = None, None, f"{folder} cannot be used: {err}"
     emb = embedder.finalize(embedder.embed(encs), ref.emb if ref else None)
     if appended:
         emb = append_features(emb, raw_features(encs), r_raw)
@@ -239,7 +197,7 @@ def evaluate(gallery: Gallery, models: Sequence[tuple[str, Optional[np.ndarray]]
         text, rows = compare_table(models, {"names": gallery.names, **gallery.enc}, groups, method, n_boot, seed)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    missing = rows[0][1]["missing"] if rows and rows[0][1] else []
+    missing = next((m["missing"] for _, m in rows if m is not None), [])
     if missing:
         warn(f"{len(missing)} group members are not in the gallery: " + ", ".join(missing[:10])
              + (" ..." if len(missing) > 10 else ""))
@@ -298,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(SimConfig, argv, description=__doc__.split("\n\n")[0])
     try:
         run(cfg)
-    except (UsageError, GalleryError, EmbedderError) as err:
+    except (UsageError, GalleryError, GroupsError, EmbedderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except DrawingError as err:

@@ -26,6 +26,7 @@ from utils.embedders import (
     SUPPORTED_SUFFIXES,
     DrawingEncoding,
     Embedder,
+    append_features,
     floor_raw,
     load_drawing,
 )
@@ -293,5 +294,45 @@ def spread(files: Sequence[tuple[Path, str]], at_most: int) -> list[tuple[Path, 
     return [files[i] for i in np.unique(pick)]
 
 
+
+def gallery_embeddings(gallery: Gallery, embedder: Embedder, appended: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """What the gallery is compared with: ``(embeddings [n, D] after ``Embedder.finalize`` (z-scored
+    with the gallery for the non-learned kinds), with the standardized features blocks appended
+    when ``appended``; the raw features [n, 222], or None when some drawing lacks GF matrices)``.
+
+    Raises:
+        GalleryError: ``appended`` asked for drawings without GF matrices.
+    """
+    g_raw = floor_raw("features", gallery.enc) if bool(gallery.enc["has_gf"].all()) else None
+    g_emb = embedder.finalize(gallery.emb, gallery.emb)
+    if appended:
+        if g_raw is None:
+            raise GalleryError("--append_features needs the GF matrices of every gallery drawing: "
+                               f"{int((~gallery.enc['has_gf'].astype(bool)).sum())} .h5 files have no GF twin")
+        g_emb = append_features(g_emb, g_raw, g_raw)
+    return g_emb, g_raw
+
+
+def pick_reference(reference: str, gallery: Sequence[str], config: Optional[dict], model_path: Optional[str],
+                   sample_folder: str) -> tuple[Optional[str], str]:
+    """Pair mode's reference set and how it was chosen: an explicit folder (``reference``;
+    ``none``: none), else the gallery, else the model's training data, else the sample corpus.
+
+    Returns:
+        ``(folder or None, why)``.
+    """
+    if reference == "none":
+        return None, "--reference none"
+    if reference != "auto":
+        return reference, "--reference"
+    if gallery:
+        return gallery[0], "the gallery"
+    trained = training_data_folder(config, model_path)
+    if trained is not None:
+        return str(trained), "the model's training data"
+    if Path(sample_folder).is_dir() and any(Path(sample_folder).glob("*.dxf")):
+        return sample_folder, "the bundled sample corpus"
+    return None, f"no --reference, no training data of the model found and no sample corpus in {sample_folder}"
+
 __all__ = ["GalleryError", "Gallery", "collect_files", "build_gallery", "resolve_source", "SAVE_EVERY",
-           "training_data_folder", "spread"]
+           "training_data_folder", "spread", "gallery_embeddings", "pick_reference"]

@@ -15,6 +15,7 @@ rotation-robust form). The strongest floor is named as the one to beat
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -33,6 +34,29 @@ def normalize_name(name: str) -> str:
     """A drawing name without a ``.dxf`` / ``.h5`` / ``.npz`` extension or folder."""
     name = str(name).replace("\\", "/").rsplit("/", 1)[-1]
     return _EXTENSIONS.sub("", name)
+
+
+class GroupsError(ValueError):
+    """A groups file that cannot be used (missing, not JSON, not a list of lists of names)."""
+
+
+def read_groups(path: str | Path) -> list[list[str]]:
+    """A JSON list of groups of similar drawing names, e.g. ``[["a", "b"], ["c", "d"]]``.
+
+    Raises:
+        GroupsError: the file is missing or does not hold such a list (the message says which).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GroupsError(f"no groups file at {p}: give a JSON list of groups of drawing names")
+    try:
+        groups = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise GroupsError(f"{p} is not valid JSON ({err}): expected a list of groups of drawing names") from err
+    if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(n, str) for n in g)
+                                               for g in groups):
+        raise GroupsError(f"{p} must hold a JSON list of lists of drawing names, e.g. [[\"a\", \"b\"], [\"c\", \"d\"]]")
+    return groups
 
 
 def _name_index(names: Sequence[str]) -> tuple[dict[str, int], dict[str, list[int]]]:
@@ -511,6 +535,8 @@ def compare_table(
 
 __all__ = [
     "METRIC_KEYS",
+    "GroupsError",
+    "read_groups",
     "FLOOR_HIST",
     "FLOOR_RAW_GF",
     "FLOOR_STD",
