@@ -159,3 +159,24 @@ def test_nan_embedding_is_refused_by_name():
     x = np.array([[1.0, 0.0], [np.nan, 1.0]])
     with pytest.raises(ValueError, match="'b'"):
         retrieval_metrics(x, ["a", "b"], [["a", "b"]])
+
+
+def test_metrics_score_only_the_query_rows(monkeypatch):
+    """Ten drawings, one group of two: the similarity computed is [2, 10], not [10, 10]."""
+    import utils.retrieval as retrieval
+
+    shapes = []
+    original = retrieval.similarity_matrix
+
+    def recording(a, b, method="cosine"):
+        shapes.append((len(a), len(b)))
+        return original(a, b, method)
+
+    monkeypatch.setattr(retrieval, "similarity_matrix", recording)
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    m = retrieval.retrieval_metrics(x, [f"d{i}" for i in range(10)], [["d3", "d7"]])
+    assert shapes == [(2, 10)]
+    full = original(x, x)
+    # the same ranking as from the full matrix: d3's partner rank
+    order = [j for j in np.argsort(-full[3], kind="stable") if j != 3]
+    assert m["per_query"]["MRR"][0] == pytest.approx(1.0 / (order.index(7) + 1))
