@@ -46,7 +46,7 @@ class UsageError(Exception):
 
 
 def _check_drawing_arg(flag: str, value: str) -> None:
-    """A --file1/--file2/--query argument must be a readable drawing file (checked before any work)."""
+    """A --file1/--file2/--query argument must be a drawing file (checked before any work)."""
     p = Path(value)
     if p.is_dir():
         raise UsageError(f"--{flag} {p} is a folder, not a drawing: give a .dxf or .h5 file "
@@ -90,7 +90,8 @@ def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most
     files = spread(files, at_most) if at_most else files
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(entries[0])
     cache = EmbeddingCache(cache_dir if cfg.cache else None)
-    gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len, quiet=quiet, timeout=cfg.timeout)
+    gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len, quiet=quiet, timeout=cfg.timeout,
+                            progress_bar=True)
     if not gallery.names:
         raise UsageError(f"empty gallery: none of the {len(files)} files under {', '.join(entries)} "
                          "could be used (see the warnings above)")

@@ -146,13 +146,16 @@ def _content_keys(files: Sequence[tuple[Path, str]], cache: EmbeddingCache,
 
 
 def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: EmbeddingCache,
-                  workers: int = 1, max_len: int = 50_000, quiet: bool = False, timeout: int = 300) -> Gallery:
+                  workers: int = 1, max_len: int = 50_000, quiet: bool = False, timeout: int = 300,
+                  progress_bar: Optional[bool] = None) -> Gallery:
     """Encode and embed the drawings that the cache does not hold yet; gather all.
 
     Args:
         files: ``(path, name)`` pairs (:func:`collect_files`).
         workers: processes parsing DXF files (0: all cores, at most 8).
         timeout: seconds one file may take before it is skipped (tried again next run).
+        quiet: no warnings about skipped files.
+        progress_bar: show a progress bar (default: when not ``quiet``).
     Returns:
         the :class:`Gallery`; files that cannot be used are skipped with a warning
         naming them and why.
@@ -170,7 +173,7 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
         n_workers = workers if workers > 0 else min(os.cpu_count() or 1, 8)
         n_workers = max(1, min(n_workers, n_dxf))
         progress = None
-        if not quiet and len(todo) > 1:
+        if (not quiet if progress_bar is None else progress_bar) and len(todo) > 1:
             from tqdm import tqdm
             progress = tqdm(total=len(todo), desc="embedding gallery", unit="drawing", file=sys.stderr,
                             dynamic_ncols=True, leave=False)
