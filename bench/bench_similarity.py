@@ -8,7 +8,7 @@ Part 1 (pair mode): seconds to parse + encode each DXF (``utils.embedders.load_d
 to embed both with each model, and the whole command in a fresh process (imports included).
 Part 2 (retrieval): synthetic unit-length embeddings stand in for a cached gallery;
 reports the time to load the cache (``utils.embedding_cache``) and the time per query
-of the top-k search (``SimDeepDXF.search``: faiss when installed, numpy otherwise).
+of the top-k search (``utils.search.search``: faiss when installed, numpy otherwise).
 Target: under 100 ms per query on the CPU for 100,000 drawings.
 """
 from __future__ import annotations
@@ -82,8 +82,8 @@ def bench_pair(file1: str, file2: str, checkpoints: dict[str, Path]) -> None:
 
 
 def bench_gallery(n: int, dim: int, topk: int, n_queries: int, seed: int = 0) -> None:
-    import SimDeepDXF
     from utils.embedding_cache import EmbeddingCache
+    from utils.search import search
 
     rng = np.random.default_rng(seed)
     gallery = rng.standard_normal((n, dim)).astype(np.float32)
@@ -130,7 +130,7 @@ def bench_gallery(n: int, dim: int, topk: int, n_queries: int, seed: int = 0) ->
     times = []
     for q in queries:
         t0 = time.perf_counter()
-        SimDeepDXF.search(q, gallery, topk, "cosine")
+        search(q, gallery, topk, "cosine")
         times.append(time.perf_counter() - t0)
     times = np.array(times[1:] if len(times) > 1 else times) * 1e3
     print(f"| top-{topk} search per query, cosine (median of {len(times)}) | {np.median(times):.1f} |")
@@ -138,7 +138,7 @@ def bench_gallery(n: int, dim: int, topk: int, n_queries: int, seed: int = 0) ->
     t_eu = []
     for q in queries[:10]:
         t0 = time.perf_counter()
-        SimDeepDXF.search(q, gallery, topk, "euclidean")
+        search(q, gallery, topk, "euclidean")
         t_eu.append(time.perf_counter() - t0)
     print(f"| top-{topk} search per query, euclidean (median of 10) | {np.median(t_eu) * 1e3:.1f} |")
     verdict = "meets" if np.median(times) < 100 else "misses"

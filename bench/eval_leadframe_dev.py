@@ -3,12 +3,13 @@
     python bench/eval_leadframe_dev.py
     python bench/eval_leadframe_dev.py --embeddings runs/gf.npz runs/deepdxf.npz
 
-Protocol of ``../shared/dxf/leadframe-dev/README.md``: every member of a group is a
-query, the other members its positives, the gallery every other preprocessed
-drawing (the 26 dev drawings plus the 67 of ``leadframe/``). Prints a markdown
-table of the floors (random, histogram, raw GF, standardized concatenation) and of
-each ``--embeddings`` file (``np.savez`` with arrays ``names``, ``embeddings``, as
-``SimDeepDXF.py --export`` writes).
+Protocol of the dev set's README: every member of a group is a query, the other
+members its positives, the gallery every other preprocessed drawing (the 26 dev
+drawings plus the 67 of ``leadframe/``). Prints the table ``SimDeepDXF.py --groups``
+prints (``utils.retrieval.compare_table``): each ``--embeddings`` file (``np.savez``
+with arrays ``names``, ``embeddings``, as ``SimDeepDXF.py --export`` writes) beside
+every floor (random, histogram, raw GF, standardized concatenation, layout grid and
+its rotation-robust form), then the floor to beat.
 """
 from __future__ import annotations
 
@@ -21,13 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from utils.retrieval import (  # noqa: E402
-    floor_table,
-    format_table,
-    load_encodings,
-    normalize_name,
-    retrieval_metrics,
-)
+from utils.retrieval import compare_table, load_encodings, normalize_name  # noqa: E402
+
+
+def aligned(path: str, names: list[str]) -> tuple[str, np.ndarray | None]:
+    """The embeddings of an ``--embeddings`` file in the order of ``names`` (None when
+    the file lacks some of them; the label says how many)."""
+    with np.load(path, allow_pickle=False) as z:
+        index = {normalize_name(str(n)): i for i, n in enumerate(z["names"])}
+        emb = np.asarray(z["embeddings"], dtype=np.float64)
+    label = Path(path).stem
+    missing = [n for n in names if n not in index]
+    if missing:
+        return f"{label} (n/a: {len(missing)} gallery drawings missing, e.g. {missing[0]!r})", None
+    return label, emb[[index[n] for n in names]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fit", choices=["unlabelled", "all"], default="unlabelled",
-                        help="rows whose statistics z-score the concatenation: drawings in no group "
+                        help="rows whose statistics z-score the standardized floors: drawings in no group "
                              "(the unlabelled training drawings) or all")
     parser.add_argument("--json", default=None, help="also write all metrics to this JSON file")
     args = parser.parse_args(argv)
@@ -56,32 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    fit_rows = None
-    if args.fit == "unlabelled":
-        labelled = {normalize_name(n) for g in groups for n in g}
-        fit_rows = [i for i, n in enumerate(enc["names"]) if n not in labelled] or None
-    rows = floor_table(enc, groups, method=args.method, seed=args.seed, fit_rows=fit_rows)
-    first = rows[1][1]
-    print(f"gallery: {first['n_gallery']} drawings from {args.data_dir}; "
-          f"queries: {first['n_queries']}; similarity: {args.method}")
-    if first["missing"]:
-        print(f"warning: {len(first['missing'])} group members not preprocessed: "
-              + ", ".join(first["missing"]), file=sys.stderr)
-
-    for path in args.embeddings:
-        with np.load(path, allow_pickle=False) as z:
-            names = [normalize_name(str(n)) for n in z["names"]]
-            emb = np.asarray(z["embeddings"], dtype=np.float64)
-        m = retrieval_metrics(emb, names, groups, method=args.method)
-        label = Path(path).stem
-        if m["n_gallery"] != first["n_gallery"] or m["n_queries"] != first["n_queries"]:
-            label += f" (gallery {m['n_gallery']}, queries {m['n_queries']})"
-        rows.append((label, m))
-
-    print(format_table(rows, n_boot=args.n_boot, seed=args.seed))
+    fit_rows = None if args.fit == "unlabelled" else list(range(len(enc["names"])))
+    models = [aligned(path, enc["names"]) for path in args.embeddings]
+    text, rows = compare_table(models, enc, groups, method=args.method, n_boot=args.n_boot, seed=args.seed,
+                               n_random=20, fit_rows=fit_rows)
+    print(f"data: {args.data_dir}")
+    print(text)
+    missing = next((m["missing"] for _, m in rows if m is not None), [])
+    if missing:
+        print(f"warning: {len(missing)} group members not preprocessed: " + ", ".join(missing), file=sys.stderr)
     if args.json:
-        out = {label: {k: v for k, v in m.items()} for label, m in rows}
+        out = {label: dict(m) for label, m in rows if m is not None}
         Path(args.json).write_text(json.dumps(out, indent=1, ensure_ascii=False), encoding="utf-8")
     return 0
 

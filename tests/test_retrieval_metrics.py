@@ -125,8 +125,10 @@ def test_load_encodings_and_floor_table(tmp_path):
     assert enc["gf_features"].shape == (6, 10, 11) and enc["type_counts"].shape == (6, 12)
     groups = [["p Rev1_1", "p Rev1_2"], ["q（中）_1.dxf", "q（中）_2"]]
     table = floor_table(enc, groups, n_random=3)
-    assert [label.split(" ")[0] for label, _ in table] == ["random", "entity-type", "raw", "standardized"]
+    assert [label.split(" ")[0] for label, _ in table] == ["random", "entity-type", "raw", "standardized",
+                                                          "layout:", "layout,"]
     assert all(m["n_queries"] == 4 for _, m in table)
+    assert enc["layout"].shape == (6, 12, 8, 8) and enc["layout"][:, 0].sum() == 6 * 3  # 3 LINE rows each
     with pytest.raises(FileNotFoundError, match="dxf_process.py"):
         load_encodings(tmp_path / "empty")
 
@@ -143,9 +145,11 @@ def test_bench_cli_prints_table(tmp_path, capsys):
                "--embeddings", str(tmp_path / "model.npz"), "--n_boot", "50"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "| embedding | mAP | 95% CI | P@1 | R@10 | nDCG@10 |" in out
+    assert "| embedding | mAP | 95% CI (mAP) | P@1 | P@5 | R@10 | nDCG@10 | MRR |" in out
     model_line = [l for l in out.splitlines() if l.startswith("| model")][0]
-    assert "queries: 4" in out and len(out.strip().splitlines()) == 1 + 2 + 4 + 1
+    table_rows = [l for l in out.splitlines() if l.startswith("| ")]
+    assert "queries: 4" in out and len(table_rows) == 1 + 1 + 1 + 5  # header, model, random, 5 floors
+    assert "the floor to beat:" in out and "model:" in out
     # a_1/a_2 find each other at rank 1 (AP 1); b_1/b_2 are orthogonal to everything:
     # ties are broken by gallery index, the partner comes third (AP 1/3)
     assert float(model_line.split("|")[2]) == pytest.approx((1 + 1 + 1 / 3 + 1 / 3) / 4, abs=1e-3)
@@ -155,3 +159,24 @@ def test_nan_embedding_is_refused_by_name():
     x = np.array([[1.0, 0.0], [np.nan, 1.0]])
     with pytest.raises(ValueError, match="'b'"):
         retrieval_metrics(x, ["a", "b"], [["a", "b"]])
+
+
+def test_metrics_score_only_the_query_rows(monkeypatch):
+    """Ten drawings, one group of two: the similarity computed is [2, 10], not [10, 10]."""
+    import utils.retrieval as retrieval
+
+    shapes = []
+    original = retrieval.similarity_matrix
+
+    def recording(a, b, method="cosine"):
+        shapes.append((len(a), len(b)))
+        return original(a, b, method)
+
+    monkeypatch.setattr(retrieval, "similarity_matrix", recording)
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    m = retrieval.retrieval_metrics(x, [f"d{i}" for i in range(10)], [["d3", "d7"]])
+    assert shapes == [(2, 10)]
+    full = original(x, x)
+    # the same ranking as from the full matrix: d3's partner rank
+    order = [j for j in np.argsort(-full[3], kind="stable") if j != 3]
+    assert m["per_query"]["MRR"][0] == pytest.approx(1.0 / (order.index(7) + 1))

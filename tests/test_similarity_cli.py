@@ -74,6 +74,12 @@ def joint_checkpoint(path: Path) -> Path:
     return save_checkpoint(path, "joint", config, state)
 
 
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path, monkeypatch) -> None:
+    """Caches (of references, galleries) go to the test's folder, not ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     code = SimDeepDXF.main([str(a) for a in args])
     out = capsys.readouterr()
@@ -252,3 +258,68 @@ def test_pair_mode_on_real_drawings_with_full_width_brackets(capsys, tmp_path):
     code, out, err = run_cli(capsys, "--embedding", "features", "--file1", a, "--file2", b)
     assert code == 0, err
     assert 0.0 < similarity_of(out) <= 1.0
+
+
+# ------------------------------------------------------- pair-mode reference
+REF_LINE = re.compile(r"^  reference: (\d+) drawings of (.+) \((.+)\)$", re.M)
+PCT_LINE = re.compile(r"^  (this embedding|non-learned features): (?:cosine similarity (-?[0-9.]+); )?"
+                      r"file2 is more similar to file1 than (\d+)% of them$", re.M)
+
+
+@pytest.fixture
+def reference(tmp_path) -> Path:
+    """Six drawings unlike each other."""
+    for k in range(6):
+        write_drawing(tmp_path / "ref" / f"参考 {k}.dxf", n_lines=1 + 3 * k, n_circles=k % 3, shift=2 * k)
+    return tmp_path / "ref"
+
+
+def test_pair_mode_places_the_score_among_a_reference(corpus, capsys, tmp_path, reference, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    twin = tmp_path / "copy of file1.dxf"
+    twin.write_bytes(corpus["dxf"][0].read_bytes())
+    code, out, err = run_cli(capsys, "--model_path", corpus["gf"], "--file1", corpus["dxf"][0], "--file2", twin,
+                             "--reference", reference)
+    assert code == 0, err
+    assert similarity_of(out) == pytest.approx(1.0, abs=1e-5)
+    m = REF_LINE.search(out)
+    assert m and m.group(1) == "6" and m.group(2) == str(reference) and m.group(3) == "--reference"
+    pcts = {kind: (sim, int(pct)) for kind, sim, pct in PCT_LINE.findall(out)}
+    assert pcts["this embedding"][1] == 100  # an identical drawing beats every reference drawing
+    assert pcts["non-learned features"] == ("1.000", 100)
+
+
+def test_pair_mode_leaves_the_pair_itself_out_of_the_reference(corpus, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    code, out, err = run_cli(capsys, "--embedding", "layout", "--file1", corpus["dxf"][0], "--file2", corpus["dxf"][1],
+                             "--reference", corpus["root"] / "dxf")
+    assert code == 0, err
+    m = REF_LINE.search(out)
+    assert m and m.group(1) == "1"  # 3 drawings, less file1 and file2
+    assert PCT_LINE.search(out).group(3) in ("0", "100")
+
+
+def test_pair_mode_defaults_to_the_models_training_data(corpus, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    torch.manual_seed(0)
+    cfg = GFConfig(GF_hidden=8, GF_num_layers=1, GF_proj_dim=8, data_dir=str(corpus["root"] / "pre"))
+    ckpt = save_checkpoint(tmp_path / "trained.pth", "GF", config_to_dict(cfg), {"model": build_gf_model(cfg).state_dict()})
+    code, out, err = run_cli(capsys, "--model_path", ckpt, "--file1", corpus["dxf"][0], "--file2", corpus["dxf"][2])
+    assert code == 0, err
+    m = REF_LINE.search(out)
+    assert m and m.group(2) == str(corpus["root"] / "pre" / "DeepDXF") and m.group(3) == "the model's training data"
+
+
+def test_pair_mode_says_when_there_is_no_reference(corpus, capsys):
+    code, out, err = run_cli(capsys, "--model_path", corpus["deepdxf"], "--file1", corpus["dxf"][0],
+                             "--file2", corpus["dxf"][1], "--reference", "none")
+    assert code == 0, err
+    assert "  reference: none (--reference none): the number alone says little" in out
+    assert not PCT_LINE.search(out)
+
+
+def test_a_folder_as_file1_is_called_a_folder(corpus, capsys):
+    code, _, err = run_cli(capsys, "--model_path", corpus["gf"], "--file1", corpus["root"] / "dxf",
+                           "--file2", corpus["dxf"][0])
+    _one_error_line(code, err, 2, "is a folder, not a drawing", "--gallery")
+    assert "file not found" not in err

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SimDeepDXF import search
 from utils.retrieval import rank_topk
+from utils.search import search
 
 faiss = pytest.importorskip("faiss")
 

@@ -1,5 +1,5 @@
 """Drawings -> embeddings: the one place that turns a checkpoint (or the non-learned
-features) into an embedding function over drawings (SPEC §7).
+features) into an embedding function over drawings.
 
 Two steps, kept apart so that a gallery can cache each one:
 
@@ -18,12 +18,17 @@ Embedding kinds:
             matrices [210]; :meth:`Embedder.finalize` z-scores the columns with a
             reference set (the gallery) and L2-normalizes each block
             (``utils.retrieval.standardize_blocks``). No checkpoint needed.
+``layout``  the non-learned layout floor: ``log(1 + count)`` of entities per type
+            on an 8 x 8 grid [768] (:mod:`utils.floors`), z-scored and L2-normalized
+            like ``features``. Needs only the DeepDXF rows.
+``layout_rot`` the same counts pooled over the 8 turns and flips of the grid [120]:
+            robust to drawings turned by 90°/180° or mirrored.
 ==========  ==================================================================
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -31,14 +36,20 @@ import numpy as np
 
 from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS, N_TYPES, load_h5
 from dataset.dxf_process_GF import GF_CLASSES, load_gf
+from config.sim_config import EMBEDDING_CHOICES
 from dataset.dxf_read import DrawingError
+from utils.floors import GRID, layout_embedding, layout_grid, layout_rot_embedding
 
 DXF_SUFFIXES = (".dxf",)
 H5_SUFFIXES = (".h5", ".hdf5")
 SUPPORTED_SUFFIXES = DXF_SUFFIXES + H5_SUFFIXES
-EMBEDDING_CHOICES = ("auto", "gf", "deepdxf", "joint", "features")
+#: the non-learned kinds: no checkpoint, z-scored with a reference set before comparing
+FLOOR_KINDS = ("features", "layout", "layout_rot")
 HIST_DIM = N_TYPES
 RAW_GF_DIM = len(GF_CLASSES) * (len(GF_CLASSES) + 1) + len(GF_CLASSES) ** 2
+#: block sizes of each non-learned kind (each block L2-normalized after z-scoring)
+FLOOR_BLOCKS = {"features": (HIST_DIM, RAW_GF_DIM), "layout": (N_TYPES * GRID * GRID,),
+                "layout_rot": (N_TYPES * ((GRID + 1) // 2) * ((GRID + 1) // 2 + 1) // 2,)}
 _EPS = 1e-12
 
 
@@ -57,6 +68,8 @@ class DrawingEncoding:
         type_counts: int64 ``[12]`` supported entities per DeepDXF type (before any cut).
         gf_features: float32 ``[10, 11]`` or None (an ``.h5`` without its GF twin).
         gf_adjacency: float32 ``[10, 10]`` or None.
+        layout: int32 ``[12, 8, 8]`` entities per type and grid cell (``utils.floors.layout_grid``
+            of ``rows``).
     """
 
     path: str
@@ -65,6 +78,7 @@ class DrawingEncoding:
     type_counts: np.ndarray
     gf_features: Optional[np.ndarray] = None
     gf_adjacency: Optional[np.ndarray] = None
+    layout: np.ndarray = field(default_factory=lambda: np.zeros((N_TYPES, GRID, GRID), dtype=np.int32))
 
     @property
     def has_gf(self) -> bool:
@@ -94,6 +108,7 @@ def _load_dxf(path: Path, max_len: int) -> DrawingEncoding:
         path=str(path), source=str(path), rows=rows,
         type_counts=np.asarray(info["type_counts"], dtype=np.int64),
         gf_features=gf["features"].astype(np.float32), gf_adjacency=gf["adjacency"].astype(np.float32),
+        layout=layout_grid(rows),
     )
 
 
@@ -116,7 +131,8 @@ def _load_h5(path: Path) -> DrawingEncoding:
         counts = np.bincount(rows[:, 0], minlength=N_TYPES)
     source = attrs.get("source")
     enc = DrawingEncoding(path=str(path), source=str(source) if source else None,
-                          rows=rows.astype(np.int32), type_counts=np.asarray(counts, dtype=np.int64))
+                          rows=rows.astype(np.int32), type_counts=np.asarray(counts, dtype=np.int64),
+                          layout=layout_grid(rows))
     twin = gf_twin_path(path)
     if twin.is_file():
         try:
@@ -135,6 +151,9 @@ def load_drawing(path: str | Path, max_len: int = 50_000) -> DrawingEncoding:
         DrawingError: the file is missing, of another type, or cannot be read (with why).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DrawingError(path, "is a folder, not a drawing: give a .dxf or .h5 file "
+                                 "(to search a folder of drawings, use --gallery FOLDER --query FILE)")
     if not path.is_file():
         raise DrawingError(path, "file not found")
     suffix = path.suffix.lower()
@@ -163,22 +182,56 @@ def raw_features(encs: Sequence[DrawingEncoding]) -> np.ndarray:
     return out
 
 
-def standardize_features(raw: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
-    """The standardized floor of ``raw: [n, 222]`` (``raw_features`` layout).
+def floor_raw(kind: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The raw (not yet z-scored) non-learned embedding of ``kind`` from stacked encodings.
 
-    Each column is z-scored with the mean/std of ``reference: [m, 222]`` (m >= 2; None:
-    no z-scoring), then the histogram block and the GF block are L2-normalized
-    separately, as ``utils.retrieval.standardize_blocks`` does. Returns float32 ``[n, 222]``.
+    Args:
+        kind: one of :data:`FLOOR_KINDS`.
+        arrays: ``type_counts [n, 12]``, ``gf_features [n, 10, 11]``, ``gf_adjacency
+            [n, 10, 10]`` (features), ``layout [n, 12, 8, 8]`` (layout kinds), as
+            ``EmbeddingCache.encodings`` returns them.
+    Returns:
+        float64 ``[n, sum(FLOOR_BLOCKS[kind])]``.
+    """
+    from utils.retrieval import histogram_embedding, raw_gf_embedding
+
+    if kind == "features":
+        return np.concatenate([histogram_embedding(arrays["type_counts"]),
+                               raw_gf_embedding(arrays["gf_features"], arrays["gf_adjacency"])], axis=1)
+    if kind == "layout":
+        return layout_embedding(arrays["layout"])
+    if kind == "layout_rot":
+        return layout_rot_embedding(arrays["layout"])
+    raise ValueError(f"{kind!r} is not a non-learned embedding ({', '.join(FLOOR_KINDS)})")
+
+
+def standardize_features(raw: np.ndarray, reference: Optional[np.ndarray] = None,
+                         blocks: Sequence[int] = (HIST_DIM, RAW_GF_DIM)) -> np.ndarray:
+    """The standardized floor of ``raw: [n, sum(blocks)]`` (default: the ``raw_features`` layout).
+
+    Each column is z-scored with the mean/std of ``reference: [m, sum(blocks)]`` (m >= 2;
+    None: no z-scoring), then each block of columns is L2-normalized separately, as
+    ``utils.retrieval.standardize_blocks`` does. Returns float32 ``[n, sum(blocks)]``.
     """
     x = np.asarray(raw, dtype=np.float64)
     if reference is not None and len(reference) >= 2:
         ref = np.asarray(reference, dtype=np.float64)
         mean, std = ref.mean(0), ref.std(0)
         x = (x - mean) / np.where(std > _EPS, std, 1.0)
-    blocks = []
-    for b in (x[:, :HIST_DIM], x[:, HIST_DIM:]):
-        blocks.append(b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), _EPS))
-    return np.concatenate(blocks, axis=1).astype(np.float32)
+    out, start = [], 0
+    for size in blocks:
+        b = x[:, start:start + size]
+        out.append(b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), _EPS))
+        start += size
+    return np.concatenate(out, axis=1).astype(np.float32)
+
+
+def append_features(learned: np.ndarray, raw: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
+    """``[L2(learned) | standardized histogram block | standardized GF block]``: three unit
+    blocks of equal weight. ``learned: [n, D]``; ``raw: [n, 222]`` (:func:`raw_features`);
+    ``reference: [m, 222]`` gives the z-scores. Returns float32 ``[n, D + 222]``."""
+    return np.concatenate([_l2(np.asarray(learned, dtype=np.float64)), standardize_features(raw, reference)],
+                          axis=1).astype(np.float32)
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -203,11 +256,14 @@ class Embedder:
             change (checkpoint bytes, kind, encoding format): the cache key of the model.
         needs_gf: drawings without GF matrices cannot be embedded.
         label: for tables and messages.
+        config: the checkpoint's configuration (None for the non-learned kinds).
     """
 
     def __init__(self, kind: str, identity: str, label: str,
-                 fn: Callable[[Sequence[DrawingEncoding]], np.ndarray], needs_gf: bool):
+                 fn: Callable[[Sequence[DrawingEncoding]], np.ndarray], needs_gf: bool,
+                 config: Optional[dict] = None):
         self.kind = kind
+        self.config = config
         self.identity = identity
         self.label = label
         self._fn = fn
@@ -231,10 +287,11 @@ class Embedder:
         return np.ascontiguousarray(self._fn(encs), dtype=np.float32)
 
     def finalize(self, emb: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
-        """Gallery-level step before comparing: the ``features`` kind z-scores with the
-        ``reference: [m, D]`` rows (the gallery); other kinds are returned unchanged."""
-        if self.kind == "features":
-            return standardize_features(emb, reference)
+        """Gallery-level step before comparing: the non-learned kinds z-score with the
+        ``reference: [m, D]`` rows (the gallery) and L2-normalize each block; learned
+        kinds are returned unchanged."""
+        if self.kind in FLOOR_KINDS:
+            return standardize_features(emb, reference, FLOOR_BLOCKS[self.kind])
         return np.asarray(emb, dtype=np.float32)
 
 
@@ -269,12 +326,40 @@ def _check_device(device: str) -> None:
         raise EmbedderError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
+FLOOR_LABELS = {"features": "features (standardized histogram + raw GF)",
+                "layout": "layout (entity types on an 8x8 grid, standardized)",
+                "layout_rot": "layout_rot (grid pooled over 90° turns and flips, standardized)"}
+
+
+def floor_embedder(kind: str) -> Embedder:
+    """The embedding function of a non-learned kind (:data:`FLOOR_KINDS`); no checkpoint."""
+    def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        return floor_raw(kind, stack_encodings(encs))
+    return Embedder(kind, f"{kind}/fmt{FORMAT_VERSION}", FLOOR_LABELS[kind], fn, needs_gf=kind == "features")
+
+
+def stack_encodings(encs: Sequence[DrawingEncoding]) -> dict[str, np.ndarray]:
+    """Encodings stacked like ``EmbeddingCache.encodings``: ``type_counts [n, 12]``,
+    ``gf_features [n, 10, 11]`` / ``gf_adjacency [n, 10, 10]`` (zeros where missing),
+    ``has_gf [n]``, ``layout [n, 12, 8, 8]``, ``source [n]``."""
+    c = len(GF_CLASSES)
+    return {
+        "type_counts": np.stack([np.asarray(e.type_counts, dtype=np.int64) for e in encs]),
+        "gf_features": np.stack([e.gf_features if e.has_gf else np.zeros((c, c + 1), np.float32) for e in encs]),
+        "gf_adjacency": np.stack([e.gf_adjacency if e.has_gf else np.zeros((c, c), np.float32) for e in encs]),
+        "has_gf": np.array([e.has_gf for e in encs], dtype=bool),
+        "layout": np.stack([e.layout for e in encs]),
+        "source": np.array([e.source or "" for e in encs]),
+    }
+
+
 def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", device: str = "cpu") -> Embedder:
     """The embedding function of a checkpoint, or of the non-learned features.
 
     Args:
         model_path: a checkpoint written by the trainers (not needed for ``features``).
-        embedding: ``auto`` (what the checkpoint is), ``gf``, ``deepdxf``, ``joint``, ``features``.
+        embedding: ``auto`` (what the checkpoint is), ``gf``, ``deepdxf``, ``joint``, or a
+            non-learned kind (``features``, ``layout``, ``layout_rot``).
         device: where the model runs (``cpu``, ``cuda``, ...).
     Raises:
         EmbedderError: no checkpoint, a checkpoint of another toolkit/format version, or
@@ -282,10 +367,9 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
     """
     if embedding not in EMBEDDING_CHOICES:
         raise EmbedderError(f"unknown embedding {embedding!r}: choose one of {', '.join(EMBEDDING_CHOICES)}")
-    if embedding == "features":
-        return Embedder("features", f"features/fmt{FORMAT_VERSION}",
-                        "features (standardized histogram + raw GF)", raw_features, needs_gf=True)
-    from utils.checkpoint import CheckpointError, load_checkpoint, load_trained_models
+    if embedding in FLOOR_KINDS:
+        return floor_embedder(embedding)
+    from utils.checkpoint import CheckpointError, load_trained_models
 
     if model_path is None:
         raise EmbedderError("no --model_path given: pass a checkpoint, or use --embedding features")
@@ -293,44 +377,40 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
     if not path.is_file():
         raise EmbedderError(f"no checkpoint at {path}: train a model first (python GF_main.py / "
                             "DeepDXF_train.py / joint_main.py), pass --model_path, or use --embedding features")
+    _check_device(device)
     try:
-        ckpt = load_checkpoint(path)
+        trained = load_trained_models(path, device)
     except CheckpointError as err:
         raise EmbedderError(str(err)) from err
-    kind = ckpt["kind"]
-    natural = {"GF": "gf", "DeepDXF": "deepdxf", "joint": "joint"}.get(kind)
-    if natural is None:
-        raise EmbedderError(f"{path} is a checkpoint of unknown kind {kind!r}")
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise EmbedderError(f"{path}: the model cannot be rebuilt from it "
+                            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                            "was it written by another version of the model code?") from err
+    kind = trained.kind
+    natural = {"GF": "gf", "DeepDXF": "deepdxf", "joint": "joint"}[kind]
     chosen = natural if embedding == "auto" else embedding
     available = {"gf": {"gf"}, "deepdxf": {"deepdxf"}, "joint": {"gf", "deepdxf", "joint"}}[natural]
     if chosen not in available:
         raise EmbedderError(f"{path} is a {kind} checkpoint: it cannot give a {chosen} embedding "
-                            f"(choose --embedding {' or '.join(sorted(available))}, or features)")
+                            f"(choose --embedding {' or '.join(sorted(available))}, or features/layout/layout_rot)")
     identity = f"{file_sha1(path)}/{chosen}/fmt{FORMAT_VERSION}"
-    _check_device(device)
-    try:
-        trained = load_trained_models(path, device)
-        gf_model, dd_model = trained.gf, trained.deepdxf
-    except CheckpointError as err:
-        raise EmbedderError(str(err)) from err
-    except (KeyError, RuntimeError, TypeError, ValueError) as err:
-        raise EmbedderError(f"{path}: the {kind} model cannot be rebuilt from it "
-                            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                            "was it written by another version of the model code?") from err
+    gf_model, dd_model = trained.gf, trained.deepdxf
     label = f"{chosen} model ({path})"
+    config = dict(trained.config or {})
     if chosen == "gf":
-        return Embedder("gf", identity, label, _gf_fn(gf_model), needs_gf=True)
+        return Embedder("gf", identity, label, _gf_fn(gf_model), needs_gf=True, config=config)
     if chosen == "deepdxf":
-        return Embedder("deepdxf", identity, label, _deepdxf_fn(dd_model), needs_gf=False)
+        return Embedder("deepdxf", identity, label, _deepdxf_fn(dd_model), needs_gf=False, config=config)
     gf_fn, dd_fn = _gf_fn(gf_model), _deepdxf_fn(dd_model)
 
     def joint_fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
         return np.concatenate([_l2(gf_fn(encs)), _l2(dd_fn(encs))], axis=1)
-    return Embedder("joint", identity, label, joint_fn, needs_gf=True)
+    return Embedder("joint", identity, label, joint_fn, needs_gf=True, config=config)
 
 
 __all__ = [
-    "DXF_SUFFIXES", "H5_SUFFIXES", "SUPPORTED_SUFFIXES", "EMBEDDING_CHOICES",
+    "DXF_SUFFIXES", "H5_SUFFIXES", "SUPPORTED_SUFFIXES", "EMBEDDING_CHOICES", "FLOOR_KINDS", "FLOOR_BLOCKS",
+    "floor_raw", "floor_embedder", "stack_encodings", "append_features",
     "DrawingError", "EmbedderError", "DrawingEncoding", "Embedder",
     "gf_twin_path", "load_drawing", "raw_features", "standardize_features", "file_sha1", "make_embedder",
 ]

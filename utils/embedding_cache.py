@@ -6,17 +6,20 @@ per path with the file's size and modification time, so an unchanged archive is
 only ``stat``-ed. A changed file gets a new key and is encoded and embedded again;
 a renamed or copied file keeps its key and is not.
 
-Folder layout (default ``<first gallery dir>/.embedding_cache/``)::
+Folder layout (the folder is chosen by ``SimDeepDXF.py``: ``--cache_dir``, else
+under the user's cache folder, see :func:`default_cache_dir`)::
 
     files.json           absolute path -> [size, mtime_ns, twin_size, twin_mtime_ns, key]
     encodings.npz        per key: type_counts [12], raw GF features [10,11] and adjacency
-                         [10,10] (has_gf), DXF source path: enough for the floors
+                         [10,10] (has_gf), layout counts [12,8,8] (uint16, clipped at
+                         65535), DXF source path: enough for every floor
     failures.json        key -> why the file could not be used (not retried until it changes)
     emb_<model>.npz      per key: the embedding of one model identity (checkpoint hash,
                          embedding kind, encoding format); ``identity`` stored inside
 
-Everything is written atomically (temp file, then ``os.replace``); a corrupt or
-foreign cache file is ignored (and rebuilt), never fatal.
+Everything is written atomically (``dataset.files.atomic_write``); a corrupt or
+foreign cache file is ignored (and rebuilt), never fatal. ``EmbeddingCache(None)`` is
+an in-memory cache: same interface, nothing read or written (``--no-cache``).
 """
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -33,23 +35,28 @@ import numpy as np
 
 from dataset.dxf_process_DeepDXF import N_TYPES
 from dataset.dxf_process_GF import GF_CLASSES
+from dataset.files import atomic_write, atomic_write_text
 from utils.embedders import H5_SUFFIXES, DrawingEncoding, gf_twin_path
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: layout counts in encodings.npz
 _C = len(GF_CLASSES)
+APP_NAME = "dxf-similarity"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(fileobj)`` into a temp file beside ``path``, then replace it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def user_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/dxf-similarity`` (default ``~/.cache/dxf-similarity``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / APP_NAME
+
+
+def default_cache_dir(first: str | Path) -> Path:
+    """Where a gallery's cache lives when no ``--cache_dir`` is given: under the user's
+    cache folder, one sub-folder per gallery folder (its name and a hash of its absolute
+    path), never inside the archive itself."""
+    p = Path(first)
+    folder = (p.parent if p.is_file() else p).resolve()
+    tag = hashlib.sha1(str(folder).encode("utf-8")).hexdigest()[:12]
+    return user_cache_root() / f"{folder.name or 'root'}-{tag}"
 
 
 def _sha1_files(paths: Iterable[Path], chunk: int = 1 << 20) -> str:
@@ -118,11 +125,12 @@ class EmbeddingCache:
     """Content keys, encodings and embeddings of gallery files, kept in ``folder``.
 
     Args:
-        folder: the cache folder (created on the first save).
+        folder: the cache folder (created on the first save); None: keep everything in
+            memory for this run only.
     """
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder) if folder is not None else None
         self._files: dict[str, list] = self._read_json("files.json")
         self._failures: dict[str, str] = self._read_json("failures.json")
         self._files_dirty = False
@@ -134,6 +142,8 @@ class EmbeddingCache:
 
     # ------------------------------------------------------------------ disk
     def _read_json(self, name: str) -> dict:
+        if self.folder is None:
+            return {}
         path = self.folder / name
         if not path.is_file():
             return {}
@@ -147,8 +157,8 @@ class EmbeddingCache:
         return dict(data.get("entries", {}))
 
     def _read_table(self, name: str, identity: Optional[str]) -> _Table:
-        path = self.folder / name
-        if path.is_file():
+        path = self.folder / name if self.folder is not None else None
+        if path is not None and path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
@@ -201,14 +211,15 @@ class EmbeddingCache:
             gf_features=(enc.gf_features if enc.has_gf else np.zeros((_C, _C + 1))).astype(np.float32),
             gf_adjacency=(enc.gf_adjacency if enc.has_gf else np.zeros((_C, _C))).astype(np.float32),
             has_gf=np.bool_(enc.has_gf),
+            layout=np.minimum(np.asarray(enc.layout), np.iinfo(np.uint16).max).astype(np.uint16),
             source=np.str_(enc.source or ""),
         )
 
     def encodings(self, keys: list[str]) -> dict[str, np.ndarray]:
         """``type_counts [n,12]``, ``gf_features [n,10,11]``, ``gf_adjacency [n,10,10]``,
-        ``has_gf [n]``, ``source [n]`` for keys that :meth:`has_encoding`."""
+        ``has_gf [n]``, ``layout [n,12,8,8]``, ``source [n]`` for keys that :meth:`has_encoding`."""
         return {name: self._encodings.take(name, keys)
-                for name in ("type_counts", "gf_features", "gf_adjacency", "has_gf", "source")}
+                for name in ("type_counts", "gf_features", "gf_adjacency", "has_gf", "layout", "source")}
 
     # ---------------------------------------------------------------- failures
     def failure(self, key: str) -> Optional[str]:
@@ -241,8 +252,9 @@ class EmbeddingCache:
     def save(self) -> None:
         """Write what changed; entries of files that no longer exist or changed are dropped.
 
-        A cache folder that cannot be written gives one warning; the run goes on without it."""
-        if self._broken:
+        A cache folder that cannot be written gives one warning; the run goes on without it.
+        An in-memory cache writes nothing."""
+        if self._broken or self.folder is None:
             return
         try:
             self._save()
@@ -279,7 +291,7 @@ class EmbeddingCache:
 
     def _write_json(self, name: str, entries: dict) -> None:
         data = json.dumps({"version": CACHE_VERSION, "entries": entries}, ensure_ascii=False)
-        _atomic_write(self.folder / name, lambda fh: fh.write(data.encode("utf-8")))
+        atomic_write_text(self.folder / name, data)
 
     def _write_table(self, name: str, table: _Table, identity: Optional[str]) -> None:
         table.materialize()
@@ -288,7 +300,7 @@ class EmbeddingCache:
         arrays["version"] = np.array(CACHE_VERSION)
         if identity is not None:
             arrays["identity"] = np.array(identity)
-        _atomic_write(self.folder / name, lambda fh: np.savez(fh, **arrays))
+        atomic_write(self.folder / name, lambda tmp: np.savez(tmp, **arrays))
 
 
-__all__ = ["CACHE_VERSION", "EmbeddingCache"]
+__all__ = ["CACHE_VERSION", "EmbeddingCache", "default_cache_dir", "user_cache_root"]

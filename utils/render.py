@@ -2,13 +2,17 @@
 
 Drawn with ezdxf's drawing add-on on matplotlib (Agg backend, no display needed),
 black lines on white. A drawing whose DXF source is missing or unreadable gets a
-grey panel saying why instead of stopping the picture. Text in fonts the machine
-lacks (e.g. Chinese without a CJK font) is drawn with placeholder glyphs; the
-font warnings that causes are silenced.
+grey panel saying why instead of stopping the picture. Dimension texts are left out
+(at strip size they are unreadable smudges over the drawing); dimension lines stay.
+Names with Chinese characters need a font with CJK glyphs: without one they show as
+boxes, and one warning says how to install such a font.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +33,41 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQ
              "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "AR PL UMing CN")
 
 
-def _use_cjk_font() -> None:
-    """Titles with Chinese names: put the first installed CJK font before matplotlib's default."""
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+
+
+def has_cjk(text: str) -> bool:
+    """True when ``text`` holds Chinese (or Japanese/Korean) characters."""
+    return bool(_CJK.search(text))
+
+
+def installed_cjk_font() -> Optional[str]:
+    """The first font of :data:`CJK_FONTS` that matplotlib knows, or None."""
     from matplotlib import font_manager
 
     installed = {f.name for f in font_manager.fontManager.ttflist}
-    found = [name for name in CJK_FONTS if name in installed]
-    if found:
-        plt.rcParams["font.sans-serif"] = found[:1] + list(plt.rcParams["font.sans-serif"])
+    return next((name for name in CJK_FONTS if name in installed), None)
+
+
+@functools.lru_cache(maxsize=1)
+def warn_missing_cjk_font() -> None:
+    """Say once per process that Chinese names will show as boxes, and how to fix it."""
+    print("warning: no font with Chinese (CJK) glyphs is installed: Chinese characters in the picture's "
+          "names show as empty boxes. Install one, e.g. `sudo apt install fonts-noto-cjk` (Debian/Ubuntu) or "
+          "any font with CJK glyphs (Noto Sans CJK, Source Han Sans, WenQuanYi, SimHei), then remove "
+          "matplotlib's font cache (~/.cache/matplotlib)", file=sys.stderr)
+
+
+def _use_cjk_font(titles: Sequence[str]) -> None:
+    """Titles with Chinese names: put the first installed CJK font before matplotlib's
+    default, or warn (once) that there is none."""
+    if not any(has_cjk(t) for t in titles):
+        return
+    font = installed_cjk_font()
+    if font is None:
+        warn_missing_cjk_font()
+    elif font not in plt.rcParams["font.sans-serif"][:1]:
+        plt.rcParams["font.sans-serif"] = [font] + list(plt.rcParams["font.sans-serif"])
 
 
 @dataclass
@@ -53,13 +84,23 @@ def _draw_dxf(ax, path: str) -> None:
     from ezdxf.addons.drawing import Frontend, RenderContext
     from ezdxf.addons.drawing.config import BackgroundPolicy, ColorPolicy, Configuration
     from ezdxf.addons.drawing.matplotlib import MatplotlibBackend
+    from ezdxf.entities import Dimension
 
     from dataset.dxf_read import open_dxf
+
+    class StripFrontend(Frontend):
+        """Draws a DIMENSION's lines and arrows but not its text."""
+
+        def draw_composite_entity(self, entity, properties) -> None:
+            if isinstance(entity, Dimension):
+                self.draw_entities(e for e in entity.virtual_entities() if e.dxftype() not in ("TEXT", "MTEXT"))
+                return
+            super().draw_composite_entity(entity, properties)
 
     doc, _recovered = open_dxf(path)
     msp = doc.modelspace()
     cfg = Configuration(background_policy=BackgroundPolicy.WHITE, color_policy=ColorPolicy.BLACK)
-    Frontend(RenderContext(doc), MatplotlibBackend(ax), config=cfg).draw_layout(msp, finalize=True)
+    StripFrontend(RenderContext(doc), MatplotlibBackend(ax), config=cfg).draw_layout(msp, finalize=True)
 
 
 def _wrap(text: str, width: int = 28) -> str:
@@ -83,7 +124,7 @@ def render_panels(panels: Sequence[Panel], out_path: str | Path, panel_size: flo
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     n = max(len(panels), 1)
-    _use_cjk_font()
+    _use_cjk_font([p.title for p in panels])
     fig, axes = plt.subplots(1, n, figsize=(panel_size * n, panel_size), squeeze=False)
     aspects = []  # width / height of each drawn drawing
     with warnings.catch_warnings():
@@ -127,4 +168,4 @@ def render_panels(panels: Sequence[Panel], out_path: str | Path, panel_size: flo
     return out_path
 
 
-__all__ = ["Panel", "render_panels"]
+__all__ = ["Panel", "render_panels", "has_cjk", "installed_cjk_font", "warn_missing_cjk_font"]

@@ -6,12 +6,16 @@ with at least two members (present among ``names``) is a query; the other member
 of its group(s) are its positives; the gallery is all other ``n - 1`` drawings
 (group members and distractors). Metrics are averaged over the queries.
 
-Floors (SPEC §7): every evaluation prints, beside a model, the embeddings a model
-must beat: random vectors, the entity-type histogram ``log(1 + count)``, the raw GF
-matrices (features + adjacency, flattened), and their standardized concatenation.
+Floors: every evaluation prints, beside a model, the embeddings a model must beat:
+random vectors, the entity-type histogram ``log(1 + count)``, the raw GF matrices
+(features + adjacency, flattened), their standardized concatenation, and the
+layout-aware counts of :mod:`utils.floors` (a per-type spatial grid and its
+rotation-robust form). The strongest floor is named as the one to beat
+(:func:`compare_table`).
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -30,6 +34,29 @@ def normalize_name(name: str) -> str:
     """A drawing name without a ``.dxf`` / ``.h5`` / ``.npz`` extension or folder."""
     name = str(name).replace("\\", "/").rsplit("/", 1)[-1]
     return _EXTENSIONS.sub("", name)
+
+
+class GroupsError(ValueError):
+    """A groups file that cannot be used (missing, not JSON, not a list of lists of names)."""
+
+
+def read_groups(path: str | Path) -> list[list[str]]:
+    """A JSON list of groups of similar drawing names, e.g. ``[["a", "b"], ["c", "d"]]``.
+
+    Raises:
+        GroupsError: the file is missing or does not hold such a list (the message says which).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GroupsError(f"no groups file at {p}: give a JSON list of groups of drawing names")
+    try:
+        groups = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise GroupsError(f"{p} is not valid JSON ({err}): expected a list of groups of drawing names") from err
+    if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(n, str) for n in g)
+                                               for g in groups):
+        raise GroupsError(f"{p} must hold a JSON list of lists of drawing names, e.g. [[\"a\", \"b\"], [\"c\", \"d\"]]")
+    return groups
 
 
 def _name_index(names: Sequence[str]) -> tuple[dict[str, int], dict[str, list[int]]]:
@@ -147,13 +174,13 @@ def _ranked_relevance(sim: np.ndarray, positives: np.ndarray, queries: np.ndarra
     """Relevance of the gallery in ranked order.
 
     Args:
-        sim: ``[n, n]`` similarities.
+        sim: ``[q, n]`` similarities of the query rows with every drawing.
         positives: ``[q, n]`` bool, True where a drawing is a positive of the query.
         queries: ``[q]`` indices of the query drawings (excluded from their gallery).
     Returns:
         ``[q, n - 1]`` bool: relevance of rank 1, 2, ... (ties broken by index).
     """
-    s = sim[queries].copy()
+    s = np.array(sim, dtype=np.float64)
     s[np.arange(len(queries)), queries] = -np.inf
     order = np.argsort(-s, axis=1, kind="stable")[:, :-1]  # the query itself is last
     return np.take_along_axis(positives, order, axis=1)
@@ -226,7 +253,7 @@ def retrieval_metrics(
     pos = np.zeros((len(queries), n), dtype=bool)
     for row, qi in enumerate(queries):
         pos[row, list(positives[int(qi)])] = True
-    sim = similarity_matrix(emb, emb, method)
+    sim = similarity_matrix(emb[queries], emb, method)  # query rows only: [q, n]
     rel = _ranked_relevance(sim, pos, queries)
     per = metrics_from_relevance(rel)
     renamed = {"mAP": per["AP"], "P@1": per["P@1"], "P@5": per["P@5"], "R@10": per["R@10"],
@@ -296,9 +323,12 @@ def load_encodings(data_dir: str | Path) -> dict:
     Returns:
         ``names`` (list[str]), ``type_counts`` int64 ``[n, 12]`` (HDF5 attribute),
         ``gf_features`` float32 ``[n, 10, 11]``, ``gf_adjacency`` float32 ``[n, 10, 10]``,
-        ``counts`` int64 ``[n, 10]`` (GF entities per class).
+        ``counts`` int64 ``[n, 10]`` (GF entities per class), ``layout`` int32
+        ``[n, 12, 8, 8]`` (entities per type and grid cell, :func:`utils.floors.layout_grid`).
     """
-    import h5py
+    from dataset.dxf_process_DeepDXF import load_h5
+    from dataset.dxf_process_GF import load_gf
+    from utils.floors import layout_grid
 
     root = Path(data_dir)
     gf = {p.stem: p for p in (root / "GF").glob("*.npz")}
@@ -309,32 +339,75 @@ def load_encodings(data_dir: str | Path) -> dict:
             f"no drawing with both {root / 'GF'}/*.npz and {root / 'DeepDXF'}/*.h5: "
             f"run python dataset/dxf_process.py --output {root} first"
         )
-    feats, adjs, counts, types = [], [], [], []
+    feats, adjs, counts, types, layouts = [], [], [], [], []
     for name in names:
-        with np.load(gf[name]) as z:
-            feats.append(z["features"])
-            adjs.append(z["adjacency"])
-            counts.append(z["counts"])
-        with h5py.File(dd[name], "r") as h:
-            types.append(np.asarray(h.attrs["type_counts"], dtype=np.int64))
+        g = load_gf(gf[name])
+        feats.append(g["features"])
+        adjs.append(g["adjacency"])
+        counts.append(g["counts"])
+        rows, attrs = load_h5(dd[name])
+        types.append(np.asarray(attrs["type_counts"], dtype=np.int64))
+        layouts.append(layout_grid(rows))
     return {
         "names": names,
         "type_counts": np.stack(types),
         "gf_features": np.stack(feats).astype(np.float32),
         "gf_adjacency": np.stack(adjs).astype(np.float32),
         "counts": np.stack(counts).astype(np.int64),
+        "layout": np.stack(layouts),
     }
 
 
-def floor_embeddings(enc: dict, fit_rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-    """The non-learned embeddings of :func:`load_encodings` output (random excluded)."""
+# ------------------------------------------------------------- floor table
+FLOOR_HIST = "entity-type histogram log(1+count)"
+FLOOR_RAW_GF = "raw GF matrices"
+FLOOR_STD = "standardized histogram + raw GF"
+FLOOR_LAYOUT = "layout: entity types on an 8x8 grid"
+FLOOR_LAYOUT_ROT = "layout, rotation-robust (grid pooled over 90° turns and flips)"
+RANDOM_LABEL = "random vectors"
+
+
+def floor_embeddings(enc: dict, fit_rows: Sequence[int] | None = None) -> dict[str, np.ndarray | None]:
+    """The non-learned embeddings of a set of drawings (random excluded).
+
+    Args:
+        enc: ``type_counts [n, 12]``; optional ``gf_features [n, 10, 11]`` and
+            ``gf_adjacency [n, 10, 10]`` with ``has_gf [n]`` (all present when absent),
+            optional ``layout [n, 12, G, G]``.
+        fit_rows: rows whose statistics z-score the standardized floors (default all).
+    Returns:
+        label -> ``[n, d]``, or None where ``enc`` lacks what the floor needs.
+    """
+    from utils.floors import layout_embedding, layout_rot_embedding
+
     hist = histogram_embedding(enc["type_counts"])
-    raw = raw_gf_embedding(enc["gf_features"], enc["gf_adjacency"])
-    return {
-        "entity-type histogram log(1+count)": hist,
-        "raw GF matrices": raw,
-        "standardized concat (histogram + raw GF)": standardize_blocks([hist, raw], fit_rows),
-    }
+    out: dict[str, np.ndarray | None] = {FLOOR_HIST: hist, FLOOR_RAW_GF: None, FLOOR_STD: None}
+    has_gf = np.asarray(enc.get("has_gf", np.ones(len(hist), dtype=bool))).astype(bool)
+    if "gf_features" in enc and has_gf.all():
+        raw = raw_gf_embedding(enc["gf_features"], enc["gf_adjacency"])
+        out[FLOOR_RAW_GF] = raw
+        out[FLOOR_STD] = standardize_blocks([hist, raw], fit_rows)
+    if enc.get("layout") is not None:
+        out[FLOOR_LAYOUT] = standardize_blocks([layout_embedding(enc["layout"])], fit_rows)
+        out[FLOOR_LAYOUT_ROT] = standardize_blocks([layout_rot_embedding(enc["layout"])], fit_rows)
+    else:
+        out[FLOOR_LAYOUT] = out[FLOOR_LAYOUT_ROT] = None
+    return out
+
+
+def _random_floor(names: Sequence[str], groups: list[list[str]], method: Method, seed: int,
+                  n_random: int) -> dict:
+    """Metrics of seeded random vectors, averaged over ``n_random`` draws (the chance level)."""
+    runs = [retrieval_metrics(random_embedding(len(names), 64, seed + i), names, groups, method)
+            for i in range(max(n_random, 1))]
+    rand = dict(runs[0])
+    for k in METRIC_KEYS:
+        rand[k] = float(np.mean([r[k] for r in runs]))
+    if runs[0]["n_queries"]:
+        rand["per_query_ap"] = np.mean([r["per_query_ap"] for r in runs], axis=0).tolist()
+        rand["per_query"] = {k: np.mean([r["per_query"][k] for r in runs], axis=0).tolist()
+                             for k in runs[0]["per_query"]}
+    return rand
 
 
 def floor_table(
@@ -344,39 +417,131 @@ def floor_table(
     seed: int = 0,
     n_random: int = 20,
     fit_rows: Sequence[int] | None = None,
-) -> list[tuple[str, dict]]:
-    """Metrics of the floors: random vectors (mean of ``n_random`` seeded draws),
-    histogram, raw GF matrices, standardized concatenation."""
+) -> list[tuple[str, dict | None]]:
+    """Metrics of the floors over the drawings ``enc["names"]``: random vectors (mean of
+    ``n_random`` seeded draws), then every :func:`floor_embeddings` entry (None: n/a,
+    the label says why)."""
     groups = [list(g) for g in groups]
-    names = enc["names"]
-    runs = [retrieval_metrics(random_embedding(len(names), 64, seed + i), names, groups, method)
-            for i in range(max(n_random, 1))]
-    rand = dict(runs[0])
-    for k in METRIC_KEYS:
-        rand[k] = float(np.mean([r[k] for r in runs]))
-    rand["per_query_ap"] = np.mean([r["per_query_ap"] for r in runs], axis=0).tolist()
-    rand["per_query"] = {k: np.mean([r["per_query"][k] for r in runs], axis=0).tolist() for k in runs[0]["per_query"]}
-    label = "random vectors" + (f" (mean of {n_random} draws)" if n_random > 1 else "")
-    table = [(label, rand)]
+    names = list(enc["names"])
+    label = RANDOM_LABEL + (f" (chance, mean of {n_random} draws)" if n_random > 1 else "")
+    table: list[tuple[str, dict | None]] = [(label, _random_floor(names, groups, method, seed, n_random))]
+    has_gf = np.asarray(enc.get("has_gf", np.ones(len(names), dtype=bool))).astype(bool)
     for label, emb in floor_embeddings(enc, fit_rows).items():
-        table.append((label, retrieval_metrics(emb, names, groups, method)))
+        if emb is not None:
+            table.append((label, retrieval_metrics(emb, names, groups, method)))
+        elif label in (FLOOR_RAW_GF, FLOOR_STD):
+            table.append((f"{label} (n/a: {int((~has_gf).sum())} .h5 drawings without GF twin)", None))
+        else:
+            table.append((f"{label} (n/a: no DeepDXF rows)", None))
     return table
 
 
-def format_table(rows: Sequence[tuple[str, dict]], n_boot: int = 1000, seed: int = 0) -> str:
-    """A markdown table: embedding | mAP | 95% CI | P@1 | R@10 | nDCG@10."""
-    lines = ["| embedding | mAP | 95% CI | P@1 | R@10 | nDCG@10 |", "|---|---|---|---|---|---|"]
+def format_table(rows: Sequence[tuple[str, dict | None]], n_boot: int = 1000, seed: int = 0) -> str:
+    """A markdown table: embedding | mAP | 95% CI (mAP) | P@1 | P@5 | R@10 | nDCG@10 | MRR
+    (a row with metrics None reads n/a)."""
+    lines = ["| embedding | mAP | 95% CI (mAP) | P@1 | P@5 | R@10 | nDCG@10 | MRR |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, m in rows:
+        if m is None:
+            lines.append(f"| {label} | n/a |  |  |  |  |  |  |")
+            continue
         lo, hi = bootstrap_interval(m.get("per_query_ap", []), n_boot=n_boot, seed=seed)
         ci = "–" if math.isnan(lo) else f"{lo:.3f}–{hi:.3f}"
-        lines.append(
-            f"| {label} | {m['mAP']:.3f} | {ci} | {m['P@1']:.3f} | {m['R@10']:.3f} | {m['nDCG@10']:.3f} |"
-        )
+        vals = " | ".join(f"{m[k]:.3f}" for k in METRIC_KEYS if k != "mAP")
+        lines.append(f"| {label} | {m['mAP']:.3f} | {ci} | {vals} |")
     return "\n".join(lines)
+
+
+def strongest_floor(rows: Sequence[tuple[str, dict | None]]) -> tuple[str, dict] | None:
+    """The floor with the highest mAP among ``floor_table`` rows (random vectors left
+    out); None when no floor could be computed."""
+    best: tuple[str, dict] | None = None
+    for label, m in rows:
+        if m is None or label.startswith(RANDOM_LABEL) or math.isnan(m["mAP"]):
+            continue
+        if best is None or m["mAP"] > best[1]["mAP"]:
+            best = (label, m)
+    return best
+
+
+def verdict_lines(models: Sequence[tuple[str, dict | None]], floors: Sequence[tuple[str, dict | None]],
+                  n_boot: int = 1000, seed: int = 0) -> list[str]:
+    """Plain sentences under a table: the floor to beat, and whether each model beats it."""
+    best = strongest_floor(floors)
+    if best is None:
+        return ["no floor could be computed: nothing to compare with"]
+    label, fm = best
+    lo, hi = bootstrap_interval(fm.get("per_query_ap", []), n_boot=n_boot, seed=seed)
+    lines = [f"the floor to beat: {label} (mAP {fm['mAP']:.3f})"]
+    for mlabel, m in models:
+        if m is None:
+            continue
+        diff = m["mAP"] - fm["mAP"]
+        noise = "" if math.isnan(lo) or not (lo <= m["mAP"] <= hi) else \
+            " (within the floor's 95% interval: not a clear difference)"
+        if diff > 0:
+            lines.append(f"{mlabel}: beats the floor to beat by {diff:+.3f} mAP{noise}")
+        else:
+            lines.append(f"{mlabel}: does NOT beat the floor to beat ({m['mAP']:.3f} vs {fm['mAP']:.3f} mAP)"
+                         f"{noise}; the non-learned {label} retrieves at least as well")
+    return lines
+
+
+def compare_table(
+    models: Sequence[tuple[str, np.ndarray | None]],
+    enc: dict,
+    groups: Iterable[Iterable[str]],
+    method: Method = "cosine",
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_random: int = 10,
+    fit_rows: Sequence[int] | None = None,
+    floor_prefix: str = "floor: ",
+) -> tuple[str, list[tuple[str, dict | None]]]:
+    """The one evaluation table: each model's embedding ``(label, [n, D] or None for n/a)``
+    beside every floor, then the floor to beat and a verdict per model.
+
+    Args:
+        models: embeddings of the drawings ``enc["names"]`` in that order.
+        enc: encodings as :func:`floor_embeddings` takes them, with ``names``.
+        fit_rows: rows whose statistics z-score the floors; default: drawings in no group
+            (the unlabelled part of the gallery) when there are at least 2, else all.
+    Returns:
+        ``(text, rows)``: the table with its header and verdict lines, and the rows.
+    Raises:
+        ValueError: no group has two members among the names.
+    """
+    groups = [list(g) for g in groups]
+    names = list(enc["names"])
+    if fit_rows is None:
+        labelled = {normalize_name(n) for g in groups for n in g}
+        unlabelled = [i for i, n in enumerate(names) if normalize_name(n) not in labelled]
+        fit_rows = unlabelled if len(unlabelled) >= 2 else None
+    model_rows = [(label, None if emb is None else retrieval_metrics(emb, names, groups, method))
+                  for label, emb in models]
+    floors = floor_table(enc, groups, method, seed, n_random, fit_rows)
+    verdicts = verdict_lines(model_rows, floors, n_boot, seed)
+    floors = [(label if label.startswith(RANDOM_LABEL) else floor_prefix + label, m) for label, m in floors]
+    first = floors[0][1]
+    if first["n_queries"] == 0:
+        raise ValueError("no group has two members in the gallery: nothing to evaluate "
+                         "(are the names in the groups file the gallery's drawing names?)")
+    rows = model_rows + floors
+    head = (f"gallery: {len(names)} drawings; queries: {first['n_queries']} (every member of a group of >= 2); "
+            f"similarity: {method}; 95% CI: bootstrap over queries ({n_boot} resamples)")
+    text = "\n".join([head, format_table(rows, n_boot, seed), *verdicts])
+    return text, rows
 
 
 __all__ = [
     "METRIC_KEYS",
+    "GroupsError",
+    "read_groups",
+    "FLOOR_HIST",
+    "FLOOR_RAW_GF",
+    "FLOOR_STD",
+    "FLOOR_LAYOUT",
+    "FLOOR_LAYOUT_ROT",
     "normalize_name",
     "resolve_groups",
     "similarity_matrix",
@@ -392,4 +557,7 @@ __all__ = [
     "floor_embeddings",
     "floor_table",
     "format_table",
+    "strongest_floor",
+    "verdict_lines",
+    "compare_table",
 ]
