@@ -51,7 +51,7 @@ class GFConfig:
     min_delta: float = field(default=0.0, metadata={"help": "early stopping: minimum improvement"})
 
     # --- model -------------------------------------------------------------
-    GF_in_channels: int = field(default=11, metadata={"help": "node feature size (SPEC §2: 1 free + 10 overlap columns)"})
+    GF_in_channels: int = field(default=11, metadata={"help": "node feature size (1 free + 10 overlap columns)"})
     GF_hidden: int = field(default=32, metadata={"help": "node state size (input projection and GGNN)"})
     GF_num_layers: int = field(default=3, metadata={"help": "GGNN propagation steps"})
     GF_proj_dim: int = field(default=32, metadata={"help": "projection head output size (loss only)"})
