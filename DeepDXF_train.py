@@ -30,7 +30,7 @@ from model.transformer_encoder import DeepDXFModel  # noqa: E402
 from utils.amp import amp_dtype, autocast, load_scaler_state, make_grad_scaler  # noqa: E402
 from utils.DeepDXF_utils import build_deepdxf_model, deepdxf_step_loss  # noqa: E402
 from utils.run_log import RunLogger, progress  # noqa: E402
-from utils.schedule import make_lr_scheduler, plan_schedule, warmup_cosine  # noqa: E402,F401 (re-exported for bench/)
+from utils.schedule import make_lr_scheduler, plan_schedule  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 from utils.splits import make_split  # noqa: E402
 from utils.train_loop import FoldSetup, LoopSettings, finish_run, fit_fold, raw_dxf_hint  # noqa: E402
