@@ -92,6 +92,8 @@ def _find_resume(cfg: JointConfig) -> tuple[int, Optional[str], Any, Optional[Sp
     ckpt = load_checkpoint(last, expect_kind="joint")
     if ckpt.get("complete"):
         return 1, f"run {run} is complete: nothing to resume", None, None
+    if "training" not in ckpt["state"]:
+        return 2, f"error: --resume: {last} was written by an older version of joint_main.py; start a new run", None, None
     split_path = Path(cfg.logs_dir) / run / "split.json"
     return 0, run, ckpt, Split.load(split_path) if split_path.is_file() else None
 
@@ -104,7 +106,8 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
     plan = schedule_plan(cfg, math.ceil(len(train_loader) / cfg.accumulation_steps))
     cross = cfg.cross_weight > 0
     log.info(f"fold {fold}: {len(train_loader.indices)} train / {len(val_loader.indices)} val drawings; "
-             f"{train_loader.n_batches} joint batch(es) per epoch ({len(train_loader)} on this rank), "
+             f"{train_loader.n_batches} joint batch(es) per epoch"
+             + (f" ({len(train_loader)} on this rank)" if info.enabled else "") + ", "
              f"GF {cfg.GF_batch_size} pairs max, DeepDXF batch int({len(train_loader.indices)} / "
              f"{train_loader.n_batches}) = {train_loader.deepdxf_batch_size}; {plan.describe()}; "
              f"weighting {cfg.weighting}, cross-model term {'weight ' + str(cfg.cross_weight) if cross else 'off'}")
@@ -128,7 +131,8 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
         loader = data.get_test_loaders() if part == "test" else val_loader
         metrics = evaluate(objective, weighting, loader, cfg, info)
         if part == "val":
-            log.set_chance_levels({f"val_{t}_loss": metrics[f"chance_{t}"] for t in ("GF", "DeepDXF", "cross")})
+            log.set_chance_levels({"val_loss": metrics["chance_loss"],
+                                   **{f"val_{t}_loss": metrics[f"chance_{t}"] for t in ("GF", "DeepDXF", "cross")}})
         return drop_cross(metrics)
 
     def load_train_state(state: dict[str, Any]) -> None:
@@ -199,7 +203,7 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
 
     done: list[dict[str, Any]] = list(resume.get("done", [])) if resume else []
     finished = {d["fold"] for d in done}
-    results = [FoldResult(**d) for d in done]
+    results = [FoldResult(**{k: d[k] for k in FoldResult.__dataclass_fields__ if k in d}) for d in done]
     for fold in folds:
         if fold in finished:
             continue

@@ -291,7 +291,8 @@ def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointL
     :func:`evaluation_batches`), weighted by its drawings, so 2 ranks give the loss of
     1 process. Returns ``loss`` (the combined loss with the current weights normalized
     to sum to T, plus cross_weight * cross), ``GF_loss``, ``DeepDXF_loss``,
-    ``cross_loss`` and their chance levels ``chance_GF``...; NaN when empty.
+    ``cross_loss``, their chance levels ``chance_GF``... and ``chance_loss`` (the same
+    combination of the chance levels); NaN when empty.
     """
     device = info.device
     dtype = amp_dtype(cfg, device)
@@ -323,8 +324,9 @@ def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointL
     m = {k: (sums[k] / nd if nd else float("nan")) for k in names}
     w = normalized_weights(weighting).tolist()
     loss = w[0] * m["GF"] + w[1] * m["DeepDXF"] + cfg.cross_weight * m["cross"]
+    chance = w[0] * m["chance_GF"] + w[1] * m["chance_DeepDXF"] + cfg.cross_weight * m["chance_cross"]
     return {"loss": loss, "GF_loss": m["GF"], "DeepDXF_loss": m["DeepDXF"], "cross_loss": m["cross"],
-            **{k: v for k, v in m.items() if k.startswith("chance")}}
+            **{k: v for k, v in m.items() if k.startswith("chance")}, "chance_loss": chance}
 
 
 def explain_loss(metrics: dict[str, float], weighting: LossWeighting, cross_weight: float) -> str:

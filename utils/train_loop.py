@@ -200,7 +200,7 @@ def fit_fold(fold: int, setup: FoldSetup, log: Any, run: LoopSettings, dist: Opt
         log.log_metrics({"fold": fold, "epoch": 0, "train_loss": "", "val_loss": val0["loss"],
                          **_val_columns(val0), **setup.row_extra()})
         text = setup.describe("val", val0)
-        log.info(f"fold {fold}: untrained val loss {val0['loss']:.4f}" + (f" ({text})" if text else ""))
+        log.info(f"fold {fold}: untrained val loss {val0['loss']:.4f}" + (f" = {text}" if text else ""))
 
     epoch, epochs_here = first_epoch - 1, 0
     bar = progress(range(first_epoch, run.epochs + 1), desc=f"fold {fold}", unit="epoch", leave=False,
