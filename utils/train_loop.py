@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.distributed import DistInfo, gather_objects
+from utils.distributed import DistInfo, broadcast_object, gather_objects
 from utils.early_stopping import EarlyStopping
 from utils.run_log import progress
 
@@ -187,9 +187,11 @@ def fit_fold(fold: int, setup: FoldSetup, log: Any, run: LoopSettings, dist: Opt
             set_rng_state(rng[dist.rank])
         has_val = bool(resume.get("has_val", True))
         first_epoch = int(resume["epoch"]) + 1
-        if resume.get("best_checkpoint") and Path(resume["best_checkpoint"]).is_file():
+        if resume.get("best_checkpoint"):  # rank 0 reads it and sends it: other ranks may not see its disk
             best_path = Path(resume["best_checkpoint"])
-            best_state = load_checkpoint(best_path, expect_kind=run.kind)["state"]
+            found = dist.is_main and best_path.is_file()
+            best_state = broadcast_object(load_checkpoint(best_path, expect_kind=run.kind)["state"]
+                                          if found else None, dist)
         log.info(f"fold {fold}: resumed after epoch {resume['epoch']} (best val loss {stopper.best:.4f})")
     else:
         val0 = setup.evaluate("val")
