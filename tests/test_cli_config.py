@@ -89,13 +89,14 @@ def test_subclass_inherits_flags():
 
 @pytest.mark.parametrize("script", ["GF_main.py", "DeepDXF_train.py", "joint_main.py"])
 def test_help_shows_each_default_once_no_spec_and_main_options_first(script):
+    import os
     import re
     import subprocess
     import sys
     from pathlib import Path
 
     proc = subprocess.run([sys.executable, script, "--help"], cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, timeout=60, env={"COLUMNS": "400", "PATH": ""})
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert "SPEC" not in text

@@ -81,6 +81,9 @@ def test_resume_continues_the_loss_curve(corpus):
     assert out["interrupted"]
     assert [r["epoch"] for r in _rows(corpus, "broken")] == ["0", "1"]
     assert not (corpus / "logs" / "broken" / "summary.json").exists()
+    last = load_checkpoint(corpus / "ckpt" / "broken" / "last.pth")
+    assert {"torch", "numpy", "python"} <= set(last["state"]["rng"][0])  # every RNG of every rank
+    assert {"optimizer", "scheduler", "scaler"} <= set(last["state"]["training"])
     joint_main.main(_argv(corpus, "broken", *common, "--resume"))
     a, b = _rows(corpus, "straight"), _rows(corpus, "broken")
     assert [r["epoch"] for r in b] == ["0", "1", "2", "3"]

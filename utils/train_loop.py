@@ -205,11 +205,10 @@ def fit_fold(fold: int, setup: FoldSetup, log: Any, run: LoopSettings, dist: Opt
         log.info(f"fold {fold}: untrained val loss {val0['loss']:.4f}" + (f" = {text}" if text else ""))
 
     epoch, epochs_here = first_epoch - 1, 0
-    bar = progress(range(first_epoch, run.epochs + 1), desc=f"fold {fold}", unit="epoch", leave=False,
+    last_epoch = first_epoch - 1 if stopper.should_stop else run.epochs  # resumed after an early stop: none
+    bar = progress(range(first_epoch, last_epoch + 1), desc=f"fold {fold}", unit="epoch", leave=False,
                    initial=first_epoch - 1, total=run.epochs)
     for epoch in bar:
-        if stopper.should_stop:
-            break
         t0 = time.time()
         train = setup.train_epoch(epoch)
         val = setup.evaluate("val")
