@@ -1,4 +1,4 @@
-"""Train the DeepDXF model alone (SPEC §5, §6): python DeepDXF_train.py [--flags]
+"""Train the DeepDXF model alone: python DeepDXF_train.py [--flags]
 
 Self-supervised: two views of each drawing (dropout + sequence augmentations),
 NT-Xent over the batch. Grouped 20 % test split, k-fold cross validation of the
@@ -6,12 +6,11 @@ rest, early stopping on the validation loss, logs under ``logs/<run_name>/`` and
 checkpoints (kind ``DeepDXF``) under ``checkpoints/<run_name>/``. Validation uses
 the same kind of views as training, seeded identically every epoch, so its loss is
 comparable across epochs; the summary gives its chance level ln(2N - 1).
-The fold loop (early stopping, best checkpoint, test loss, summary) is the one of
-``utils/train_loop.py`` that GF_main.py uses too.
+The fold loop (early stopping, best checkpoint, test loss, summary) is
+``utils/train_loop.py``'s :func:`fit_fold`, the one every trainer uses.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -30,34 +28,26 @@ from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
 from model.DeepDXF_loss import nt_xent_chance  # noqa: E402
 from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss  # noqa: E402
 from model.transformer_encoder import DeepDXFModel  # noqa: E402
-from utils.DeepDXF_utils import autocast_context  # noqa: E402
-from utils.run_log import RunLogger  # noqa: E402
+from utils.amp import amp_dtype, autocast, load_scaler_state, make_grad_scaler  # noqa: E402
+from utils.DeepDXF_utils import VAL_VIEW_SEED, evaluate, evaluate_chance  # noqa: E402
+from utils.run_log import RunLogger, progress  # noqa: E402
+from utils.schedule import make_lr_scheduler, plan_schedule  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 from utils.splits import make_split  # noqa: E402
-from utils.train_loop import checkpoint_saver, finish_run, train_fold  # noqa: E402
-
-VAL_VIEW_SEED = 12345  # validation/test views and dropout masks: the same every epoch
-
-
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / max(warmup, 1)
-    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
+from utils.train_loop import FoldSetup, LoopSettings, finish_run, fit_fold, raw_dxf_hint  # noqa: E402
 
 def train_one_epoch(model: DeepDXFModel, opt: torch.optim.Optimizer, loader: DataLoader, sched, scaler,
-                    cfg: DeepDXFConfig, device: torch.device, max_steps: int) -> dict[str, float]:
-    """One pass over ``loader`` (at most ``max_steps`` batches): AMP, unscale, clip, step, LR schedule.
+                    cfg: DeepDXFConfig, device: torch.device, max_steps: int,
+                    dtype: torch.dtype | None = None) -> dict[str, float]:
+    """One pass over ``loader`` (at most ``max_steps`` batches): autocast, unscale, clip, step, LR schedule.
     Returns the metrics row part ``{train_loss, lr, entities_per_s}``."""
     model.train()
     t0, total, drawings, entities = time.time(), 0.0, 0, 0
-    for step, batch in enumerate(tqdm(loader, total=max_steps, leave=False, desc="batches")):
+    for step, batch in enumerate(progress(loader, total=max_steps, leave=False, desc="batches")):
         if step >= max_steps:
             break
         batch = batch.to(device)
-        with autocast_context(device, cfg.amp):
+        with autocast(device, dtype):
             loss = deepdxf_step_loss(model, batch, cfg)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -74,42 +64,17 @@ def train_one_epoch(model: DeepDXFModel, opt: torch.optim.Optimizer, loader: Dat
             "entities_per_s": round(entities / max(time.time() - t0, 1e-9), 1)}
 
 
-def evaluate_chance(loader: DataLoader | None) -> float:
-    """Drawing-weighted chance level ln(2N - 1) of a loader's actual batch sizes (NaN if none)."""
-    if loader is None:
-        return float("nan")
-    sizes = [len(b) for b in loader.batch_sampler.batches()]
-    return sum(nt_xent_chance(n) * n for n in sizes) / max(sum(sizes), 1)
-
-
-@torch.no_grad()
-def evaluate(model: DeepDXFModel, loader: DataLoader, cfg: DeepDXFConfig, device: torch.device) -> tuple[float, float]:
-    """Mean NT-Xent over a loader with seeded views and seeded dropout (model in train mode:
-    dropout is part of the views). Returns (loss, chance level), both weighted by batch size."""
-    loader.collate_fn.reset(VAL_VIEW_SEED)
-    was_training = model.training
-    model.train()
-    total = chance = weight = 0.0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(VAL_VIEW_SEED)
-        for batch in loader:
-            batch = batch.to(device)
-            with autocast_context(device, cfg.amp):
-                loss = deepdxf_step_loss(model, batch, cfg)
-            n = batch.n_drawings
-            total += float(loss) * n
-            chance += nt_xent_chance(n) * n
-            weight += n
-    model.train(was_training)
-    return total / max(weight, 1), chance / max(weight, 1)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(DeepDXFConfig, argv, description=__doc__.split("\n")[0])
     seed_everything(cfg.seed)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
+    dtype = amp_dtype(cfg.amp, getattr(cfg, "amp_dtype", "auto"), device)
+    hint = raw_dxf_hint(cfg.data_dir)
+    if hint:
+        print(f"error: {hint}", file=sys.stderr)
+        return 2
     try:
         names, arrays = load_deepdxf_dir(cfg.data_dir)
     except FileNotFoundError as err:
@@ -130,46 +95,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     chance = nt_xent_chance(cfg.DeepDXF_batch_size)
     log.info(f"DeepDXF: {len(names)} drawings from {cfg.data_dir} (entities: median {int(np.median(lengths))}, "
              f"max {int(lengths.max())}); test {len(split.test)}, {split.n_folds} folds; running fold(s) {folds} "
-             f"on {device}; chance level of the loss ln(2N-1) = {chance:.4f} for N = {cfg.DeepDXF_batch_size}")
+             f"on {device}, {'autocast ' + str(dtype).replace('torch.', '') if dtype else 'fp32'}; "
+             f"chance level of the loss ln(2N-1) = {chance:.4f} for N = {cfg.DeepDXF_batch_size}")
 
     subset = lambda idx: [arrays[i] for i in idx]  # noqa: E731
     test_loader = make_loader(subset(split.test), cfg, train=False, seed=VAL_VIEW_SEED) if len(split.test) >= 2 else None
-    state: dict[int, dict] = {}
     val_chance: dict[str, float] = {}
+    run = LoopSettings(cfg.epochs, cfg.patience, cfg.min_delta, "DeepDXF", config_to_dict(cfg),
+                       checkpoint_extra={"chance_level": chance})
 
-    def make_model(fold: int):
+    def fold_setup(fold: int) -> FoldSetup:
+        """Model, optimizer, schedule, scaler and loaders of one fold, behind the loop's callables."""
         train_idx, val_idx = split.folds[fold]
         seed_everything(cfg.seed + fold)
-        loader = make_loader(subset(train_idx), cfg, train=True, seed=cfg.seed + 1000 * fold)
-        steps = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
+        train_loader = make_loader(subset(train_idx), cfg, train=True, seed=cfg.seed + 1000 * fold)
+        val_loader = make_loader(subset(val_idx), cfg, train=False, seed=VAL_VIEW_SEED) if len(val_idx) >= 2 else None
+        steps = len(train_loader) if cfg.max_steps_per_epoch <= 0 else min(len(train_loader), cfg.max_steps_per_epoch)
         model = build_deepdxf_model(cfg).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total = max(1, steps * cfg.epochs)
-        state[fold] = {
-            "train": loader, "steps": steps,
-            "val": make_loader(subset(val_idx), cfg, train=False, seed=VAL_VIEW_SEED) if len(val_idx) >= 2 else None,
-            "sched": torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, total)),
-            "scaler": torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda"
-                                           and not torch.cuda.is_bf16_supported()),
-        }
-        val_chance[str(fold)] = evaluate_chance(state[fold]["val"])
-        log.info(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val drawings, {steps} batch(es) of up to "
-                 f"{cfg.DeepDXF_batch_size} drawings per epoch; chance level of its validation batches "
-                 f"{val_chance[str(fold)]:.4f}")
-        return model, opt
+        plan = plan_schedule(steps, cfg.epochs, cfg.warmup_steps)
+        sched = make_lr_scheduler(opt, plan)
+        scaler = make_grad_scaler(device, dtype)
+        val_chance[str(fold)] = evaluate_chance(val_loader)
+        log.set_chance_levels({"val_loss": val_chance[str(fold)]})
+        log.info(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val drawings, batches of up to "
+                 f"{cfg.DeepDXF_batch_size} drawings; {plan.describe()}; chance level of its validation "
+                 f"batches {val_chance[str(fold)]:.4f}")
+        if plan.warning():
+            log.warning(plan.warning())
+        log.record_config({"warmup_steps": plan.warmup_steps})
 
-    def train_epoch(model, opt, fold: int, epoch: int) -> dict[str, float]:
-        st = state[fold]
-        st["train"].batch_sampler.set_epoch(epoch)
-        return train_one_epoch(model, opt, st["train"], st["sched"], st["scaler"], cfg, device, st["steps"])
+        def train_epoch(epoch: int) -> dict[str, float]:
+            train_loader.batch_sampler.set_epoch(epoch)
+            return train_one_epoch(model, opt, train_loader, sched, scaler, cfg, device, steps, dtype)
 
-    def eval_loss(model, fold: int, part: str) -> float:
-        loader = test_loader if part == "test" else state[fold]["val"]
-        return evaluate(model, loader, cfg, device)[0] if loader is not None else float("nan")
+        def evaluate_part(part: str) -> dict[str, float]:
+            loader = test_loader if part == "test" else val_loader
+            return {"loss": evaluate(model, loader, cfg, device, dtype)[0] if loader is not None else float("nan")}
 
-    save_best = checkpoint_saver(log, "DeepDXF", config_to_dict(cfg), chance_level=chance)
-    results = [train_fold(f, make_model, train_epoch, eval_loss, save_best, log,
-                          epochs=cfg.epochs, patience=cfg.patience, min_delta=cfg.min_delta) for f in folds]
+        def load_train_state(state: dict) -> None:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            load_scaler_state(scaler, state.get("scaler"))
+
+        return FoldSetup(
+            train_epoch=train_epoch, evaluate=evaluate_part,
+            model_state=lambda: {"model": model.state_dict()},
+            load_model_state=lambda state: model.load_state_dict(state["model"]),
+            train_state=lambda: {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                 "scaler": scaler.state_dict()},
+            load_train_state=load_train_state,
+        )
+
+    results = [fit_fold(f, fold_setup(f), log, run) for f in folds]
     finish_run(log, results, {
         "chance_level": {"nt_xent": chance, "formula": "ln(2N - 1), N = drawings per batch",
                          "nt_xent_val_batches_per_fold": val_chance,

@@ -1,6 +1,6 @@
-"""Train the GF model: CGMN-style contrastive graph matching of 10-node class graphs (SPEC §4, §6).
+"""Train the GF model: CGMN-style contrastive graph matching of 10-node class graphs.
 
-    python GF_main.py                                  # sample corpus in data/, SPEC defaults
+    python GF_main.py                                  # sample corpus in data/, default settings
     python GF_main.py --data_dir data/real --fold 0 --epochs 30 --run_name gf_real
 
 Reads ``<data_dir>/GF/*.npz`` (written by ``python dataset/dxf_process.py``), holds
@@ -10,7 +10,8 @@ loss, the best checkpoint kept, the test loss of that checkpoint. Writes
 ``logs/<run_name>/`` (config, split, train.log, metrics.csv, loss_curve.png,
 summary.json with the chance level of the loss) and ``checkpoints/<run_name>/``
 (``fold_<i>.pth`` and ``best_model.pth``, the best fold's, also copied to
-``checkpoints/best_model.pth``).
+``checkpoints/best_model.pth``). The fold loop is ``utils/train_loop.py``'s
+:func:`fit_fold`, the one every trainer uses.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from config.GF_config import GFConfig
 from model.GF_dataset import GFDataError, GFPairLoader, load_gf_graphs
 from model.GF_model import build_gf_model, gf_step_loss
 from utils.GF_utils import evaluate_loss, gf_chance_level
-from utils.run_log import RunLogger
+from utils.run_log import RunLogger, progress
+from utils.schedule import plan_schedule
 from utils.seed import seed_everything
 from utils.splits import make_split
-from utils.train_loop import checkpoint_saver, finish_run, train_fold
+from utils.train_loop import FoldSetup, LoopSettings, finish_run, fit_fold, raw_dxf_hint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(cfg.seed)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
+    hint = raw_dxf_hint(cfg.data_dir)
+    if hint:
+        print(f"error: {hint}", file=sys.stderr)
+        return 2
     try:
         graphs = load_gf_graphs(cfg.data_dir)
     except GFDataError as err:
@@ -54,50 +60,61 @@ def main(argv: list[str] | None = None) -> int:
         log.info(f"error: --fold {cfg.fold} is not one of the split's {split.n_folds} folds (0..{split.n_folds - 1})")
         return 2
     chance = gf_chance_level(graphs.mask)
+    log.set_chance_levels({"val_loss": chance})
     log.info(f"GF: {len(graphs)} drawings from {cfg.data_dir}/GF; test {len(split.test)}, "
              f"{split.n_folds} folds; running fold(s) {folds} on {device}; "
              f"chance level of the loss ln(2n-1) = {chance:.4f}")
-
     test_loader = GFPairLoader(graphs.subset(split.test), cfg.GF_batch_size, shuffle=False, seed=cfg.seed)
-    loaders: dict[int, dict[str, GFPairLoader]] = {}
-    generators: dict[int, torch.Generator] = {}
+    run = LoopSettings(cfg.epochs, cfg.patience, cfg.min_delta, "GF", config_to_dict(cfg),
+                       checkpoint_extra={"chance_level": chance})
 
-    def make_model(fold: int):
+    def fold_setup(fold: int) -> FoldSetup:
+        """Model, optimizer, schedule and loaders of one fold, behind the loop's callables."""
         train_idx, val_idx = split.folds[fold]
-        loaders[fold] = {
+        loaders = {
             "train": GFPairLoader(graphs.subset(train_idx), cfg.GF_batch_size, shuffle=True, seed=cfg.seed + fold),
             "val": GFPairLoader(graphs.subset(val_idx), cfg.GF_batch_size, shuffle=False, seed=cfg.seed),
             "test": test_loader,
         }
-        generators[fold] = torch.Generator(device=device).manual_seed(cfg.seed + 1000 + fold)
+        views = torch.Generator(device=device).manual_seed(cfg.seed + 1000 + fold)
         torch.manual_seed(cfg.seed + fold)
         model = build_gf_model(cfg).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        log.info(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val drawings, "
-                 f"{len(loaders[fold]['train'])} batch(es) of up to {cfg.GF_batch_size} pairs per epoch")
-        return model, opt
+        plan = plan_schedule(len(loaders["train"]), cfg.epochs, 0)
+        log.info(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val drawings, batches of up to "
+                 f"{cfg.GF_batch_size} pairs; {plan.steps_per_epoch} optimizer step(s) per epoch, "
+                 f"{plan.total_steps} in total over {cfg.epochs} epoch(s); constant learning rate {cfg.lr:g}")
+        if plan.warning():
+            log.warning(plan.warning())
 
-    def train_epoch(model, opt, fold: int, epoch: int) -> dict[str, float]:
-        loader = loaders[fold]["train"]
-        loader.set_epoch(epoch)
-        total, pairs = 0.0, 0
-        for batch in loader:
-            loss = gf_step_loss(model, batch, generators[fold])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total += loss.item() * batch[0].shape[0]
-            pairs += batch[0].shape[0]
-        return {"train_loss": total / max(pairs, 1), "lr": opt.param_groups[0]["lr"]}
+        def train_epoch(epoch: int) -> dict[str, float]:
+            loader = loaders["train"]
+            loader.set_epoch(epoch)
+            model.train()
+            total, pairs = 0.0, 0
+            for batch in progress(loader, desc="batches", leave=False):
+                loss = gf_step_loss(model, batch, views)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                total += loss.item() * batch[0].shape[0]
+                pairs += batch[0].shape[0]
+            return {"train_loss": total / max(pairs, 1), "lr": opt.param_groups[0]["lr"]}
 
-    def eval_loss(model, fold: int, part: str) -> float:
-        return evaluate_loss(model, loaders[fold][part], seed=cfg.seed)
+        def evaluate(part: str) -> dict[str, float]:
+            return {"loss": evaluate_loss(model, loaders[part], seed=cfg.seed)}
 
-    save_best = checkpoint_saver(log, "GF", config_to_dict(cfg), chance_level=chance)
-    results = [train_fold(f, make_model, train_epoch, eval_loss, save_best, log,
-                          epochs=cfg.epochs, patience=cfg.patience, min_delta=cfg.min_delta) for f in folds]
+        return FoldSetup(
+            train_epoch=train_epoch, evaluate=evaluate,
+            model_state=lambda: {"model": model.state_dict()},
+            load_model_state=lambda state: model.load_state_dict(state["model"]),
+            train_state=lambda: {"optimizer": opt.state_dict()},
+            load_train_state=lambda state: opt.load_state_dict(state["optimizer"]),
+        )
+
+    results = [fit_fold(f, fold_setup(f), log, run) for f in folds]
     finish_run(log, results, {
         "chance_level": chance,
         "chance_level_test": gf_chance_level(graphs.mask[split.test]) if split.test else float("nan"),

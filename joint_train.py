@@ -1,4 +1,4 @@
-"""One epoch of joint training, evaluation, and the joint checkpoint (SPEC §6).
+"""One epoch of joint training, evaluation, and the joint checkpoint.
 
 The training step, in the spirit of nanoGPT's ``train.py``::
 
@@ -15,6 +15,8 @@ The training step, in the spirit of nanoGPT's ``train.py``::
 One optimizer: a parameter group per model (``GF``, ``DeepDXF``), one for the
 cross-model heads (``heads``, when the term is on) and one for the loss-weight
 parameters (``weights``, no weight decay). Logged losses are the unscaled values.
+Metrics are named dicts, summed over ranks by name. The fold loop around these
+functions is ``utils/train_loop.py``'s :func:`fit_fold` (called by joint_main.py).
 
 ``utils.checkpoint.load_trained_models(path)`` rebuilds the GF and DeepDXF models of a
 joint checkpoint (what SimDeepDXF.py loads).
@@ -23,79 +25,33 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from config.joint_config import JointConfig
 from model.DeepDXF_loss import nt_xent_chance
 from model.DeepDXF_model import build_deepdxf_model
 from model.GF_model import build_gf_model
-from model.joint_dataset import VAL_SEED, JointLoader
-from model.joint_loss import TASKS, JointObjective, clip_chance
-from utils.dynamic_weight import LossWeighting, build_weighting, normalized_weights
+from model.joint_dataset import VAL_SEED, JointLoader, epoch_parts
+from model.joint_loss import TASKS, JointBatch, JointObjective, clip_chance
+from utils import amp as amp_util
+from utils.distributed import (  # noqa: F401 (re-exported: tests and bench import them from here)
+    DistInfo, all_reduce_mean, all_reduce_sum, cleanup_distributed, reduce_sums,
+)
+from utils.distributed import setup_distributed as _setup_distributed
+from utils.dynamic_weight import LossWeighting, UncertaintyWeighting, build_weighting, normalized_weights
 from utils.GF_utils import gf_chance_level
-
-
-# ----------------------------------------------------------------------------- distributed
-
-@dataclass
-class DistInfo:
-    """Where this process stands: rank, world size, device (world size 1: no DDP)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+from utils.schedule import SchedulePlan, make_lr_scheduler, plan_schedule, warmup_cosine  # noqa: F401
 
 
 def setup_distributed(cfg: JointConfig) -> DistInfo:
-    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1), else single process.
-
-    NCCL on CUDA (one GPU per local rank), gloo on CPU (``--dist_backend`` overrides).
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device(cfg.device)
-    if world <= 1:
-        return DistInfo(device=device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    backend = cfg.dist_backend if cfg.dist_backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://")
-    return DistInfo(rank, world, local_rank, device)
-
-
-def cleanup_distributed(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """The sum of ``t`` over ranks (``t`` itself in a single process)."""
-    if info.enabled:
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    return all_reduce_sum(t, info) / info.world_size
+    """Join the process group under a launcher (``WORLD_SIZE`` > 1) with ``cfg.device`` and
+    ``cfg.dist_backend``; see ``utils.distributed.setup_distributed``."""
+    return _setup_distributed(cfg.device, cfg.dist_backend)
 
 
 # ----------------------------------------------------------------------------- building
@@ -127,39 +83,29 @@ def make_optimizer(objective: JointObjective, weighting: LossWeighting, cfg: Joi
     return torch.optim.AdamW(groups)
 
 
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / max(warmup, 1)
-    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+def schedule_plan(cfg: JointConfig, steps_per_epoch: int) -> SchedulePlan:
+    """The fold's optimizer steps and warm-up (``min(warmup_steps, 5 % of the run)``)."""
+    return plan_schedule(steps_per_epoch, cfg.epochs, cfg.warmup_steps)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: JointConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up + cosine over ``epochs * steps_per_epoch`` optimizer steps (all groups alike, weights excepted)."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    f = lambda s: warmup_cosine(s, cfg.warmup_steps, total)  # noqa: E731
-    lambdas = [(lambda s: 1.0) if g.get("name") == "weights" else f for g in optimizer.param_groups]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+    """Warm-up + cosine over the run's optimizer steps (all groups alike, the loss weights excepted)."""
+    return make_lr_scheduler(optimizer, schedule_plan(cfg, steps_per_epoch), constant_groups=("weights",))
 
 
 def amp_dtype(cfg: JointConfig, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype (None: no autocast): only with ``--amp`` on CUDA."""
-    if not cfg.amp or device.type != "cuda":
-        return None
-    if cfg.amp_dtype == "fp16" or (cfg.amp_dtype == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
+    """The autocast dtype of ``--amp``/``--amp_dtype`` on ``device`` (``utils.amp.amp_dtype``)."""
+    return amp_util.amp_dtype(cfg.amp, cfg.amp_dtype, device)
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    """``utils.amp.autocast``."""
+    return amp_util.autocast(device, dtype)
 
 
 def make_scaler(cfg: JointConfig, device: torch.device) -> torch.amp.GradScaler:
     """A GradScaler, enabled only for fp16 autocast."""
-    return torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu",
-                                enabled=amp_dtype(cfg, device) == torch.float16)
+    return amp_util.make_grad_scaler(device, amp_dtype(cfg, device))
 
 
 # ----------------------------------------------------------------------------- training
@@ -177,6 +123,44 @@ class TrainState:
     step: int = 0
     skipped_steps: int = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer, scheduler, scaler and counters (the models are saved by ``joint_state``)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": self.step, "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore :meth:`state_dict`. Returns False when the scaler stayed fresh (the
+        checkpoint holds no scaler state, e.g. saved without fp16)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.skipped_steps = int(state.get("step", 0)), int(state.get("skipped_steps", 0))
+        return amp_util.load_scaler_state(self.scaler, state.get("scaler"))
+
+
+def build_fold(cfg: JointConfig, train_loader: JointLoader, info: DistInfo, fold: int) -> TrainState:
+    """Model (DDP-wrapped under torchrun), weighting, optimizer, schedule and scaler of one fold.
+
+    The weights are initialised from ``seed + fold`` (the same on every rank); afterwards
+    each rank's global RNG (dropout) is seeded with ``seed + 1000 fold + rank``, so ranks
+    draw different dropout masks for their different batches.
+    """
+    device = info.device
+    torch.manual_seed(cfg.seed + fold)
+    objective, weighting = build_joint(cfg, train_loader.deepdxf_batch_size)
+    objective.to(device)
+    weighting.to(device)
+    model: nn.Module = objective
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None)
+    torch.manual_seed(cfg.seed + 1000 * fold + info.rank)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(cfg.seed + 1000 * fold + info.rank)
+    optimizer = make_optimizer(objective, weighting, cfg)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.accumulation_steps)
+    return TrainState(objective, model, weighting, optimizer, make_scheduler(optimizer, cfg, steps_per_epoch),
+                      make_scaler(cfg, device))
+
 
 def _grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Clip ``params``' gradients to ``max_norm`` (0: measure only); returns the norm before clipping."""
@@ -191,7 +175,8 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
 
     Keys: ``train_loss`` (sum_i w_i L_i + cross_weight * cross with the weights normalized to sum to T,
     as the validation loss), ``objective`` (what was minimized), ``train_<term>_loss``, ``lr``,
-    ``lr_GF``, ``drawings_per_s``, ``skipped_steps``, ``grad_norm_GF``, ``grad_norm_DeepDXF``.
+    ``lr_GF``, ``grad_norm_GF``, ``grad_norm_DeepDXF``, ``drawings_per_s``, ``skipped_steps``,
+    ``seconds_train``.
     """
     obj, model, weighting = st.objective, st.model, st.weighting
     device = info.device
@@ -200,9 +185,8 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
     n = len(loader)
     model.train()
     weighting.train()
-    sums = torch.zeros(5, dtype=torch.float64)  # GF, DeepDXF, cross, train_loss, objective (per micro-batch)
-    norms = torch.zeros(2, dtype=torch.float64)
-    count, drawings, windows, skipped = 0, 0, 0, 0
+    sums = dict.fromkeys(("GF", "DeepDXF", "cross", "shown", "objective", "grad_norm_GF", "grad_norm_DeepDXF",
+                          "micro_batches", "drawings", "steps", "skipped"), 0.0)
     t0 = time.time()
     bad = False
     for i, batch in enumerate(loader):
@@ -220,17 +204,23 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
             terms = model(batch, gen)
         losses = torch.stack([terms[t].float() for t in TASKS])
         if weighting.needs_task_gradients and last:
+            # under fp16 the task gradients go through the scaled loss (no underflow), then are unscaled
             weighting.observe(losses, [list(obj.gf.parameters()), list(obj.deepdxf.parameters())],
-                              reduce=(lambda t: all_reduce_mean(t, info)) if info.enabled else None)
+                              reduce=(lambda t: all_reduce_mean(t, info)) if info.enabled else None,
+                              grad_scale=st.scaler.get_scale() if st.scaler.is_enabled() else 1.0)
         total = weighting(losses) + cfg.cross_weight * terms["cross"]
         bad = bad or not bool(torch.isfinite(total))
         st.scaler.scale(total / window).backward()
         with torch.no_grad():
             w = normalized_weights(weighting).to(losses.device)
             shown = (w * losses).sum() + cfg.cross_weight * terms["cross"].float()
-            sums += torch.stack([losses[0], losses[1], terms["cross"].float(), shown, total.float()]).double().cpu()
-        count += 1
-        drawings += batch.n_drawings
+        sums["GF"] += float(losses[0].detach())
+        sums["DeepDXF"] += float(losses[1].detach())
+        sums["cross"] += float(terms["cross"].detach())
+        sums["shown"] += float(shown)
+        sums["objective"] += float(total.detach())
+        sums["micro_batches"] += 1
+        sums["drawings"] += batch.n_drawings
         if not last:
             continue
         # ---- optimizer step
@@ -241,52 +231,68 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
                 if p.grad is not None:
                     p.grad.copy_(all_reduce_mean(p.grad, info))
         weighting.before_optimizer_step()
-        g_gf = _grad_norm(list(obj.gf.parameters()), cfg.grad_clip)
-        g_dx = _grad_norm(list(obj.deepdxf.parameters()), cfg.grad_clip)
+        g_gf = float(_grad_norm(list(obj.gf.parameters()), cfg.grad_clip))
+        g_dx = float(_grad_norm(list(obj.deepdxf.parameters()), cfg.grad_clip))
         if obj.heads is not None:
             _grad_norm(list(obj.heads.parameters()), cfg.grad_clip)
-        flag = torch.tensor([float(bad or not (math.isfinite(float(g_gf)) and math.isfinite(float(g_dx))))])
+        flag = torch.tensor([float(bad or not (math.isfinite(g_gf) and math.isfinite(g_dx)))])
         if info.enabled:
             flag = all_reduce_sum(flag.to(device), info).cpu()
         if float(flag) > 0:
             st.optimizer.zero_grad(set_to_none=True)
             st.scaler.update()
-            skipped += 1
+            sums["skipped"] += 1
         else:
             st.scaler.step(st.optimizer)
             st.scaler.update()
             weighting.after_optimizer_step()
-            norms += torch.tensor([float(g_gf), float(g_dx)], dtype=torch.float64)
-            windows += 1
+            sums["grad_norm_GF"] += g_gf
+            sums["grad_norm_DeepDXF"] += g_dx
+            sums["steps"] += 1
             st.scheduler.step()
         st.step += 1
     seconds = time.time() - t0
-    stats = torch.cat([sums, norms, torch.tensor([count, drawings, windows, skipped], dtype=torch.float64)])
-    stats = all_reduce_sum(stats.to(device), info).cpu() if info.enabled else stats
-    sums, norms = stats[:5], stats[5:7]
-    count, drawings, windows, skipped = (float(v) for v in stats[7:])
-    st.skipped_steps += int(skipped)
-    mean = (sums / max(count, 1)).tolist() if count else [float("nan")] * 5
+    sums = reduce_sums(sums, info)
+    skipped = int(sums["skipped"])
+    st.skipped_steps += skipped
+    mb = sums["micro_batches"]
+    mean = {k: (sums[k] / mb if mb else float("nan")) for k in ("GF", "DeepDXF", "cross", "shown", "objective")}
+    steps = max(sums["steps"], 1)
     lrs = {g.get("name"): g["lr"] for g in st.optimizer.param_groups}
     return {
-        "train_loss": mean[3], "objective": mean[4],
-        "train_GF_loss": mean[0], "train_DeepDXF_loss": mean[1], "train_cross_loss": mean[2],
+        "train_loss": mean["shown"], "objective": mean["objective"],
+        "train_GF_loss": mean["GF"], "train_DeepDXF_loss": mean["DeepDXF"], "train_cross_loss": mean["cross"],
         "lr": lrs.get("DeepDXF", float("nan")), "lr_GF": lrs.get("GF", float("nan")),
-        "grad_norm_GF": float(norms[0]) / max(windows, 1), "grad_norm_DeepDXF": float(norms[1]) / max(windows, 1),
-        "drawings_per_s": drawings / max(seconds, 1e-9), "skipped_steps": int(skipped),
+        "grad_norm_GF": sums["grad_norm_GF"] / steps, "grad_norm_DeepDXF": sums["grad_norm_DeepDXF"] / steps,
+        "drawings_per_s": sums["drawings"] / max(seconds, 1e-9), "skipped_steps": skipped,
         "seconds_train": seconds,
     }
+
+
+def evaluation_batches(loader: JointLoader) -> Iterator[JointBatch]:
+    """The batches of a validation/test loader, each exactly once over all ranks.
+
+    Rank r takes parts r, r + W, r + 2W, ... < n without wrapping around: training
+    wraps (every rank must take the same number of optimizer steps), evaluation must
+    not, or the wrapped batches would be counted twice in the sums over ranks.
+    """
+    parts = epoch_parts(len(loader.indices), loader.n_batches, loader.seed, loader.epoch, loader.shuffle)
+    for k in range(loader.rank, len(parts), loader.world_size):
+        yield loader.make_batch(k, loader.indices[parts[k]])
 
 
 @torch.no_grad()
 def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointLoader, cfg: JointConfig,
              info: DistInfo) -> dict[str, float]:
-    """Validation/test losses with fixed views (seeded per batch), reduced over ranks.
+    """Validation/test losses with fixed views (seeded per batch), summed over ranks by name.
 
     GF in eval mode; DeepDXF in train mode with seeded dropout (dropout is part of its
-    views, as DeepDXF_train.py evaluates). Returns ``loss`` (the combined loss with the
-    current weights normalized to sum to T, plus cross_weight * cross), ``GF``,
-    ``DeepDXF``, ``cross`` (drawing-weighted means) and their chance levels; NaN when empty.
+    views, as DeepDXF_train.py evaluates). Every batch counts once (see
+    :func:`evaluation_batches`), weighted by its drawings, so 2 ranks give the loss of
+    1 process. Returns ``loss`` (the combined loss with the current weights normalized
+    to sum to T, plus cross_weight * cross), ``GF_loss``, ``DeepDXF_loss``,
+    ``cross_loss``, their chance levels ``chance_GF``... and ``chance_loss`` (the same
+    combination of the chance levels); NaN when empty.
     """
     device = info.device
     dtype = amp_dtype(cfg, device)
@@ -295,32 +301,58 @@ def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointL
     objective.deepdxf.train()
     if objective.heads is not None:
         objective.heads.eval()
-    sums = torch.zeros(7, dtype=torch.float64)  # 3 terms, 3 chances, drawings
+    names = ("GF", "DeepDXF", "cross", "chance_GF", "chance_DeepDXF", "chance_cross")
+    sums = dict.fromkeys(names + ("drawings",), 0.0)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for batch in loader:
+        for batch in evaluation_batches(loader):
             torch.manual_seed(VAL_SEED + batch.part)
             batch = batch.to(device)
             gen = torch.Generator(device=device).manual_seed(loader.view_generator_seed(batch.part))
             with autocast(device, dtype):
                 terms = objective(batch, gen)
             b = batch.n_drawings
-            chances = [gf_chance_level(batch.gf_graphs[2].cpu()) if b else 0.0, nt_xent_chance(b), clip_chance(b)]
-            sums += torch.tensor([float(terms["GF"]), float(terms["DeepDXF"]), float(terms["cross"]), *chances, 1.0],
-                                 dtype=torch.float64) * torch.tensor([b] * 6 + [b], dtype=torch.float64)
+            values = {"GF": float(terms["GF"]), "DeepDXF": float(terms["DeepDXF"]), "cross": float(terms["cross"]),
+                      "chance_GF": gf_chance_level(batch.gf_graphs[2].cpu()) if b else 0.0,
+                      "chance_DeepDXF": nt_xent_chance(b), "chance_cross": clip_chance(b)}
+            for k, v in values.items():
+                sums[k] += v * b
+            sums["drawings"] += b
     objective.gf.train(gf_was)
     objective.deepdxf.train(dx_was)
-    if info.enabled:
-        sums = all_reduce_sum(sums.to(device), info).cpu()
-    nd = float(sums[6])
-    if nd == 0:
-        nan = float("nan")
-        return {"loss": nan, "GF": nan, "DeepDXF": nan, "cross": nan,
-                "chance_GF": nan, "chance_DeepDXF": nan, "chance_cross": nan}
-    m = (sums[:6] / nd).tolist()
+    sums = reduce_sums(sums, info)
+    nd = sums["drawings"]
+    m = {k: (sums[k] / nd if nd else float("nan")) for k in names}
     w = normalized_weights(weighting).tolist()
-    loss = w[0] * m[0] + w[1] * m[1] + cfg.cross_weight * m[2]
-    return {"loss": loss, "GF": m[0], "DeepDXF": m[1], "cross": m[2],
-            "chance_GF": m[3], "chance_DeepDXF": m[4], "chance_cross": m[5]}
+    loss = w[0] * m["GF"] + w[1] * m["DeepDXF"] + cfg.cross_weight * m["cross"]
+    chance = w[0] * m["chance_GF"] + w[1] * m["chance_DeepDXF"] + cfg.cross_weight * m["chance_cross"]
+    return {"loss": loss, "GF_loss": m["GF"], "DeepDXF_loss": m["DeepDXF"], "cross_loss": m["cross"],
+            **{k: v for k, v in m.items() if k.startswith("chance")}, "chance_loss": chance}
+
+
+def explain_loss(metrics: dict[str, float], weighting: LossWeighting, cross_weight: float) -> str:
+    """How a combined validation/test loss adds up, in words::
+
+        1.02·GF 0.95 + 0.98·DeepDXF 1.98 + 0.5·cross 0.31 (weights normalized to sum to 2; ...)
+
+    The terms are the weights normalized to sum to T times each loss (so runs with
+    different weightings compare); for ``uncertainty`` the note gives the raw weights
+    exp(-s) and the regularizer sum(s) = sum(log sigma^2) that the training objective adds.
+    """
+    w = normalized_weights(weighting).tolist()
+    parts = [f"{w[0]:.3f}·GF {metrics['GF_loss']:.4f}", f"{w[1]:.3f}·DeepDXF {metrics['DeepDXF_loss']:.4f}"]
+    if cross_weight > 0:
+        parts.append(f"{cross_weight:g}·cross {metrics['cross_loss']:.4f}")
+    note = f"weights normalized to sum to {len(w)}"
+    if isinstance(weighting, UncertaintyWeighting):
+        raw = weighting.weights().tolist()
+        reg = float(weighting.log_vars.detach().sum())
+        note += (f"; the training objective is exp(-s)·L + s per loss: raw weights {raw[0]:.3f}, {raw[1]:.3f} "
+                 f"and log σ² terms {reg:+.4f}")
+    chances = [f"{k.replace('chance_', '')} {metrics[k]:.4f}" for k in ("chance_GF", "chance_DeepDXF", "chance_cross")
+               if k in metrics and (cross_weight > 0 or k != "chance_cross")]
+    if chances:
+        note += "; chance " + ", ".join(chances)
+    return " + ".join(parts) + f" ({note})"
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from config.DeepDXF_config import DeepDXFConfig  # noqa: E402
-from DeepDXF_train import warmup_cosine  # noqa: E402
+from utils.schedule import warmup_cosine  # noqa: E402
 from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
 from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss, embed_sequences  # noqa: E402
 from utils.retrieval import (bootstrap_interval, floor_embeddings, floor_table, format_table,  # noqa: E402

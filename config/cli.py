@@ -14,7 +14,10 @@ field type                  flag
 ==========================  ==============================================
 
 ``field(metadata={"help": "...", "choices": [...]})`` gives the help text and
-choices; defaults are shown in ``--help``.
+choices; defaults are shown in ``--help`` (once: not when the help text already
+says it, nor for an empty default). ``--help`` lists the flags a new user needs
+first (:data:`MAIN_FLAGS`, "main options") and everything else under "advanced
+options".
 
 Example::
 
@@ -36,6 +39,20 @@ from typing import Any, Callable, Literal, Sequence, TypeVar, Union
 T = TypeVar("T")
 
 _NONE_STRINGS = {"none", "null"}
+
+#: The flags set apart at the top of ``--help`` (those a config has, in this order).
+MAIN_FLAGS = ("data_dir", "epochs", "GF_batch_size", "DeepDXF_batch_size", "lr", "GF_lr", "device", "run_name",
+              "seed", "weighting", "amp", "k_folds", "fold", "resume", "wandb")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` unless the help already mentions the default or X is empty."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, "", [], (), argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def _strip_optional(tp: Any) -> tuple[Any, bool]:
@@ -79,7 +96,7 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any) -> None:
+def _add_field(parser: argparse.ArgumentParser | argparse._ArgumentGroup, f: dataclasses.Field, tp: Any) -> None:
     """Add the flag of one dataclass field to ``parser``."""
     flag = f"--{f.name}"
     help_text = str(f.metadata.get("help", "")).replace("%", "%%")
@@ -130,18 +147,28 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any) -
 
 
 def build_parser(cls: type, description: str = "") -> argparse.ArgumentParser:
-    """An ``argparse.ArgumentParser`` with one flag per field of dataclass ``cls``."""
+    """An ``argparse.ArgumentParser`` with one flag per field of dataclass ``cls``: the
+    :data:`MAIN_FLAGS` it has in a first group ("main options"), the rest under
+    "advanced options" (in field order)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
     parser = argparse.ArgumentParser(
         description=description or (cls.__doc__ or "").strip().split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
+        usage="%(prog)s [-h] [options]   (main options first, then advanced)",
     )
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        _add_field(parser, f, hints.get(f.name, f.type))
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    main = [fields[n] for n in MAIN_FLAGS if n in fields]
+    rest = [f for n, f in fields.items() if n not in MAIN_FLAGS]
+    if main and rest:
+        groups = [(parser.add_argument_group("main options"), main),
+                  (parser.add_argument_group("advanced options"), rest)]
+    else:
+        groups = [(parser, main + rest)]
+    for group, members in groups:
+        for f in members:
+            _add_field(group, f, hints.get(f.name, f.type))
     return parser
 
 
@@ -213,4 +240,4 @@ def config_from_dict(cls: type[T], d: dict[str, Any]) -> T:
     return cls(**values)
 
 
-__all__ = ["build_parser", "parse_config", "config_to_dict", "config_from_dict"]
+__all__ = ["build_parser", "parse_config", "config_to_dict", "config_from_dict", "MAIN_FLAGS"]

@@ -62,7 +62,7 @@ class JointConfig(GFConfig, DeepDXFConfig):
     warmup_steps: int = field(default=20, metadata={"help": "linear warm-up optimizer steps before the cosine decay"})
     accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step (each micro-loss / accumulation_steps for backward)"})
     amp: bool = field(default=False, metadata={"help": "mixed precision on CUDA (autocast; GradScaler for fp16); ignored on CPU"})
-    amp_dtype: Literal["auto", "bf16", "fp16"] = field(default="auto", metadata={"help": "autocast dtype with --amp: auto = bf16 where supported, else fp16"})
+    amp_dtype: Literal["auto", "bf16", "fp16"] = field(default="auto", metadata={"help": "autocast dtype with --amp: auto = bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16 + GradScaler; bf16 also enables CPU autocast"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm per model (0 = off), after unscaling"})
 
     # --- loss weighting -------------------------------------------------------

@@ -85,3 +85,39 @@ def test_subclass_inherits_flags():
 
     cfg = parse_config(JointConfig, argv=["--accumulation_steps", "4", "--epochs", "2"])
     assert cfg.accumulation_steps == 4 and cfg.epochs == 2
+
+
+@pytest.mark.parametrize("script", ["GF_main.py", "DeepDXF_train.py", "joint_main.py"])
+def test_help_shows_each_default_once_no_spec_and_main_options_first(script):
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, script, "--help"], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "SPEC" not in text
+    for line in text.splitlines():
+        assert line.count("(default:") <= 1, line
+    assert "(default: )" not in text
+    main, advanced = text.index("main options:"), text.index("advanced options:")
+
+    def where(flag):
+        return re.search(rf"\n  {flag}[ ,]", text).start()
+
+    for flag in ("--data_dir", "--epochs", "--lr", "--device", "--run_name", "--seed", "--k_folds", "--fold",
+                 "--wandb"):
+        assert main < where(flag) < advanced, flag
+    assert where("--patience") > advanced
+    if script == "joint_main.py":
+        for flag in ("--weighting", "--amp", "--resume", "--GF_batch_size", "--DeepDXF_batch_size"):
+            assert main < where(flag) < advanced, flag
+
+
+def test_deepdxf_trainer_defaults_to_one_thread():
+    from config.DeepDXF_config import DeepDXFConfig
+
+    assert DeepDXFConfig().num_threads == 1

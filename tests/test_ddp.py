@@ -1,14 +1,18 @@
 """DDP with 2 CPU processes (gloo): equal gradients on both ranks, the same stop decision,
-and the same losses as one process with 2 accumulation steps on the same data."""
+and the same losses as one process with 2 accumulation steps on the same data; evaluation
+counts every batch once; ranks agree on --resume without a shared filesystem."""
 import os
 import socket
+import time
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from config.joint_config import JointConfig
-from joint_train import DistInfo, TrainState, build_joint, make_optimizer, make_scaler, make_scheduler, train_epoch
+from joint_train import (
+    DistInfo, TrainState, build_joint, evaluate, make_optimizer, make_scaler, make_scheduler, train_epoch,
+)
 from model.joint_dataset import JointDataLoader
 from tests.synthetic import write_synthetic_joint_corpus
 from utils.splits import make_split
@@ -58,8 +62,23 @@ def _worker(rank, port, root, out):
     cfg = _cfg(root)
     info = setup_distributed(cfg)
     row, grads, _ = _one_step(cfg, info, lambda m: torch.nn.parallel.DistributedDataParallel(m))
+    acc_cfg = _cfg(root, **ACC)
+    acc_row, acc_grads, _ = _one_step(acc_cfg, info, lambda m: torch.nn.parallel.DistributedDataParallel(m))
+    val = _evaluate_test(_cfg(root, GF_batch_size=1), info)
     summary = joint_main.main(_main_argv(root, "ddp"))
-    torch.save({"row": row, "grads": grads, "summary": summary}, out / f"rank{rank}.pt")
+    torch.save({"row": row, "grads": grads, "summary": summary, "acc_row": acc_row, "acc_grads": acc_grads,
+                "val": val}, out / f"rank{rank}.pt")
+
+
+ACC = dict(GF_batch_size=1, accumulation_steps=2, max_steps_per_epoch=2)  # 2 ranks x 2 micro-batches
+
+
+def _evaluate_test(cfg, info):
+    """The test losses of a fixed model (an odd number of test batches)."""
+    data = JointDataLoader(cfg, info.rank, info.world_size, make_split=make_split)
+    torch.manual_seed(0)
+    obj, weighting = build_joint(cfg, 5)
+    return evaluate(obj, weighting, data.get_test_loaders(), cfg, info), data.get_test_loaders().n_batches
 
 
 def _free_port():
@@ -105,3 +124,54 @@ def test_ranks_stop_together_with_the_losses_of_one_process(ddp_run):
     assert f0["test_loss"] == pytest.approx(fs["test_loss"], rel=1e-4)
     assert s0["world_size"] == 2 and single["world_size"] == 1
     assert (root / "ckpt" / "ddp" / "best_model.pth").is_file()
+
+
+def test_ddp_with_accumulation_matches_one_process_with_the_same_micro_batches(ddp_run):
+    root, ranks = ddp_run
+    row, grads, _ = _one_step(_cfg(root, **dict(ACC, accumulation_steps=4, max_steps_per_epoch=4)), DistInfo())
+    for r in ranks:
+        for name in grads:
+            assert torch.allclose(r["acc_grads"][name], grads[name], rtol=1e-4, atol=1e-6), name
+        for key in ("train_loss", "train_GF_loss", "train_DeepDXF_loss", "objective"):
+            assert r["acc_row"][key] == pytest.approx(row[key], rel=1e-5), key
+
+
+def test_evaluation_on_two_ranks_equals_one_process(ddp_run):
+    root, ranks = ddp_run
+    single, n_batches = _evaluate_test(_cfg(root, GF_batch_size=1), DistInfo())
+    assert n_batches % WORLD == 1  # the wrap-around of training would count a batch twice
+    for r in ranks:
+        val, _ = r["val"]
+        for key in ("loss", "GF_loss", "DeepDXF_loss", "cross_loss", "chance_GF", "chance_DeepDXF"):
+            assert val[key] == pytest.approx(single[key], rel=1e-5), key
+
+
+def _resume_worker(rank, port, root, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    os.environ.pop("LOCAL_RANK", None)
+    torch.set_num_threads(1)
+    import joint_main
+
+    argv = _main_argv(root, "res") + ["--resume"]
+    if rank == 1:  # this rank's disk has no checkpoints (no shared filesystem)
+        argv += ["--checkpoints_dir", str(root / "rank1_disk")]
+    result = joint_main.main(argv)
+    torch.save({"result": result}, out / f"resume{rank}.pt")
+
+
+def test_ranks_agree_on_resume_without_a_shared_filesystem(ddp_run):
+    import joint_main
+
+    root, _ = ddp_run
+    assert joint_main.main(_main_argv(root, "res") + ["--stop_after_epochs", "1"])["interrupted"]
+    ctx = mp.start_processes(_resume_worker, args=(_free_port(), root, root), nprocs=WORLD, join=False,
+                             start_method="spawn")
+    deadline = time.time() + 240
+    while not ctx.join(timeout=5):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a rank hung on --resume (ranks disagreed about last.pth)")
+    results = [torch.load(root / f"resume{r}.pt", weights_only=False)["result"] for r in range(WORLD)]
+    assert all(isinstance(r, dict) and r["world_size"] == WORLD for r in results)
+    assert results[0]["folds"][0]["best_val_loss"] == pytest.approx(results[1]["folds"][0]["best_val_loss"])

@@ -100,6 +100,12 @@ def test_cli_end_to_end(tmp_path):
     assert abs(summary["chance_level"]["nt_xent"] - np.log(5)) < 1e-9
     assert np.isfinite(summary["test_loss_mean"]) and "0" in summary["best_val_loss_per_fold"]
     assert summary["best_checkpoint"]
+    # the schedule follows the run: a 2-epoch run has no 20-step warm-up, and the log says so
+    config = json.loads((tmp_path / "logs" / "tiny" / "config.json").read_text())
+    assert config["warmup_steps"] == 0 and config["as_configured"]["warmup_steps"] == 20
+    log = (tmp_path / "logs" / "tiny" / "train.log").read_text(encoding="utf-8")
+    assert "optimizer step(s) per epoch" in log and "WARNING: a very short run" in log
+    assert "\r" not in out.stderr and "it/s" not in out.stderr  # no bars when stderr is a pipe
 
 
 def test_param_mask_view_hides_only_used_slots():

@@ -117,3 +117,27 @@ def test_state_round_trip_for_every_method():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown weighting"):
         build_weighting("softmax", ["a", "b"])
+
+
+def test_gradnorm_under_fp16_measures_the_gradient_that_underflows_unscaled():
+    """A tiny loss through an fp16 graph: its unscaled gradient underflows to 0 in fp16;
+    observe(..., grad_scale=S) takes the gradient of S*L and divides by S in fp32."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)]
+    x = torch.randn(4, 8)
+
+    def losses():
+        with torch.autocast("cpu", dtype=torch.float16):
+            return torch.stack([(layer(x).float() * 1e-9).sum() for layer in layers])
+
+    exact = []
+    for layer in layers:  # fp32 reference
+        g = torch.autograd.grad((layer(x) * 1e-9).sum(), list(layer.parameters()))
+        exact.append(float(torch.sqrt(sum((t ** 2).sum() for t in g))))
+    params = [list(layer.parameters()) for layer in layers]
+    unscaled = GradNormWeighting(2)
+    unscaled.observe(losses(), params)
+    assert float(unscaled.last_grad_norms.max()) < 0.5 * min(exact)  # what went wrong before: ~0
+    scaled = GradNormWeighting(2)
+    scaled.observe(losses(), params, grad_scale=65536.0)
+    assert scaled.last_grad_norms.tolist() == pytest.approx(exact, rel=2e-2)

@@ -1,4 +1,5 @@
 """GF_main.py end to end, the shared fold loop, and the GF model API other modules use."""
+import copy
 import csv
 import json
 import math
@@ -14,7 +15,7 @@ from config.GF_config import GFConfig
 from model.GF_model import build_gf_model, embed_graphs
 from tests.synthetic import save_gf_npz, synthetic_gf_graphs
 from utils.checkpoint import load_checkpoint, load_trained_models, save_checkpoint
-from utils.train_loop import summarize_folds, train_fold
+from utils.train_loop import FoldSetup, LoopSettings, fit_fold, summarize_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,48 +64,46 @@ def test_missing_data_says_how_to_create_it(tmp_path):
 
 
 class _Log:
-    def __init__(self):
-        self.rows, self.lines = [], []
+    def __init__(self, root):
+        self.rows, self.lines, self.root = [], [], root
 
     def log_metrics(self, row):
         self.rows.append(row)
 
-    def info(self, msg):
+    def info(self, msg, console=True):
         self.lines.append(msg)
 
+    def checkpoint_path(self, name):
+        return self.root / name
 
-def test_train_fold_stops_early_and_tests_the_best_weights(tmp_path):
+
+def test_fit_fold_stops_early_and_tests_the_best_weights(tmp_path):
     """Validation gets worse after epoch 2: training stops after `patience` more epochs
     and the test loss is computed with the epoch-2 weights."""
     val_curve = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9]  # index 0: untrained
+    m = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(m.weight)
 
-    def make_model(fold):
-        m = torch.nn.Linear(1, 1, bias=False)
-        torch.nn.init.zeros_(m.weight)
-        return m, torch.optim.SGD(m.parameters(), lr=0.1)
-
-    def train_epoch(model, opt, fold, epoch):
+    def train_epoch(epoch):
         with torch.no_grad():
-            model.weight.fill_(float(epoch))  # the weight remembers the epoch
+            m.weight.fill_(float(epoch))  # the weight remembers the epoch
         return {"train_loss": 1.0 / epoch}
 
-    def eval_loss(model, fold, part):
-        e = int(model.weight.item())
-        return val_curve[e] if part == "val" else 100.0 + e
+    def evaluate(part):
+        e = int(m.weight.item())
+        return {"loss": val_curve[e] if part == "val" else 100.0 + e}
 
-    saved = []
-
-    def save_best(model, opt, fold, epoch, val, stopper):
-        saved.append(epoch)
-        return save_checkpoint(tmp_path / f"f{fold}.pth", "GF", {}, {"model": model.state_dict()})
-
-    log = _Log()
-    res = train_fold(0, make_model, train_epoch, eval_loss, save_best, log, epochs=7, patience=3)
-    assert saved == [1, 2]
+    setup = FoldSetup(train_epoch, evaluate, lambda: {"model": copy.deepcopy(m.state_dict())},
+                      lambda s: m.load_state_dict(s["model"]))
+    log = _Log(tmp_path)
+    res = fit_fold(0, setup, log, LoopSettings(epochs=7, patience=3, min_delta=0.0, kind="GF", config={}))
+    saved = load_checkpoint(tmp_path / "fold_0.pth", expect_kind="GF")
+    assert saved["epoch"] == 2 and saved["val_loss"] == 3.0
     assert res.best_epoch == 2 and res.best_val_loss == 3.0
     assert res.epochs_run == 5  # epochs 3, 4, 5 without improvement
     assert res.test_loss == 102.0
     assert [r["epoch"] for r in log.rows] == [0, 1, 2, 3, 4, 5]
+    assert sum("epoch 3/7" in line for line in log.lines) == 1  # one summary line per epoch
     summary = summarize_folds([res, res.__class__(1, 2.5, 1, 90.0, 3, 0.1, "x")])
     assert summary["best_fold"] == 1 and summary["best_checkpoint"] == "x"
     assert summary["val_loss_mean"] == pytest.approx(2.75)

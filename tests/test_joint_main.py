@@ -81,6 +81,9 @@ def test_resume_continues_the_loss_curve(corpus):
     assert out["interrupted"]
     assert [r["epoch"] for r in _rows(corpus, "broken")] == ["0", "1"]
     assert not (corpus / "logs" / "broken" / "summary.json").exists()
+    last = load_checkpoint(corpus / "ckpt" / "broken" / "last.pth")
+    assert {"torch", "numpy", "python"} <= set(last["state"]["rng"][0])  # every RNG of every rank
+    assert {"optimizer", "scheduler", "scaler"} <= set(last["state"]["training"])
     joint_main.main(_argv(corpus, "broken", *common, "--resume"))
     a, b = _rows(corpus, "straight"), _rows(corpus, "broken")
     assert [r["epoch"] for r in b] == ["0", "1", "2", "3"]
@@ -99,3 +102,36 @@ def test_help_and_bad_data_dir(tmp_path, capsys):
     assert e.value.code == 0
     assert "--weighting" in capsys.readouterr().out
     assert joint_main.main(["--data_dir", str(tmp_path / "nothing"), "--logs_dir", str(tmp_path)]) == 2
+
+
+def test_fixed_weighting_values_in_metrics_and_summary(corpus):
+    run = "fixed_values"
+    summary = joint_main.main(_argv(corpus, run, "--epochs", "2", "--weighting", "fixed", "--w_GF", "0.5",
+                                    "--w_DeepDXF", "1.5", "--cross_weight", "0.25"))
+    rows = _rows(corpus, run)
+    for r in rows:
+        assert float(r["w_GF"]) == 0.5 and float(r["w_DeepDXF"]) == 1.5
+        want = 0.5 * float(r["val_GF_loss"]) + 1.5 * float(r["val_DeepDXF_loss"]) + 0.25 * float(r["val_cross_loss"])
+        assert float(r["val_loss"]) == pytest.approx(want, rel=1e-6)
+        if r["train_loss"]:  # fixed weights: the logged loss is the objective
+            assert float(r["train_loss"]) == pytest.approx(float(r["objective"]), rel=1e-6)
+    t = summary["test_terms_per_fold"]["0"]
+    assert summary["test_loss_mean"] == pytest.approx(0.5 * t["GF_loss"] + 1.5 * t["DeepDXF_loss"]
+                                                      + 0.25 * t["cross_loss"], rel=1e-6)
+    log = (corpus / "logs" / run / "train.log").read_text(encoding="utf-8")
+    assert "0.500·GF" in log and "1.500·DeepDXF" in log and "0.25·cross" in log
+
+
+def test_config_json_records_what_ran_and_the_log_shows_epochs_and_steps(corpus):
+    run = "recorded"
+    joint_main.main(_argv(corpus, run, "--epochs", "2", "--warmup_steps", "20"))
+    config = json.loads((corpus / "logs" / run / "config.json").read_text())
+    ckpt = load_checkpoint(corpus / "ckpt" / run / "best_model.pth", expect_kind="joint")
+    derived = ckpt["deepdxf_batch_size"]
+    assert derived != 5 and config["DeepDXF_batch_size"] == derived == ckpt["config"]["DeepDXF_batch_size"]
+    assert config["as_configured"] == {"DeepDXF_batch_size": 5, "warmup_steps": 20}
+    assert config["warmup_steps"] == 0 and config["total_steps"] == 2 * config["steps_per_epoch"]
+    log = (corpus / "logs" / run / "train.log").read_text(encoding="utf-8")
+    assert f"{config['steps_per_epoch']} optimizer step(s) per epoch, {config['total_steps']} in total" in log
+    assert "WARNING: a very short run" in log
+    assert "fold 0 epoch 1/2: train " in log and "fold 0 epoch 2/2: train " in log  # one line per epoch

@@ -140,3 +140,118 @@ def test_joint_checkpoint_gives_both_models(corpus, tmp_path):
     ed = embed_sequences(dx, data.arrays[:4])
     assert eg.shape[0] == ed.shape[0] == 4 and np.isfinite(eg).all() and np.isfinite(ed).all()
     assert TASKS == ("GF", "DeepDXF")
+
+
+def _lr0(**kw):
+    return dict(lr=0.0, GF_lr=0.0, weight_lr=0.0, **kw)
+
+
+def test_short_last_accumulation_window_is_scaled_by_its_own_size(corpus):
+    """3 micro-batches, accumulation 2: the last window holds one batch, whose loss must
+    not be halved. With lr 0 the gradients left after the epoch are that window's."""
+    cfg = _cfg(corpus, GF_batch_size=1, accumulation_steps=2, max_steps_per_epoch=3, grad_clip=0.0, **_lr0())
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train.set_epoch(1)
+    assert len(train) == 3
+    st = _state(cfg, train)
+    ref = copy.deepcopy(st.objective)
+    last = list(train)[-1]
+    t = ref(last, torch.Generator().manual_seed(train.view_generator_seed(last.part)))
+    (0.7 * t["GF"] + 1.3 * t["DeepDXF"] + 0.5 * t["cross"]).backward()
+    train_epoch(st, train, cfg, DistInfo())
+    got, want = _grads(st.objective), _grads(ref)
+    for name in want:
+        assert torch.allclose(got[name], want[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_gradient_clipping_clips_each_model(corpus):
+    cfg = _cfg(corpus, max_steps_per_epoch=1, grad_clip=1e-3)
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train.set_epoch(1)
+    st = _state(cfg, train)
+    row = train_epoch(st, train, cfg, DistInfo())
+    assert row["grad_norm_GF"] > 1e-2 and row["grad_norm_DeepDXF"] > 1e-2  # norms before clipping
+    for module in (st.objective.gf, st.objective.deepdxf):
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters() if p.grad is not None]))
+        assert float(norm) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_bf16_autocast_on_cpu_gives_finite_losses_close_to_fp32(corpus):
+    from utils.amp import amp_dtype, autocast
+
+    cfg = _cfg(corpus, amp=True, amp_dtype="bf16")
+    assert amp_dtype(cfg.amp, cfg.amp_dtype, torch.device("cpu")) == torch.bfloat16
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train.set_epoch(1)
+    st = _state(cfg, train)
+    batch = next(iter(train))
+    seed = train.view_generator_seed(batch.part)
+    with torch.no_grad():
+        full = st.objective(batch, torch.Generator().manual_seed(seed))
+        with autocast("cpu", torch.bfloat16):
+            half = st.objective(batch, torch.Generator().manual_seed(seed))
+    for k in full:
+        assert torch.isfinite(half[k]) and half[k].dtype == torch.float32
+        assert float(half[k]) == pytest.approx(float(full[k]), rel=0.05, abs=0.02), k
+    row = train_epoch(st, train, cfg, DistInfo())  # a whole epoch under CPU bf16 autocast
+    assert np.isfinite(row["train_loss"]) and row["skipped_steps"] == 0
+
+
+def test_ranks_share_initial_weights_but_not_dropout_masks(corpus):
+    from joint_train import build_fold
+
+    cfg = _cfg(corpus)
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    draws, states = [], []
+    for rank in (0, 1):
+        st = build_fold(cfg, train, DistInfo(rank=rank), fold=0)
+        states.append(st.objective.state_dict())
+        draws.append(torch.rand(8))  # what dropout would draw next on this rank
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not torch.equal(draws[0], draws[1])
+
+
+def test_fp16_resume_from_a_checkpoint_without_scaler_state(corpus):
+    cfg = _cfg(corpus)
+    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    saved = _state(cfg, train).state_dict()  # fp32 run: the disabled scaler saves {}
+    assert saved["scaler"] == {}
+    st = _state(cfg, train)
+    st.scaler = torch.amp.GradScaler("cpu", enabled=True)  # resumed with fp16
+    assert st.load_state_dict(saved) is False
+    assert st.scaler.get_scale() == 65536.0
+
+
+def test_evaluation_takes_every_batch_once_over_ranks(corpus):
+    from joint_train import evaluation_batches
+
+    cfg = _cfg(corpus, GF_batch_size=1)
+    data = JointDataLoader(cfg, make_split=make_split)
+    parts = []
+    for rank in range(2):
+        loader = JointDataLoader(cfg, rank=rank, world_size=2, make_split=make_split).get_test_loaders()
+        parts += [b.part for b in evaluation_batches(loader)]
+    n = data.get_test_loaders().n_batches
+    assert n % 2 == 1  # odd: training's wrap-around would repeat a batch
+    assert sorted(parts) == list(range(n))
+
+
+def test_printed_test_loss_adds_up(corpus):
+    import re
+
+    from joint_train import evaluate, explain_loss
+
+    cfg = _cfg(corpus, weighting="uncertainty", max_steps_per_epoch=2)
+    data = JointDataLoader(cfg, make_split=make_split)
+    train, val = data.get_fold_loaders(0)
+    train.set_epoch(1)
+    st = _state(cfg, train)
+    train_epoch(st, train, cfg, DistInfo())  # the weights move away from 1
+    m = evaluate(st.objective, st.weighting, val, cfg, DistInfo())
+    text = explain_loss(m, st.weighting, cfg.cross_weight)
+    terms = re.findall(r"([0-9.]+)·(GF|DeepDXF|cross) ([0-9.]+)", text)
+    assert [t[1] for t in terms] == ["GF", "DeepDXF", "cross"]
+    assert sum(float(w) * float(v) for w, _, v in terms) == pytest.approx(m["loss"], abs=2e-3)
+    assert "log σ² terms" in text and "normalized to sum to 2" in text
+    reg = float(st.weighting.log_vars.detach().sum())
+    assert f"{reg:+.4f}" in text

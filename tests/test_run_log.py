@@ -128,3 +128,39 @@ def test_wandb_receives_metrics_and_failed_init_continues(tmp_path, monkeypatch)
     log2 = _logger(tmp_path, name="w2", use_wandb=True)
     log2.log_metrics({"fold": 0, "epoch": 1, "train_loss": 1.0, "val_loss": 1.0})
     assert "wandb could not start" in (log2.log_dir / "train.log").read_text()
+
+
+def test_loss_curve_lines_have_own_colours_chance_levels_and_the_note(tmp_path):
+    import matplotlib.image as mpimg
+
+    from utils.run_log import PLOT_NOTE
+
+    log = _logger(tmp_path)
+    for epoch in range(0, 4):
+        log.log_metrics({"fold": 0, "epoch": epoch, "train_loss": 3.0 / (epoch + 1), "val_loss": 2.5 / (epoch + 1),
+                         "val_GF_loss": 1.0, "val_DeepDXF_loss": 2.0, "w_GF": 0.5, "w_DeepDXF": 1.5})
+    log.set_chance_levels({"val_loss": 4.0, "val_GF_loss": 2.2, "val_DeepDXF_loss": 3.0})
+    lines = log.plot_lines()
+    curves = [ln for ln in lines if ln["style"] != "--"]
+    chance = {ln["label"]: ln for ln in lines if ln["style"] == "--"}
+    assert len({ln["colour"] for ln in curves}) == len(curves) == 6  # train, val, 2 terms, 2 weights
+    assert set(chance) == {"chance loss", "chance GF_loss", "chance DeepDXF_loss"}
+    assert chance["chance GF_loss"]["y"] == [2.2, 2.2]
+    val_gf = next(ln for ln in curves if ln["label"] == "val_GF_loss")
+    assert chance["chance GF_loss"]["colour"] == val_gf["colour"]
+    assert "augmented" in PLOT_NOTE
+    out = log.plot_losses()
+    img = mpimg.imread(out)
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 3 * 300  # three panels side by side
+    pixels = np.unique(np.round(img[..., :3].reshape(-1, 3), 3), axis=0)
+    for ln in curves:  # every curve's colour is on the picture
+        assert np.abs(pixels - np.asarray(ln["colour"][:3])).max(axis=1).min() < 0.02, ln["label"]
+
+
+def test_info_off_a_terminal_prints_plain_lines(tmp_path, capsys):
+    log = _logger(tmp_path)
+    log.info("first")
+    log.info("only in the file", console=False)
+    out = capsys.readouterr().out
+    assert out == "first\n"
+    assert "only in the file" in (log.log_dir / "train.log").read_text(encoding="utf-8")

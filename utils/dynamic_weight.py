@@ -1,4 +1,4 @@
-"""Loss weighting for joint training (SPEC §6): one interface, one small class per method.
+"""Loss weighting for joint training: one interface, one small class per method.
 
 The joint loss is ``L = sum_i w_i L_i`` over the T task losses (here T = 2: the GF
 and the DeepDXF loss); the methods differ in how ``w`` is chosen:
@@ -67,8 +67,9 @@ class LossWeighting(nn.Module):
         return (self.weights().to(losses.device) * losses).sum()
 
     def observe(self, losses: Tensor, task_params: Sequence[Sequence[Tensor]],
-                reduce: Optional[Callable[[Tensor], Tensor]] = None) -> None:
-        """See the losses (and for GradNorm their gradients) of an optimizer step's last micro-batch."""
+                reduce: Optional[Callable[[Tensor], Tensor]] = None, grad_scale: float = 1.0) -> None:
+        """See the losses (and for GradNorm their gradients) of an optimizer step's last micro-batch.
+        ``grad_scale``: the GradScaler's scale under fp16 (gradients are taken of the scaled loss)."""
 
     def before_optimizer_step(self) -> None:
         """Called after backward and unscaling, before ``optimizer.step()``."""
@@ -189,20 +190,26 @@ class GradNormWeighting(LossWeighting):
         return (self.w.detach().to(losses.device).float() * losses).sum()
 
     def observe(self, losses: Tensor, task_params: Sequence[Sequence[Tensor]],
-                reduce: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+                reduce: Optional[Callable[[Tensor], Tensor]] = None, grad_scale: float = 1.0) -> None:
         """Measure ``||d L_i / d theta_i||`` (autograd.grad, graph kept for the real backward).
+
+        Under fp16 autocast the backward runs through fp16 activations, where the
+        gradients of an unscaled loss underflow to 0: the gradients are taken of
+        ``grad_scale * L_i`` (the GradScaler's scale) and divided by it in fp32. A
+        non-finite result (overflow) leaves the weights unchanged at this step.
 
         Args:
             losses: [T] the task losses of this micro-batch (unscaled).
             task_params: ``task_params[i]`` = the parameters of task i's model.
             reduce: averages a tensor over DDP ranks (None: single process).
+            grad_scale: the loss scale (1 without fp16).
         """
         norms = []
         for i, params in enumerate(task_params):
             params = [p for p in params if p.requires_grad]
-            grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(losses[i] * grad_scale, params, retain_graph=True, allow_unused=True)
             sq = sum((g.float() ** 2).sum() for g in grads if g is not None)
-            norms.append(torch.sqrt(torch.as_tensor(sq, dtype=torch.float32)))
+            norms.append(torch.sqrt(torch.as_tensor(sq, dtype=torch.float32)) / float(grad_scale))
         g = torch.stack([n.to(self.w.device) for n in norms]).detach()
         loss = losses.detach().float().to(self.w.device)
         if reduce is not None:

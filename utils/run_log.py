@@ -1,10 +1,10 @@
-"""The run folder of every training command (SPEC §6, §8).
+"""The run folder of every training command.
 
 ``RunLogger`` owns::
 
     logs/<run_name>/config.json     the run's config
     logs/<run_name>/split.json      the split (utils.splits.Split.save)
-    logs/<run_name>/train.log       what happened, in words (also printed through tqdm.write)
+    logs/<run_name>/train.log       what happened, in words (also printed, between progress bars)
     logs/<run_name>/metrics.csv     one row per epoch (fold, epoch, train_loss, val_loss, ...)
     logs/<run_name>/loss_curve.png  train/val loss per epoch and fold (+ loss terms, weights)
     logs/<run_name>/summary.json    best validation loss per fold, test loss, chance levels...
@@ -28,14 +28,42 @@ import math
 import os
 import shutil
 import tempfile
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from tqdm import tqdm
 
 BEST_MODEL_NAME = "best_model.pth"
+PLOT_NOTE = "train can sit above val: training views are augmented (and dropout is on)"
+
+
+def interactive() -> bool:
+    """True when stderr is a terminal: progress bars are drawn only then. Redirected to a
+    file, tqdm's carriage returns leave half-lines and glue the next message to a bar."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stream
+        return False
+
+
+def progress(iterable: Iterable, **kwargs: Any) -> tqdm:
+    """A tqdm bar over ``iterable`` on a terminal; a silent pass-through (no bar) when
+    stderr is redirected. Keyword arguments go to tqdm."""
+    kwargs.setdefault("dynamic_ncols", True)
+    disabled = bool(kwargs.pop("disable", False)) or not interactive()
+    return tqdm(iterable, disable=disabled, **kwargs)
+
+
+def echo(msg: str) -> None:
+    """Print ``msg`` on its own line: through ``tqdm.write`` (above any bar) on a terminal,
+    plainly to stdout otherwise."""
+    if interactive():
+        tqdm.write(msg)
+    else:
+        print(msg, flush=True)
 
 
 def _json_default(obj: Any) -> Any:
@@ -134,6 +162,7 @@ class RunLogger:
         self.metrics_path = self.log_dir / "metrics.csv"
         self.config_path = write_json(self.log_dir / "config.json", self.config)
         self._columns: list[str] = []
+        self._chance: dict[str, float] = {}
         self._rows: list[dict[str, str]] = []
         self._load_existing_metrics()
         self._start = time.time()
@@ -177,9 +206,11 @@ class RunLogger:
             self._wandb = None
 
     # ---------------------------------------------------------------- logging
-    def info(self, msg: str) -> None:
-        """Print ``msg`` without breaking tqdm bars and append it to train.log."""
-        tqdm.write(msg)
+    def info(self, msg: str, console: bool = True) -> None:
+        """Append ``msg`` to train.log and print it on its own line (``console=False``:
+        the file only)."""
+        if console:
+            echo(msg)
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         with self.log_path.open("a", encoding="utf-8") as fh:
             for line in str(msg).splitlines() or [""]:
@@ -229,17 +260,82 @@ class RunLogger:
             writer.writerows(self._rows)
         os.replace(tmp, self.metrics_path)
 
+    def record_config(self, values: dict[str, Any]) -> Path:
+        """Overwrite config.json entries with what the run actually used (e.g. a derived
+        batch size, the warm-up after capping); the values given on the command line stay
+        under ``"as_configured"``."""
+        configured = dict(self.config.get("as_configured", {}))
+        for k, v in values.items():
+            if k in self.config and k not in configured and self.config[k] != v:
+                configured[k] = self.config[k]
+            self.config[k] = v
+        if configured:
+            self.config["as_configured"] = configured
+        return write_json(self.config_path, self.config)
+
     @property
     def metrics(self) -> list[dict[str, str]]:
         """The rows of metrics.csv so far (values as text)."""
         return list(self._rows)
 
     # ------------------------------------------------------------------- plot
-    def plot_losses(self, path: str | Path | None = None) -> Path | None:
-        """Write loss_curve.png: train (solid) and val (dashed) loss per epoch, one
-        colour per fold; further panels for other ``*_loss`` columns and for
-        ``w_*``/``weight_*`` columns when present. Returns None without metrics."""
+    def set_chance_levels(self, chance: dict[str, float]) -> None:
+        """Chance levels to draw as dashed lines, keyed by metrics column (``val_loss``,
+        ``val_GF_loss``...); a ``val_X`` level is also drawn for ``train_X``."""
+        self._chance = {k: float(v) for k, v in chance.items() if _to_float(v) is not None}
+
+    def plot_lines(self) -> list[dict[str, Any]]:
+        """The lines of loss_curve.png, one dict per line: ``panel`` (``loss``, ``loss terms``,
+        ``loss weights``), ``label``, ``x``, ``y``, ``colour``, ``style`` (``-`` train, ``-.``
+        val, ``--`` a chance level). Every curve has its own colour; a chance line takes
+        the colour of its loss."""
         if not self._rows:
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import colormaps
+
+        cols = self._columns
+        main = [c for c in ("train_loss", "val_loss") if c in cols]
+        terms = [c for c in cols if c.endswith("_loss") and c not in main]
+        weights = [c for c in cols if c.startswith(("w_", "weight_"))]
+        panels = [(p, t) for p, t in ((main, "loss"), (terms, "loss terms"), (weights, "loss weights")) if p]
+        folds: dict[str, list[dict[str, str]]] = {}
+        for r in self._rows:
+            folds.setdefault(r.get("fold", "") or "all", []).append(r)
+        n_curves = sum(len(c) for c, _ in panels) * len(folds)
+        cmap = colormaps["tab10" if n_curves <= 10 else "tab20"]
+        palette = [cmap(i % cmap.N) for i in range(max(n_curves, 1))]
+        chance = getattr(self, "_chance", {})
+        lines: list[dict[str, Any]] = []
+        k = 0
+        for columns, panel in panels:
+            for fold, rows in folds.items():
+                for col in columns:
+                    pts = [(_to_float(r.get("epoch")), _to_float(r.get(col))) for r in rows]
+                    pts = [(x if x is not None else i, y) for i, (x, y) in enumerate(pts) if y is not None]
+                    if not pts:
+                        continue
+                    colour = palette[k % len(palette)]
+                    k += 1
+                    label = col if len(folds) == 1 else f"fold {fold} {col}"
+                    style = "-." if col.startswith("val") else "-"
+                    lines.append({"panel": panel, "label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts],
+                                  "colour": colour, "style": style})
+                    level = chance.get(col, chance.get("val" + col[5:]) if col.startswith("train") else None)
+                    if level is not None and (col.startswith("val") or "val" + col[5:] not in columns):
+                        lines.append({"panel": panel, "label": f"chance {col.replace('val_', '').replace('train_', '')}"
+                                      + ("" if len(folds) == 1 else f" (fold {fold})"),
+                                      "x": [pts[0][0], pts[-1][0]], "y": [level, level], "colour": colour, "style": "--"})
+        return lines
+
+    def plot_losses(self, path: str | Path | None = None) -> Path | None:
+        """Write loss_curve.png (:meth:`plot_lines`): one panel for the train/val loss, one for
+        other ``*_loss`` columns and one for ``w_*``/``weight_*`` columns when present, dashed
+        chance levels, and why train can sit above val. Returns None without metrics."""
+        lines = self.plot_lines()
+        if not lines:
             return None
         import matplotlib
 
@@ -247,44 +343,20 @@ class RunLogger:
         import matplotlib.pyplot as plt
         from matplotlib.ticker import MaxNLocator
 
-        cols = self._columns
-        main = [c for c in ("train_loss", "val_loss") if c in cols]
-        terms = [c for c in cols if c.endswith("_loss") and c not in main]
-        weights = [c for c in cols if c.startswith(("w_", "weight_"))]
-        panels = [(p, t) for p, t in ((main, "loss"), (terms, "loss terms"), (weights, "loss weights")) if p]
-        if not panels:
-            return None
-
-        folds: dict[str, list[dict[str, str]]] = {}
-        for r in self._rows:
-            folds.setdefault(r.get("fold", "") or "all", []).append(r)
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-
-        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-        for ax, (columns, title) in zip(axes[0], panels):
-            for fi, (fold, rows) in enumerate(folds.items()):
-                colour = colours[fi % len(colours)]
-                for ci, col in enumerate(columns):
-                    pts = [
-                        (_to_float(r.get("epoch")) if _to_float(r.get("epoch")) is not None else i, _to_float(r.get(col)))
-                        for i, r in enumerate(rows)
-                    ]
-                    pts = [(x, y) for x, y in pts if y is not None]
-                    if not pts:
-                        continue
-                    style = "--" if col.startswith("val") else ("-" if ci == 0 or col.startswith("train") else ":")
-                    label = col if len(folds) == 1 else f"fold {fold} {col}"
-                    if title != "loss":
-                        style = ["-", "--", ":", "-."][ci % 4]
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, label=label, lw=1.4)
+        panels = list(dict.fromkeys(line["panel"] for line in lines))
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False)
+        for ax, panel in zip(axes[0], panels):
+            for line in (ln for ln in lines if ln["panel"] == panel):
+                ax.plot(line["x"], line["y"], line["style"], color=line["colour"], label=line["label"],
+                        lw=1.0 if line["style"] == "--" else 1.5, alpha=0.7 if line["style"] == "--" else 1.0)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_title(title)
+            ax.set_title(panel)
             ax.grid(alpha=0.3)
-            handles, labels = ax.get_legend_handles_labels()
+            handles, _ = ax.get_legend_handles_labels()
             if handles:
                 ax.legend(fontsize=7, ncol=2 if len(handles) > 8 else 1)
-        fig.suptitle(self.run_name)
+        fig.suptitle(f"{self.run_name}\n{PLOT_NOTE}; dashed: chance level", fontsize=9)
         fig.tight_layout()
         out = Path(path) if path is not None else self.log_dir / "loss_curve.png"
         fig.savefig(out, dpi=110)

@@ -1,40 +1,41 @@
-"""The fold loop every trainer shares: early stopping, best checkpoint, test loss, summary.
+"""The one fold loop of every trainer (GF_main.py, DeepDXF_train.py, joint_main.py).
 
-Plain functions, no framework. A trainer (GF_main.py, DeepDXF_train.py, joint_main.py)
-gives three callables that know its model and data, and gets one
-:class:`FoldResult` per fold::
+A trainer builds, per fold, a :class:`FoldSetup` (its model, data and optimizer
+behind a few callables) and calls :func:`fit_fold`, which reads top to bottom::
 
-    def make_model(fold):              # fresh model and optimizer for this fold
-        ...; return model, optimizer
-    def train_epoch(model, opt, fold, epoch):   # one pass over the fold's training data
-        ...; return {"train_loss": 2.1}          # more columns welcome (lr, loss terms)
-    def eval_loss(model, fold, part):  # part is "val" or "test"
-        ...; return 2.3
+    resume from last.pth, or log the untrained validation loss (epoch 0)
+    for epoch in first..epochs:
+        train = setup.train_epoch(epoch)          # {"train_loss": ..., more named columns}
+        val = setup.evaluate("val")               # {"loss": ..., more named terms}
+        new best?  -> keep the weights, write fold_<i>.pth
+        write last.pth (model, optimizer..., early stopping, every rank's RNG states)
+        one metrics.csv row, one line in train.log, the progress bar
+        early stop?
+    restore the best weights; test = setup.evaluate("test")
 
-    results = [train_fold(f, make_model, train_epoch, eval_loss, save_best, log, epochs=50, patience=10)
-               for f in folds]
-    summary = summarize_folds(results)
-
-``save_best(model, optimizer, fold, epoch, val_loss, stopper) -> Path`` writes the
-checkpoint of a new best epoch; ``log`` is a ``utils.run_log.RunLogger`` (``info``
-and ``log_metrics`` are used). The best weights are also kept in memory and
-restored before the test loss is computed.
+Metrics travel as named dicts, never as positions. Under DDP every rank runs the
+loop (the callables reduce over ranks, so all ranks take the same decisions) and
+rank 0 writes. :func:`summarize_folds` / :func:`finish_run` write summary.json.
 """
 from __future__ import annotations
 
 import copy
 import math
+import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.distributed import DistInfo, broadcast_object, gather_objects
 from utils.early_stopping import EarlyStopping
+from utils.run_log import progress
+
+LAST_NAME = "last.pth"
 
 
 @dataclass
@@ -48,60 +49,234 @@ class FoldResult:
     epochs_run: int
     seconds: float
     checkpoint: Optional[str]
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def train_fold(
-    fold: int,
-    make_model: Callable[[int], tuple[torch.nn.Module, torch.optim.Optimizer]],
-    train_epoch: Callable[[torch.nn.Module, torch.optim.Optimizer, int, int], dict[str, float]],
-    eval_loss: Callable[[torch.nn.Module, int, str], float],
-    save_best: Callable[..., Path],
-    log: Any,
-    epochs: int,
-    patience: int,
-    min_delta: float = 0.0,
-) -> FoldResult:
-    """Train one fold with early stopping on the validation loss, then test the best model.
+@dataclass
+class FoldSetup:
+    """One fold of one trainer, as the loop sees it.
 
-    Each epoch logs one metrics row ``{fold, epoch, train_loss, val_loss, best_val,
-    seconds, ...}`` (epochs count from 1; epoch 0 is the untrained model's validation
-    loss, logged too so the curve starts at chance).
+    Attributes:
+        train_epoch: ``epoch -> {"train_loss": float, ...}`` one pass over the training data
+            (reduced over ranks); further keys become metrics.csv columns.
+        evaluate: ``"val" | "test" -> {"loss": float, ...}``; other keys (``GF_loss``...)
+            become ``val_<key>`` columns, keys starting with ``chance`` are left out of rows.
+            NaN loss: no data for that part.
+        model_state / load_model_state: what a best checkpoint holds (``{"model": ...}``
+            or the joint state), and how to put it back.
+        train_state / load_train_state: what else ``last.pth`` needs to resume
+            (optimizer, scheduler, scaler, counters).
+        row_extra: more columns for every row, epoch 0 included (e.g. the loss weights).
+        describe: ``(part, metrics) -> text`` that explains a val/test result in words.
+        result_extra: what the fold adds to its :class:`FoldResult` (e.g. skipped steps).
+        bar_keys: progress-bar label -> row key shown per epoch (``{"GF": "val_GF_loss"}``).
     """
+
+    train_epoch: Callable[[int], dict[str, float]]
+    evaluate: Callable[[str], dict[str, float]]
+    model_state: Callable[[], dict[str, Any]]
+    load_model_state: Callable[[dict[str, Any]], None]
+    train_state: Callable[[], dict[str, Any]] = dict
+    load_train_state: Callable[[dict[str, Any]], None] = lambda state: None
+    row_extra: Callable[[], dict[str, Any]] = dict
+    describe: Callable[[str, dict[str, float]], str] = lambda part, metrics: ""
+    result_extra: Callable[[], dict[str, Any]] = dict
+    bar_keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LoopSettings:
+    """How :func:`fit_fold` runs and what it writes.
+
+    ``kind``/``config``: the checkpoint kind and the flat config saved with it;
+    ``checkpoint_extra``: more top-level checkpoint entries (e.g. the chance level);
+    ``save_last``: write ``last.pth`` every epoch (for ``--resume``);
+    ``stop_after_epochs``: leave after this many epochs of this process (0 = off).
+    """
+
+    epochs: int
+    patience: int
+    min_delta: float
+    kind: str
+    config: dict[str, Any]
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)
+    save_last: bool = False
+    stop_after_epochs: int = 0
+
+
+# ----------------------------------------------------------------------------- RNG states
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (torch CPU, CUDA when present, numpy, python) as plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": _to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state` (missing entries are left as they are)."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "python" in state:
+        random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+# ----------------------------------------------------------------------------- the fold loop
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def fit_fold(fold: int, setup: FoldSetup, log: Any, run: LoopSettings, dist: Optional[DistInfo] = None,
+             resume: Optional[dict[str, Any]] = None, done: Optional[list[dict[str, Any]]] = None
+             ) -> Optional[FoldResult]:
+    """Train one fold with early stopping on the validation loss, then test the best weights.
+
+    Args:
+        fold: the fold number.
+        setup: the trainer's callables for this fold (fresh model and optimizer).
+        log: a ``utils.run_log.RunLogger`` (or any object with ``info``, ``log_metrics``,
+            ``checkpoint_path``; ranks other than 0 pass a quiet one).
+        run: epochs, early stopping, checkpoint kind/config, ``last.pth`` on or off.
+        dist: the DDP position (default: one process).
+        resume: a loaded ``last.pth`` of this fold: training continues after its epoch.
+        done: results of finished folds (stored in ``last.pth``); this fold's is appended.
+    Returns:
+        the fold's result, or None when the process left early (``stop_after_epochs``).
+
+    metrics.csv gets one row per epoch, ``{fold, epoch, train_loss, val_loss, <train
+    columns>, val_<term>..., <row_extra>, best_val, seconds}``; epoch 0 is the untrained
+    model's validation (the curve starts at chance). Without validation data the
+    training loss selects the best epoch (a warning says so).
+    """
+    dist = dist or DistInfo()
+    done = done if done is not None else []
     start = time.time()
-    model, optimizer = make_model(fold)
-    stopper = EarlyStopping(patience=patience, min_delta=min_delta)
-    val0 = eval_loss(model, fold, "val")
-    if not math.isfinite(val0):
-        log.info(f"WARNING: fold {fold} has no validation loss (empty validation set?): "
-                 "the training loss selects the best epoch instead")
-    log.log_metrics({"fold": fold, "epoch": 0, "train_loss": "", "val_loss": val0})
-    best_state, ckpt_path = None, None
-    epoch = 0
-    bar = tqdm(range(1, epochs + 1), desc=f"fold {fold}", unit="epoch", leave=False)
+    stopper = EarlyStopping(patience=run.patience, min_delta=run.min_delta)
+    best_path = log.checkpoint_path(f"fold_{fold}.pth")
+    best_state: Optional[dict[str, Any]] = None
+    first_epoch = 1
+
+    if resume is not None:
+        state = resume["state"]
+        setup.load_model_state(state)
+        setup.load_train_state(state["training"])
+        stopper.load_state_dict(state["early_stopping"])
+        rng = state.get("rng") or []
+        if dist.rank < len(rng) and rng[dist.rank]:
+            set_rng_state(rng[dist.rank])
+        has_val = bool(resume.get("has_val", True))
+        first_epoch = int(resume["epoch"]) + 1
+        if resume.get("best_checkpoint"):  # rank 0 reads it and sends it: other ranks may not see its disk
+            best_path = Path(resume["best_checkpoint"])
+            found = dist.is_main and best_path.is_file()
+            best_state = broadcast_object(load_checkpoint(best_path, expect_kind=run.kind)["state"]
+                                          if found else None, dist)
+        log.info(f"fold {fold}: resumed after epoch {resume['epoch']} (best val loss {stopper.best:.4f})")
+    else:
+        val0 = setup.evaluate("val")
+        has_val = math.isfinite(val0["loss"])
+        if not has_val:
+            log.info(f"WARNING: fold {fold} has no validation loss (empty validation set?): "
+                     "the training loss selects the best epoch instead")
+        log.log_metrics({"fold": fold, "epoch": 0, "train_loss": "", "val_loss": val0["loss"],
+                         **_val_columns(val0), **setup.row_extra()})
+        text = setup.describe("val", val0)
+        log.info(f"fold {fold}: untrained val loss {val0['loss']:.4f}" + (f" = {text}" if text else ""))
+
+    epoch, epochs_here = first_epoch - 1, 0
+    last_epoch = first_epoch - 1 if stopper.should_stop else run.epochs  # resumed after an early stop: none
+    bar = progress(range(first_epoch, last_epoch + 1), desc=f"fold {fold}", unit="epoch", leave=False,
+                   initial=first_epoch - 1, total=run.epochs)
     for epoch in bar:
         t0 = time.time()
-        model.train()
-        row = dict(train_epoch(model, optimizer, fold, epoch))
-        val = eval_loss(model, fold, "val")
-        if stopper.step(val if math.isfinite(val0) else row["train_loss"]):
-            best_state = copy.deepcopy(model.state_dict())
-            ckpt_path = save_best(model, optimizer, fold, epoch, val, stopper)
-        log.log_metrics({"fold": fold, "epoch": epoch, **row, "val_loss": val,
-                         "best_val": stopper.best, "seconds": round(time.time() - t0, 3)})
-        bar.set_postfix(train=f"{row.get('train_loss', float('nan')):.4f}", val=f"{val:.4f}", best=f"{stopper.best:.4f}")
+        train = setup.train_epoch(epoch)
+        val = setup.evaluate("val")
+        if stopper.step(val["loss"] if has_val else train["train_loss"]):
+            best_state = copy.deepcopy(setup.model_state())
+            if dist.is_main:
+                save_checkpoint(best_path, run.kind, run.config, best_state, fold=fold, epoch=epoch,
+                                val_loss=val["loss"], val_metrics=_plain_metrics(val),
+                                early_stopping=stopper.state_dict(), **run.checkpoint_extra)
+        if run.save_last:
+            _save_last(log, run, setup, stopper, dist, fold, epoch, has_val, done,
+                       best_path if best_state is not None else None)
+        row = {"fold": fold, "epoch": epoch, "train_loss": train["train_loss"], "val_loss": val["loss"],
+               **{k: v for k, v in train.items() if k != "train_loss"}, **_val_columns(val), **setup.row_extra(),
+               "best_val": stopper.best, "seconds": round(time.time() - t0, 3)}
+        log.log_metrics(row)
+        terms = {label: row[key] for label, key in setup.bar_keys.items() if key in row}
+        bar.set_postfix(train=_fmt(train["train_loss"]), val=_fmt(val["loss"]), **{k: _fmt(v) for k, v in terms.items()})
+        interactive_bar = not bar.disable
+        log.info(f"fold {fold} epoch {epoch}/{run.epochs}: train {train['train_loss']:.4f}, val {val['loss']:.4f} "
+                 f"(best {stopper.best:.4f} at epoch {stopper.best_epoch + 1})"
+                 + "".join(f", {k} {_fmt(v)}" for k, v in terms.items()) + f"; {row['seconds']:.1f} s",
+                 console=not interactive_bar)
+        epochs_here += 1
         if stopper.should_stop:
-            log.info(f"fold {fold}: early stop after epoch {epoch} (no improvement for {patience} epochs)")
+            log.info(f"fold {fold}: early stop after epoch {epoch} (no improvement of the validation loss "
+                     f"for {run.patience} epochs)")
             break
+        if run.stop_after_epochs and epochs_here >= run.stop_after_epochs and epoch < run.epochs:
+            bar.close()
+            log.info(f"fold {fold}: leaving after epoch {epoch} (--stop_after_epochs); continue with --resume")
+            return None
     bar.close()
+
     if best_state is not None:
-        model.load_state_dict(best_state)
-    test = eval_loss(model, fold, "test")
-    best_val = stopper.best if math.isfinite(val0) and math.isfinite(stopper.best) else float("nan")
-    result = FoldResult(fold, best_val, stopper.best_epoch + 1, test, epoch, round(time.time() - start, 2),
-                        str(ckpt_path) if ckpt_path else None)
+        setup.load_model_state(best_state)
+    test = setup.evaluate("test")
+    best_val = stopper.best if has_val and math.isfinite(stopper.best) else float("nan")
+    result = FoldResult(fold, best_val, stopper.best_epoch + 1, test["loss"], epoch, round(time.time() - start, 2),
+                        str(best_path) if best_state is not None else None, _plain_metrics(test), setup.result_extra())
+    text = setup.describe("test", test)
     log.info(f"fold {fold}: best val loss {result.best_val_loss:.4f} at epoch {result.best_epoch}, "
-             f"test loss {test:.4f}, {result.seconds:.1f} s")
+             f"test loss {test['loss']:.4f}" + (f" = {text}" if text else "") + f"; {result.seconds:.1f} s")
+    done.append(asdict(result))
     return result
+
+
+def _val_columns(metrics: dict[str, float]) -> dict[str, float]:
+    """``val_<key>`` for every named term except the total and the chance levels."""
+    return {f"val_{k}": v for k, v in metrics.items() if k != "loss" and not k.startswith("chance")}
+
+
+def _plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _save_last(log: Any, run: LoopSettings, setup: FoldSetup, stopper: EarlyStopping, dist: DistInfo, fold: int,
+               epoch: int, has_val: bool, done: list[dict[str, Any]], best_path: Optional[Path]) -> None:
+    """Write ``last.pth``: the model, the training state, early stopping and every rank's RNG
+    states (gathered on rank 0; all ranks must call this)."""
+    rngs = gather_objects(rng_state(), dist)
+    if not dist.is_main:
+        return
+    state = {**setup.model_state(), "training": setup.train_state(), "early_stopping": stopper.state_dict(),
+             "rng": rngs}
+    save_checkpoint(log.checkpoint_path(LAST_NAME), run.kind, run.config, state, fold=fold, epoch=epoch,
+                    has_val=has_val, done=done, best_checkpoint=str(best_path) if best_path else None,
+                    complete=False)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -136,34 +311,47 @@ def summarize_folds(results: list[FoldResult]) -> dict[str, Any]:
     }
 
 
-__all__ = ["FoldResult", "train_fold", "summarize_folds", "mean_std"]
-
-
-def checkpoint_saver(log: Any, kind: str, config: dict[str, Any], **extra: Any) -> Callable[..., Path]:
-    """A ``save_best`` callback for :func:`train_fold`: writes ``fold_<i>.pth`` (model and
-    optimizer state, the fold, epoch, validation loss and early-stopping state) into the
-    run's checkpoint folder, as a checkpoint of ``kind`` with ``config``."""
-
-    def save_best(model: torch.nn.Module, opt: torch.optim.Optimizer, fold: int, epoch: int,
-                  val_loss: float, stopper: EarlyStopping) -> Path:
-        return save_checkpoint(
-            log.checkpoint_path(f"fold_{fold}.pth"), kind, config,
-            {"model": model.state_dict(), "optimizer": opt.state_dict()},
-            fold=fold, epoch=epoch, val_loss=val_loss, early_stopping=stopper.state_dict(), **extra,
-        )
-
-    return save_best
-
-
 def finish_run(log: Any, results: list[FoldResult], extra: dict[str, Any], headline: str) -> dict[str, Any]:
     """Write ``summary.json`` (:func:`summarize_folds` plus ``extra``), log
     ``headline.format(**summary)``, publish the best fold's checkpoint as the run's and
-    the latest ``best_model.pth``, and close the run. Returns the summary."""
+    the latest ``best_model.pth``, mark ``last.pth`` complete, and close the run."""
     summary = summarize_folds(results)
     summary.update(extra)
     log.write_summary(summary)
     log.info(headline.format(**summary))
     if summary["best_checkpoint"]:
         log.publish_best(summary["best_checkpoint"])
+    last = log.checkpoint_path(LAST_NAME)
+    if last.is_file():
+        ckpt = load_checkpoint(last)
+        meta = {k: v for k, v in ckpt.items()
+                if k not in ("format_version", "toolkit", "kind", "config", "state", "complete")}
+        save_checkpoint(last, ckpt["kind"], ckpt["config"], ckpt["state"], **meta, complete=True)
     log.finish()
     return summary
+
+
+def raw_dxf_hint(data_dir: str | Path) -> Optional[str]:
+    """An error message when ``data_dir`` holds raw DXF drawings instead of preprocessing
+    output (no ``GF/``/``DeepDXF/`` folders): the command to preprocess them into a
+    separate folder. None when the folder does not look like that."""
+    root = Path(data_dir)
+    if not root.is_dir() or (root / "GF").is_dir() or (root / "DeepDXF").is_dir():
+        return None
+    if not any(p.suffix.lower() == ".dxf" for p in root.rglob("*") if p.is_file()):
+        return None
+    name = root.resolve().name or "drawings"
+    out = root.resolve().parent / f"{name}_processed"
+    return (f"{root} holds DXF drawings, not preprocessed data. Preprocess them first into another folder:\n"
+            f"    python dataset/dxf_process.py --input {_quote(root)} --output {_quote(out)}\n"
+            f"then train with --data_dir {_quote(out)}")
+
+
+def _quote(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+__all__ = ["FoldResult", "FoldSetup", "LoopSettings", "fit_fold", "summarize_folds", "finish_run", "mean_std",
+           "rng_state", "set_rng_state", "raw_dxf_hint", "LAST_NAME"]
