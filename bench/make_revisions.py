@@ -53,11 +53,12 @@ from typing import Iterator, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ezdxf  # noqa: E402
-from ezdxf import bbox as ezbbox  # noqa: E402
+import numpy as np  # noqa: E402
+from ezdxf.lldxf.const import DXFError  # noqa: E402
 from ezdxf import transform as eztransform  # noqa: E402
 from ezdxf.math import Matrix44  # noqa: E402
 
-from dataset.dxf_read import DrawingError, open_dxf  # noqa: E402
+from dataset.dxf_read import MAX_ABS_COORD, BoxComputer, DrawingError, open_dxf  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
 from dataset.parallel import run_tasks  # noqa: E402
 from utils.splits import group_of  # noqa: E402
@@ -168,20 +169,27 @@ def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5) -> Revis
 
 
 # ------------------------------------------------------------------ the edits
-def _extents(msp) -> tuple[float, float, float, float]:
-    """``(cx, cy, width, height)`` of the modelspace; ``(0, 0, 1, 1)`` when unknown."""
-    try:
-        ext = ezbbox.extents(msp, fast=True)
-    except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
-        logging.getLogger(__name__).debug("extents failed: %s", err)
+def drawing_extents(doc) -> tuple[float, float, float, float]:
+    """``(cx, cy, width, height)`` of the modelspace from per-entity boxes (the
+    preprocessing's box code, blocks boxed once); ``(0, 0, 1, 1)`` when unknown."""
+    boxer = BoxComputer(doc)
+    boxes = []
+    for e in doc.modelspace():
+        try:
+            box = boxer.box(e)
+        except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError):
+            continue  # an entity without a usable box does not move the centre
+        if box is not None:
+            boxes.append(box)
+    if not boxes:
         return 0.0, 0.0, 1.0, 1.0
-    if not ext.has_data:
+    b = np.asarray(boxes, dtype=np.float64)
+    b = b[(np.abs(b) <= MAX_ABS_COORD).all(axis=1)]  # drops NaN/inf and absurd boxes
+    if not len(b):
         return 0.0, 0.0, 1.0, 1.0
-    c, size = ext.center, ext.size
-    vals = (c.x, c.y, max(size.x, 1e-9), max(size.y, 1e-9))
-    if not all(math.isfinite(v) and abs(v) < 1e12 for v in vals):
-        return 0.0, 0.0, 1.0, 1.0
-    return vals
+    lo, hi = b[:, :2].min(axis=0), b[:, 2:].max(axis=0)
+    return (float(lo[0] + hi[0]) / 2, float(lo[1] + hi[1]) / 2,
+            max(float(hi[0] - lo[0]), 1e-9), max(float(hi[1] - lo[1]), 1e-9))
 
 
 def _n_of(fraction: float, n: int) -> int:
@@ -215,16 +223,18 @@ def _edit_text(s: str, rng: random.Random) -> str:
     return s + rng.choice((" REV B", " (CHANGED)", " 修改", " *"))
 
 
-def apply_plan(doc, plan: RevisionPlan, rng: random.Random) -> RevisionRecord:
+def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
+               extents: Optional[tuple[float, float, float, float]] = None) -> RevisionRecord:
     """Apply ``plan`` to ``doc`` in place (modelspace only).
 
     Order: explode, delete, add, edit texts, then one whole-drawing transformation
     (rotation, units, move), then the DXF version. Entities that fail to transform are
-    deleted and counted per type in ``transform_failed``.
+    deleted and counted per type in ``transform_failed``. ``extents``: the source's
+    :func:`drawing_extents` when known (computed here otherwise).
     """
     msp = doc.modelspace()
     rec = RevisionRecord(plan=asdict(plan), n_source=len(msp))
-    cx, cy, w, h = _extents(msp)
+    cx, cy, w, h = extents if extents is not None else drawing_extents(doc)
     _ensure_handle_seed(doc)
 
     if plan.explode_fraction > 0:
@@ -362,13 +372,14 @@ def revise_source(task: SourceTask) -> dict:
         result["skipped"] = "no modelspace entities"
         return result
     source_version = doc.dxfversion
+    extents = drawing_extents(doc)
     shutil.copyfile(task.path, out / f"{task.name}.dxf")
     for k in range(task.n_revisions):
         if k > 0:
             doc, recovered = open_dxf(task.path)  # every revision starts from the source
         rng = random.Random(f"{task.seed}/{task.name}/{k}")
         plan = draw_plan(rng, source_version, task.p_edit)
-        rec = apply_plan(doc, plan, rng)
+        rec = apply_plan(doc, plan, rng, extents)
         name = f"{task.name}{REV_SEPARATOR}{k}"
         save_doc(doc, out / f"{name}.dxf")
         entry = asdict(rec)
