@@ -11,7 +11,7 @@ combination (every edit drawn with probability ``--p_edit``, at least one) of:
 - change units: scale by 25.4 (inch -> mm) or 1/25.4 (mm -> inch), ``$INSUNITS`` updated;
 - move the whole drawing;
 - explode some block references (``Insert.explode``);
-- delete 1-5 % of the modelspace entities;
+- delete 1-5 % of the modelspace entities (``--change_range``);
 - add 1-5 % (copies of existing entities, shifted; their handles come after all others);
 - edit texts (the content of some TEXT/MTEXT entities changes);
 - save as another DXF version (R2000 ... R2018).
@@ -75,6 +75,8 @@ SAVE_VERSIONS = ("AC1015", "AC1018", "AC1021", "AC1024", "AC1027", "AC1032")
 SPLIT_NAMES = ("train", "selection", "report")
 DEFAULT_FRACTIONS = (0.5, 0.25, 0.25)
 REV_SEPARATOR = "__rev"
+#: Range of the share of entities deleted (and, separately, added) by one revision.
+DEFAULT_CHANGE = (0.01, 0.05)
 
 
 # ------------------------------------------------------------------ the plan
@@ -139,8 +141,10 @@ class RevisionRecord:
     n_result: int = 0
 
 
-def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5) -> RevisionPlan:
-    """A random combination of edits (each with probability ``p_edit``, at least one)."""
+def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5,
+              change: tuple[float, float] = DEFAULT_CHANGE) -> RevisionPlan:
+    """A random combination of edits (each with probability ``p_edit``, at least one);
+    deletions and additions are each a share drawn uniformly from ``change``."""
     names = ["rotate", "units", "move", "explode", "delete", "add", "text", "version"]
     chosen = [n for n in names if rng.random() < p_edit]
     if not chosen:
@@ -157,9 +161,9 @@ def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5) -> Revis
     if "explode" in chosen:
         plan.explode_fraction = rng.uniform(0.2, 0.6)
     if "delete" in chosen:
-        plan.delete_fraction = rng.uniform(0.01, 0.05)
+        plan.delete_fraction = rng.uniform(*change)
     if "add" in chosen:
-        plan.add_fraction = rng.uniform(0.01, 0.05)
+        plan.add_fraction = rng.uniform(*change)
     if "text" in chosen:
         plan.text_fraction = rng.uniform(0.1, 0.5)
     if "version" in chosen:
@@ -353,6 +357,7 @@ class SourceTask:
     n_revisions: int
     seed: int
     p_edit: float = 0.5
+    change: tuple[float, float] = DEFAULT_CHANGE
 
 
 def revise_source(task: SourceTask) -> dict:
@@ -378,7 +383,7 @@ def revise_source(task: SourceTask) -> dict:
         if k > 0:
             doc, recovered = open_dxf(task.path)  # every revision starts from the source
         rng = random.Random(f"{task.seed}/{task.name}/{k}")
-        plan = draw_plan(rng, source_version, task.p_edit)
+        plan = draw_plan(rng, source_version, task.p_edit, tuple(task.change))
         rec = apply_plan(doc, plan, rng, extents)
         name = f"{task.name}{REV_SEPARATOR}{k}"
         save_doc(doc, out / f"{name}.dxf")
@@ -485,12 +490,14 @@ def revision_groups(results: Sequence[dict]) -> list[list[str]]:
 def generate(inputs: Sequence[str | Path], output: str | Path, n_revisions: int = 3, seed: int = 0,
              max_sources: int = 0, min_entities: int = 100, p_edit: float = 0.5, workers: int = 1,
              timeout: float = 600, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-             quiet: bool = False) -> dict:
+             quiet: bool = False, change: Sequence[float] = DEFAULT_CHANGE) -> dict:
     """Write revisions of the sources under ``inputs`` into ``output``.
 
     Returns:
         ``{"groups", "splits", "records", "skipped"}`` (also written as JSON files).
     """
+    if not 0.0 <= change[0] <= change[1] <= 1.0:
+        raise ValueError(f"change range must satisfy 0 <= LO <= HI <= 1, got {list(change)}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     sources = find_sources(inputs, min_entities)
@@ -498,7 +505,8 @@ def generate(inputs: Sequence[str | Path], output: str | Path, n_revisions: int 
         rng = random.Random(f"{seed}/sources")
         keep = sorted(rng.sample(range(len(sources)), max_sources))
         sources = [sources[i] for i in keep]
-    tasks = [SourceTask(str(p), name, str(out), n_revisions, seed, p_edit) for p, name in sources]
+    tasks = [SourceTask(str(p), name, str(out), n_revisions, seed, p_edit, (float(change[0]), float(change[1])))
+             for p, name in sources]
     results: list[dict] = []
     skipped: list[dict] = []
     for res in run_tasks(revise_source, tasks, workers=workers, timeout=timeout):
@@ -522,7 +530,8 @@ def generate(inputs: Sequence[str | Path], output: str | Path, n_revisions: int 
         indent=1, ensure_ascii=False))
     records = {v["name"]: {**v, "source": r["name"]} for r in results for v in r["revisions"]}
     atomic_write_text(out / "revisions.json", json.dumps(
-        {"seed": seed, "n_revisions": n_revisions, "revisions": records, "skipped": skipped},
+        {"seed": seed, "n_revisions": n_revisions, "p_edit": p_edit, "change": list(change),
+         "revisions": records, "skipped": skipped},
         indent=1, ensure_ascii=False))
     return {"groups": groups, "splits": splits, "records": records, "skipped": skipped}
 
@@ -539,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min_entities", type=int, default=100,
                         help="for folders with an inventory.tsv: least modelspace entities of a source")
     parser.add_argument("--p_edit", type=float, default=0.5, help="probability of each kind of edit")
+    parser.add_argument("--change_range", type=float, nargs=2, default=list(DEFAULT_CHANGE), metavar=("LO", "HI"),
+                        help="share of entities deleted (and, separately, added) by a revision: uniform in [LO, HI]")
     parser.add_argument("--fractions", type=float, nargs=3, default=list(DEFAULT_FRACTIONS),
                         metavar=("TRAIN", "SELECTION", "REPORT"), help="split shares of the sources")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
@@ -547,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.revisions < 1:
         parser.error("--revisions must be at least 1")
     info = generate(args.input, args.output, args.revisions, args.seed, args.max_sources, args.min_entities,
-                    args.p_edit, args.workers, args.timeout, args.fractions)
+                    args.p_edit, args.workers, args.timeout, args.fractions, change=args.change_range)
     n_src = len(info["groups"])
     print(f"wrote {n_src} sources x {args.revisions} revisions to {args.output} "
           f"({len(info['skipped'])} sources skipped); splits: "

@@ -241,3 +241,14 @@ def test_pieces_of_one_sheet_stay_in_one_split():
 def test_bad_fractions_are_refused():
     with pytest.raises(ValueError, match="fractions"):
         make_splits(_names(4), fractions=(0.5, -0.1, 0.6))
+
+
+def test_change_range_sets_the_share_of_deleted_and_added_entities(tmp_path):
+    from bench.make_revisions import draw_plan
+
+    rng = random.Random(0)
+    plans = [draw_plan(rng, "AC1024", p_edit=1.0, change=(0.2, 0.3)) for _ in range(20)]
+    assert all(0.2 <= p.delete_fraction <= 0.3 and 0.2 <= p.add_fraction <= 0.3 for p in plans)
+    with pytest.raises(ValueError, match="change range"):
+        generate([], tmp_path / "unused", change=(0.3, 0.2), quiet=True)
+    assert not (tmp_path / "unused").exists()
