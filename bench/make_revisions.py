@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ezdxf  # noqa: E402
 import numpy as np  # noqa: E402
 from ezdxf.lldxf.const import DXFError  # noqa: E402
+from ezdxf.transform import CopyNotSupported  # noqa: E402
 from ezdxf import transform as eztransform  # noqa: E402
 from ezdxf.math import Matrix44  # noqa: E402
 
@@ -73,6 +74,8 @@ INSUNITS_INCH, INSUNITS_MM = 1, 4
 #: DXF versions a revision may be saved as (ezdxf writes these; R12 would drop entities).
 SAVE_VERSIONS = ("AC1015", "AC1018", "AC1021", "AC1024", "AC1027", "AC1032")
 SPLIT_NAMES = ("train", "selection", "report")
+#: What ezdxf raises on entities it cannot explode or copy (odd or damaged data).
+_EZDXF_ERRORS = (DXFError, ArithmeticError, ValueError, TypeError, AttributeError, KeyError, IndexError)
 DEFAULT_FRACTIONS = (0.5, 0.25, 0.25)
 REV_SEPARATOR = "__rev"
 #: Range of the share of entities deleted (and, separately, added) by one revision.
@@ -246,7 +249,7 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
         for e in rng.sample(inserts, _n_of(plan.explode_fraction, len(inserts))):
             try:
                 parts = e.explode()
-            except Exception as err:  # ezdxf raises several types on odd blocks: count, keep the INSERT
+            except _EZDXF_ERRORS as err:  # odd or broken blocks: count, keep the INSERT
                 rec.explode_failed += 1
                 logging.getLogger(__name__).debug("explode failed: %s", err)
                 continue
@@ -268,7 +271,7 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
                 break
             try:
                 copy = e.copy()
-            except Exception:  # CopyNotSupported and friends: try another entity
+            except (CopyNotSupported, *_EZDXF_ERRORS):  # not copyable: try another entity
                 continue
             msp.add_entity(copy)
             shift = Matrix44.translate(rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h, 0.0)
