@@ -286,9 +286,10 @@ def _prepared(prep_root: Path) -> set[str]:
 
 
 def protocol_sets(revisions: Path, prep_rev: Path, human: Optional[Path], distractors: Optional[Path],
-                  prep_human: Optional[Path]) -> tuple[list[str], list[EvalSet]]:
+                  prep_human: Optional[Path], train_distractors: bool = False) -> tuple[list[str], list[EvalSet]]:
     """The ``train`` drawing names and the evaluation sets (only drawings that
-    preprocessing kept)."""
+    preprocessing kept). ``train_distractors``: the train drawings join each revision
+    gallery as distractors (never as queries)."""
     splits = json.loads((revisions / "splits.json").read_text(encoding="utf-8"))
     rev_groups = json.loads((revisions / "groups.json").read_text(encoding="utf-8"))
     have = _prepared(prep_rev)
@@ -303,6 +304,8 @@ def protocol_sets(revisions: Path, prep_rev: Path, human: Optional[Path], distra
     sets = []
     for split in ("selection", "report"):
         names, groups = members(split)
+        if train_distractors:
+            names = sorted(names + train_names)
         sets.append(EvalSet(f"{split}-revisions", names, groups, {n: prep_rev for n in names}, rev_dxf))
     if human is not None and prep_human is not None and (human / "groups.json").is_file():
         h_names = sorted(_prepared(prep_human))
@@ -393,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no_train", action="store_true", help="train nothing: floors and --checkpoints only")
     parser.add_argument("--train_args", default="",
                         help="extra joint_main.py flags, one string (e.g. '--num_threads 1')")
+    parser.add_argument("--train_distractors", action="store_true",
+                        help="add the train drawings to each revision gallery as distractors (a larger, harder "
+                             "search; the inductive model has then seen the distractors, never the queries)")
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="evaluation sets")
     parser.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args(argv)
@@ -427,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"  note: no {human / 'groups.json'}: the human-groups set is left out")
     train_names, sets = protocol_sets(revisions, prep_rev, human, Path(args.distractors) if args.distractors else None,
-                                      prep_human)
+                                      prep_human, args.train_distractors)
     sets = [s for s in sets if s.name in args.sets]
     print(f"train split: {len(train_names)} drawings; sets: "
           + ", ".join(f"{s.name} {len(s.names)}" for s in sets), flush=True)
@@ -504,10 +510,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["sets"][s.name] = table
         md.append(format_markdown(s.name, table))
 
-    header = (f"Retrieval quality (mAP over queries, cosine). Learned rows: joint models, {args.epochs} epochs, "
-              f"seeds {' '.join(map(str, args.seeds))}; mean ± std over seeds; 95% CI: bootstrap over queries. "
-              f"train split: {len(train_names)} drawings."
-              + (" Fewer than 3 seeds: not for reporting." if models and len(args.seeds) < 3 else ""))
+    n_seeds = max((len(v) for v in models.values()), default=0)
+    header = ("Retrieval quality (mAP over queries, cosine; 95% CI: bootstrap over queries). "
+              + (f"Learned rows: joint models ({args.epochs} epochs when trained here), mean ± std over "
+                 f"{n_seeds} seed(s)." if models else "No learned rows.")
+              + f" Train split: {len(train_names)} drawings."
+              + (" Revision galleries include the train drawings as distractors." if args.train_distractors else "")
+              + (" Fewer than 3 seeds: not for reporting." if models and n_seeds < 3 else ""))
     text = header + "\n\n" + "\n\n".join(md) + "\n"
     print()
     print(text)

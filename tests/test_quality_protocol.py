@@ -159,3 +159,11 @@ def test_quality_cli_writes_floor_tables_without_training(tmp_path, capsys):
     md = (out / "quality.md").read_text(encoding="utf-8")
     assert md.count("**floor to beat**") == 2
     assert "### report-revisions" in capsys.readouterr().out
+
+
+def test_train_distractors_join_the_revision_galleries_but_not_the_queries(tmp_path):
+    rev, prep = _fake_protocol(tmp_path)
+    train, sets = protocol_sets(rev, prep, None, None, None, train_distractors=True)
+    sel = next(s for s in sets if s.name == "selection-revisions")
+    assert set(train) <= set(sel.names) and len(sel.names) == len(train) + 6
+    assert all(not n.startswith("T") for g in sel.groups for n in g)
