@@ -1,0 +1,169 @@
+"""bench/quality.py: tables on synthetic embeddings with known mAP, the protocol's sets."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.quality import (
+    FLOOR_TO_BEAT,
+    Entry,
+    _link_farm,
+    build_table,
+    format_markdown,
+    metrics_on,
+    parse_checkpoints,
+    protocol_sets,
+)
+from utils.retrieval import retrieval_metrics
+
+NAMES = ["a1", "a2", "b1", "b2"]
+GROUPS = [["a1", "a2"], ["b1", "b2"]]
+
+
+def _on_circle(degrees: list[float]) -> np.ndarray:
+    r = np.radians(degrees)
+    return np.stack([np.cos(r), np.sin(r)], axis=1)
+
+
+# a1 at 0°, a2 at 25°, b1 at 10°, b2 at 45°: the positive ranks 2nd, 3rd, 3rd, 2nd
+WEAK = _on_circle([0.0, 25.0, 10.0, 45.0])
+WEAK_MAP = (1 / 2 + 1 / 3 + 1 / 3 + 1 / 2) / 4
+PERFECT = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]])
+
+
+def _m(emb: np.ndarray) -> dict:
+    return retrieval_metrics(emb, NAMES, GROUPS)
+
+
+def test_synthetic_embeddings_have_the_hand_computed_map():
+    assert _m(WEAK)["mAP"] == pytest.approx(WEAK_MAP)
+    assert _m(PERFECT)["mAP"] == pytest.approx(1.0)
+
+
+def test_table_marks_the_strongest_non_random_floor_and_the_difference_to_it():
+    entries = [
+        Entry("random vectors", "floor", [_m(PERFECT)]),  # chance level never counts as a floor to beat
+        Entry("weak floor", "floor", [_m(WEAK)]),
+        Entry("strong floor", "floor", [_m(PERFECT)]),
+        Entry("joint", "inductive", [_m(WEAK), _m(PERFECT)]),
+    ]
+    table = build_table(entries, n_boot=200)
+    assert table["floor_to_beat"] == "strong floor"
+    rows = {(r["label"], r["kind"]): r for r in table["rows"]}
+    learned = rows[("joint", "inductive")]
+    assert learned["mAP"] == pytest.approx((WEAK_MAP + 1.0) / 2)
+    assert learned["mAP_seed_std"] == pytest.approx((1.0 - WEAK_MAP) / 2)
+    assert learned["delta_vs_floor"] == pytest.approx((WEAK_MAP + 1.0) / 2 - 1.0)
+    assert rows[("weak floor", "floor")]["delta_vs_floor"] == pytest.approx(WEAK_MAP - 1.0)
+    assert [r["floor_to_beat"] for r in table["rows"]] == [False, False, True, False]
+    lo, hi = learned["mAP_CI95"]
+    assert lo <= learned["mAP"] <= hi
+    md = format_markdown("report-revisions", table)
+    marked = [line for line in md.splitlines() if f"**{FLOOR_TO_BEAT}**" in line]
+    assert len(marked) == 1 and marked[0].startswith("| strong floor |")
+    assert "(gallery 4 drawings, 4 queries)" in md
+
+
+def test_table_without_floors_marks_nothing():
+    table = build_table([Entry("joint", "transductive", [_m(WEAK)])], n_boot=50)
+    assert table["floor_to_beat"] is None
+    assert math.isnan(table["rows"][0]["delta_vs_floor"])
+    assert f"**{FLOOR_TO_BEAT}**" not in format_markdown("x", table)
+
+
+def test_metrics_on_judges_only_the_kept_drawings_in_their_order():
+    names = ["zz_extra", "b2", "a1", "b1", "a2"]
+    emb = np.concatenate([[[-1.0, -1.0]], WEAK[[3, 0, 2, 1]]])
+    m = metrics_on(names, emb, NAMES, GROUPS)
+    assert m["n_gallery"] == 4
+    assert m["mAP"] == pytest.approx(WEAK_MAP)
+    assert m["queries"] == NAMES
+
+
+def _fake_protocol(tmp_path: Path) -> tuple[Path, Path]:
+    rev = tmp_path / "rev"
+    rev.mkdir()
+    sources = {"train": ["T1", "T2"], "selection": ["S1", "S2"], "report": ["R1", "R2"]}
+    groups = [[s] + [f"{s}__rev{k}" for k in range(2)] for split in sources.values() for s in split]
+    (rev / "groups.json").write_text(json.dumps(groups), encoding="utf-8")
+    (rev / "splits.json").write_text(json.dumps({"seed": 0, **sources}), encoding="utf-8")
+    prep = tmp_path / "prep"
+    for sub, ext in (("GF", ".npz"), ("DeepDXF", ".h5")):
+        (prep / sub).mkdir(parents=True)
+        for g in groups:
+            for n in g:
+                if n != "R2__rev1":  # one revision that preprocessing skipped
+                    (prep / sub / f"{n}{ext}").write_bytes(b"x")
+    return rev, prep
+
+
+def test_protocol_sets_follow_the_source_splits(tmp_path):
+    rev, prep = _fake_protocol(tmp_path)
+    train, sets = protocol_sets(rev, prep, None, None, None)
+    assert train == ["T1", "T1__rev0", "T1__rev1", "T2", "T2__rev0", "T2__rev1"]
+    by = {s.name: s for s in sets}
+    assert set(by) == {"selection-revisions", "report-revisions"}
+    assert by["selection-revisions"].groups == [["S1", "S1__rev0", "S1__rev1"], ["S2", "S2__rev0", "S2__rev1"]]
+    assert by["report-revisions"].groups[1] == ["R2", "R2__rev0"]
+    assert "R2__rev1" not in by["report-revisions"].names
+    assert not set(train) & set(by["selection-revisions"].names)
+    assert not set(by["selection-revisions"].names) & set(by["report-revisions"].names)
+
+
+def test_link_farm_points_at_the_preprocessed_files_and_is_reused(tmp_path):
+    rev, prep = _fake_protocol(tmp_path)
+    farm = _link_farm(tmp_path / "farm", ["S1", "S2"], {"S1": prep, "S2": prep})
+    assert sorted(p.name for p in (farm / "DeepDXF").iterdir()) == ["S1.h5", "S2.h5"]
+    assert (farm / "GF" / "S1.npz").resolve() == (prep / "GF" / "S1.npz").resolve()
+    stamp = (farm / ".names").stat().st_mtime_ns
+    _link_farm(tmp_path / "farm", ["S2", "S1"], {"S1": prep, "S2": prep})
+    assert (farm / ".names").stat().st_mtime_ns == stamp
+    _link_farm(tmp_path / "farm", ["S1"], {"S1": prep})
+    assert sorted(p.name for p in (farm / "DeepDXF").iterdir()) == ["S1.h5"]
+
+
+def test_checkpoint_rows_are_checked(tmp_path):
+    ckpt = tmp_path / "m.pth"
+    ckpt.write_bytes(b"x")
+    got = parse_checkpoints([f"inductive={ckpt}", f"inductive={ckpt}", f"transductive:report-revisions={ckpt}"])
+    assert got == {"inductive": [ckpt, ckpt], "transductive:report-revisions": [ckpt]}
+    with pytest.raises(ValueError, match="ROW=PATH"):
+        parse_checkpoints([f"transductive={ckpt}"])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        parse_checkpoints([f"inductive={tmp_path / 'missing.pth'}"])
+
+
+def test_quality_cli_writes_floor_tables_without_training(tmp_path, capsys):
+    """End to end on the bundled sample generator: preprocessing in a subprocess,
+    floors in-process, no model (``--no_train``), no exported floors."""
+    from bench.make_revisions import generate
+    from bench.quality import main
+    from dataset.make_sample_dxf import make_sample_corpus
+
+    make_sample_corpus(tmp_path / "src", seed=0, n_revisions=1)
+    generate([tmp_path / "src"], tmp_path / "rev", n_revisions=1, seed=0, quiet=True)
+    out = tmp_path / "q"
+    rc = main(["--revisions", str(tmp_path / "rev"), "--human", "", "--output", str(out), "--no_train",
+               "--floors", "--n_boot", "50"])
+    assert rc == 0
+    result = json.loads((out / "quality.json").read_text(encoding="utf-8"))
+    assert set(result["sets"]) == {"selection-revisions", "report-revisions"}
+    for table in result["sets"].values():
+        assert table["floor_to_beat"] in {r["label"] for r in table["rows"] if r["kind"] == "floor"}
+        assert not table["floor_to_beat"].startswith("random")
+        assert all(r["kind"] == "floor" for r in table["rows"])
+    md = (out / "quality.md").read_text(encoding="utf-8")
+    assert md.count("**floor to beat**") == 2
+    assert "### report-revisions" in capsys.readouterr().out
+
+
+def test_train_distractors_join_the_revision_galleries_but_not_the_queries(tmp_path):
+    rev, prep = _fake_protocol(tmp_path)
+    train, sets = protocol_sets(rev, prep, None, None, None, train_distractors=True)
+    sel = next(s for s in sets if s.name == "selection-revisions")
+    assert set(train) <= set(sel.names) and len(sel.names) == len(train) + 6
+    assert all(not n.startswith("T") for g in sel.groups for n in g)
