@@ -58,7 +58,7 @@ from utils.retrieval import (  # noqa: E402
 )
 
 SETS = ("selection-revisions", "report-revisions", "report-human-groups")
-DEFAULT_FLOORS = ("layout", "layout_rot")
+DEFAULT_FLOORS: tuple[str, ...] = ()  # every floor (layout ones included) is computed in-process by floor_table
 DEFAULT_LEARNED = ("joint", "gf", "deepdxf")
 KINDS = ("floor", "inductive", "transductive")
 FLOOR_TO_BEAT = "floor to beat"
@@ -346,7 +346,12 @@ def evaluate_set(s: EvalSet, floor_vecs: dict[str, dict], learned: dict[str, dic
         print(f"  note: {s.name}: {len(s.names) - len(keep)} drawings missing from some embedding: "
               f"all rows use the {len(keep)} every embedding has")
     enc = load_encodings_subset(s, keep)
-    entries = [Entry(label, "floor", [m]) for label, m in floor_table(enc, s.groups)]
+    entries = []
+    for label, m in floor_table(enc, s.groups):
+        if m is None:
+            print(f"  note: {s.name}: floor {label}: left out")
+        else:
+            entries.append(Entry(label, "floor", [m]))
     for label, vecs in floor_vecs.items():
         entries.append(Entry(label, "floor", [metrics_on(list(vecs), np.stack(list(vecs.values())), keep, s.groups)]))
     for key, runs in learned.items():
@@ -362,7 +367,7 @@ def load_encodings_subset(s: EvalSet, keep: Sequence[str]) -> dict:
     parts = [load_encodings(r) for r in roots]
     index = {n: (k, i) for k, p in enumerate(parts) for i, n in enumerate(p["names"])}
     out: dict = {"names": list(keep)}
-    for key in ("type_counts", "gf_features", "gf_adjacency", "counts"):
+    for key in ("type_counts", "gf_features", "gf_adjacency", "counts", "layout"):
         out[key] = np.stack([parts[index[n][0]][key][index[n][1]] for n in keep])
     return out
 
