@@ -31,10 +31,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import h5py
-from tqdm import tqdm
 
 from config.cli import parse_config
 from config.process_config import ProcessConfig, parse_shard
+from dataset.console import progress_bar
 from dataset.dxf_read import TYPE_ALIASES, drawing_name
 from dataset.encode import DEFAULT_INPUT, EncodeTask, failed_row, output_paths, process_file
 from dataset.files import atomic_write_text
@@ -304,8 +304,8 @@ def run(cfg: ProcessConfig) -> list[dict]:
     tasks.sort(key=lambda t: -t.size)  # big files first: better load balance
 
     appender = ManifestAppender(manifest, rows)
-    bar = tqdm(total=len(tasks), desc="preprocessing" + (f" shard {cfg.shard}" if shard else ""),
-               unit="file", dynamic_ncols=True)
+    bar = progress_bar(total=len(tasks), desc="preprocessing" + (f" shard {cfg.shard}" if shard else ""),
+                       unit="file")
     results = run_tasks(process_file, tasks, workers=cfg.workers, timeout=cfg.timeout)
     try:
         for result in results:

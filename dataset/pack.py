@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as `python dataset/pack.py`
 
 from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, load_h5  # noqa: E402
 from dataset.dxf_process_GF import GF_CLASSES, load_gf  # noqa: E402
+from dataset.console import progress_bar  # noqa: E402
 from dataset.files import atomic_write  # noqa: E402
 
 PACK_FORMAT_VERSION = 1
@@ -71,9 +72,7 @@ def pack(data_dir: str | Path, shard_size: int = 50_000, out: Optional[str | Pat
     shards: list[Path] = []
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(names), desc="packing", unit="drawing", file=sys.stderr, dynamic_ncols=True,
-                   disable=not sys.stderr.isatty())
+        bar = progress_bar(total=len(names), desc="packing", unit="drawing")
     for k, s in enumerate(range(0, len(names), shard_size)):
         part = names[s:s + shard_size]
         path = out / f"shard-{k:05d}.h5"

@@ -36,25 +36,16 @@ from typing import Any, Iterable
 
 from tqdm import tqdm
 
+from dataset.console import interactive, progress_bar
+
 BEST_MODEL_NAME = "best_model.pth"
 PLOT_NOTE = "train can sit above val: training views are augmented (and dropout is on)"
 
 
-def interactive() -> bool:
-    """True when stderr is a terminal: progress bars are drawn only then. Redirected to a
-    file, tqdm's carriage returns leave half-lines and glue the next message to a bar."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # closed or replaced stream
-        return False
-
-
 def progress(iterable: Iterable, **kwargs: Any) -> tqdm:
     """A tqdm bar over ``iterable`` on a terminal; a silent pass-through (no bar) when
-    stderr is redirected. Keyword arguments go to tqdm."""
-    kwargs.setdefault("dynamic_ncols", True)
-    disabled = bool(kwargs.pop("disable", False)) or not interactive()
-    return tqdm(iterable, disable=disabled, **kwargs)
+    stderr is redirected (:func:`dataset.console.progress_bar`)."""
+    return progress_bar(iterable, **kwargs)
 
 
 def echo(msg: str) -> None:
