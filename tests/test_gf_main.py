@@ -14,7 +14,7 @@ import torch
 from config.GF_config import GFConfig
 from model.GF_model import build_gf_model, embed_graphs
 from tests.synthetic import save_gf_npz, synthetic_gf_graphs
-from utils.checkpoint import load_checkpoint, load_trained_models, save_checkpoint
+from utils.checkpoint import load_checkpoint, load_trained_models
 from utils.train_loop import FoldSetup, LoopSettings, fit_fold, summarize_folds
 
 ROOT = Path(__file__).resolve().parents[1]

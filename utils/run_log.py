@@ -28,7 +28,6 @@ import math
 import os
 import shutil
 import tempfile
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
