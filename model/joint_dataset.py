@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from config.DeepDXF_config import DeepDXFConfig
 from config.joint_config import JointConfig
 from dataset.pack import FolderArchive, PackedArchive, open_archive
 from model.DeepDXF_dataset import DeepDXFBatch, two_view_batch
@@ -267,7 +268,7 @@ class JointCollate:
         deepdxf_cfg: the DeepDXF view settings (``JointConfig.deepdxf_config``).
     """
 
-    def __init__(self, deepdxf_cfg: Any) -> None:
+    def __init__(self, deepdxf_cfg: DeepDXFConfig) -> None:
         self.cfg = deepdxf_cfg
 
     def __call__(self, data: PartData) -> JointBatch:
