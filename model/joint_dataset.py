@@ -176,14 +176,16 @@ class PartSampler(Sampler[PartRequest]):
         wrap: True (training): every rank gets ``ceil(n_parts / W)`` parts, wrapping
             around; False (evaluation): parts r, r + W, ... < n_parts, each part once
             over all ranks.
+        sorted_indices: ``np.unique(indices)`` when the caller has it already.
 
     Memory: ``indices`` and their sorted copy (int64), nothing per drawing else.
     """
 
     def __init__(self, indices: Sequence[int] | np.ndarray, n_batches: int, seed: int, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1, max_steps: int = 0, wrap: bool = True) -> None:
+                 rank: int = 0, world_size: int = 1, max_steps: int = 0, wrap: bool = True,
+                 sorted_indices: Optional[np.ndarray] = None) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.sorted = np.unique(self.indices)
+        self.sorted = np.unique(self.indices) if sorted_indices is None else sorted_indices
         self.n_batches = n_batches
         self.seed = seed
         self.shuffle = shuffle
@@ -308,7 +310,8 @@ class JointLoader:
     def __init__(self, dataset: JointDataset, indices: Sequence[int], cfg: JointConfig, shuffle: bool = True,
                  seed: int = 0, rank: int = 0, world_size: int = 1, max_steps: int = 0) -> None:
         self.dataset = dataset
-        self.indices = np.asarray(list(indices), dtype=np.int64)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self._sorted = np.unique(self.indices)
         self.cfg = cfg
         self.shuffle = shuffle
         self.seed = seed
@@ -328,7 +331,7 @@ class JointLoader:
     def sampler(self, wrap: bool = True) -> PartSampler:
         """This epoch's :class:`PartSampler` (``wrap=False``: evaluation, every part once over the ranks)."""
         s = PartSampler(self.indices, self.n_batches, self.seed, self.shuffle, self.rank, self.world_size,
-                        self.max_steps, wrap)
+                        self.max_steps, wrap, sorted_indices=self._sorted)
         s.set_epoch(self.epoch)
         return s
 
