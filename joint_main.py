@@ -2,12 +2,15 @@
 
     python joint_main.py                                   # sample corpus in data/, default settings
     python joint_main.py --data_dir data/real --fold 0 --epochs 10 --weighting dwa --cross_weight 0.5
-    torchrun --nproc_per_node=4 joint_main.py --device cuda --amp   # DistributedDataParallel
+    torchrun --nproc_per_node=4 joint_main.py --device cuda --amp --num_workers 4   # DistributedDataParallel
     python joint_main.py --resume --run_name NAME           # continue an interrupted run
 
-Reads the drawings that have both encodings (``<data_dir>/GF/*.npz`` and
-``<data_dir>/DeepDXF/*.h5``), holds out 20 % (by group) as the test set and runs
-k-fold cross validation on the rest. Per fold: one optimizer over both models (and
+Reads the drawings that have both encodings, from a packed archive
+(``<data_dir>/packed/shard-*.h5``, ``dataset/pack.py``) or from the per-drawing
+folders (``<data_dir>/GF/*.npz`` and ``<data_dir>/DeepDXF/*.h5``), one batch at a
+time (``--num_workers`` DataLoader processes read and collate; memory does not grow
+with the archive), holds out 20 % (by group) as the test set and runs k-fold cross
+validation on the rest. Per fold: one optimizer over both models (and
 the cross-model heads and loss weights), the dynamically weighted combined loss,
 early stopping on the combined validation loss, the best checkpoint (kind
 ``joint``), the test losses of that checkpoint. Writes ``logs/<run_name>/``
@@ -40,7 +43,7 @@ from joint_train import (  # noqa: E402
     DistInfo, build_fold, cleanup_distributed, evaluate, explain_loss, joint_state, load_joint_state,
     schedule_plan, setup_distributed, train_epoch,
 )
-from model.GF_dataset import GFDataError  # noqa: E402
+from dataset.pack import ArchiveError  # noqa: E402
 from model.joint_dataset import JointDataError, JointDataLoader  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.distributed import broadcast_object  # noqa: E402
@@ -181,7 +184,7 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         cfg.run_name = message
     try:
         data = JointDataLoader(cfg, info.rank, info.world_size, split=split, make_split=make_split)
-    except (GFDataError, FileNotFoundError, JointDataError) as err:
+    except (ArchiveError, JointDataError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log: Any = None
@@ -197,9 +200,11 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
     if any(not 0 <= f < data.split.n_folds for f in folds):
         log.info(f"error: --fold {cfg.fold} is not one of the split's {data.split.n_folds} folds")
         return 2
-    log.info(f"joint: {data.describe()} from {cfg.data_dir}; fold(s) {folds}; device {info.device}"
+    log.info(f"joint: {data.describe()}; fold(s) {folds}; device {info.device}"
              + (f", {info.world_size} processes (DDP)" if info.enabled else "")
-             + f"; accumulation {cfg.accumulation_steps}; amp {cfg.amp}")
+             + f"; accumulation {cfg.accumulation_steps}; amp {cfg.amp}; "
+             + (f"{cfg.num_workers} DataLoader worker(s) per process" if cfg.num_workers else
+                "batches built in the training process (--num_workers 0)"))
 
     done: list[dict[str, Any]] = list(resume.get("done", [])) if resume else []
     finished = {d["fold"] for d in done}
@@ -227,6 +232,7 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         "skipped_steps": sum(r.extra.get("skipped_steps", 0) for r in results),
         "weighting": cfg.weighting, "cross_weight": cfg.cross_weight,
         "n_drawings": len(data.names), "n_test": len(data.split.test), "data_dir": cfg.data_dir,
+        "data_layout": data.layout,
         "world_size": info.world_size, "run_name": cfg.run_name,
     }
     if not info.is_main:

@@ -36,7 +36,7 @@ from config.joint_config import JointConfig
 from model.DeepDXF_loss import nt_xent_chance
 from model.DeepDXF_model import build_deepdxf_model
 from model.GF_model import build_gf_model
-from model.joint_dataset import VAL_SEED, JointLoader, epoch_parts
+from model.joint_dataset import VAL_SEED, JointLoader
 from model.joint_loss import TASKS, JointBatch, JointObjective, clip_chance
 from utils import amp as amp_util
 from utils.distributed import (  # noqa: F401 (re-exported: tests and bench import them from here)
@@ -274,11 +274,10 @@ def evaluation_batches(loader: JointLoader) -> Iterator[JointBatch]:
 
     Rank r takes parts r, r + W, r + 2W, ... < n without wrapping around: training
     wraps (every rank must take the same number of optimizer steps), evaluation must
-    not, or the wrapped batches would be counted twice in the sums over ranks.
+    not, or the wrapped batches would be counted twice in the sums over ranks. Read
+    and collated by the loader's DataLoader workers (``--num_workers``), as in training.
     """
-    parts = epoch_parts(len(loader.indices), loader.n_batches, loader.seed, loader.epoch, loader.shuffle)
-    for k in range(loader.rank, len(parts), loader.world_size):
-        yield loader.make_batch(k, loader.indices[parts[k]])
+    return loader.batches(wrap=False)
 
 
 @torch.no_grad()

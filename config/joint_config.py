@@ -32,7 +32,7 @@ class JointConfig(GFConfig, DeepDXFConfig):
     """Train the GF and DeepDXF models jointly (one optimizer, dynamically weighted loss)."""
 
     # --- common part (SPEC §6 defaults) -------------------------------------
-    data_dir: str = field(default="data", metadata={"help": "preprocessing output folder (reads GF/*.npz and DeepDXF/*.h5; a drawing is used when both exist)"})
+    data_dir: str = field(default="data", metadata={"help": "preprocessing output folder: its packed archive (packed/shard-*.h5, dataset/pack.py) when there is one, else GF/*.npz + DeepDXF/*.h5 (a drawing is used when both exist)"})
     epochs: int = field(default=50, metadata={"help": "maximum epochs per fold"})
     k_folds: int = field(default=10, metadata={"help": "cross-validation folds on the non-test 80 %"})
     group_pattern: str = field(
@@ -41,6 +41,11 @@ class JointConfig(GFConfig, DeepDXFConfig):
     )
     seed: int = field(default=42, metadata={"help": "seed of split, initialisation, batches and views"})
     run_name: str = field(default="", metadata={"help": "name of logs/<run_name>/ and checkpoints/<run_name>/ (default: joint-<timestamp>)"})
+    num_workers: int = field(
+        default=0,
+        metadata={"help": "DataLoader worker processes per training process that read drawings from disk and build "
+                          "the joint batches (0 = in the training process); the batches are the same for any value"},
+    )
     num_threads: int = field(
         default=1,
         metadata={"help": "torch CPU threads per process (0 = torch's default); on a busy 2-core machine one "

@@ -18,7 +18,12 @@ Layout of ``<data_dir>/packed/shard-00000.h5`` (one shard per ``shard_size`` dra
     attrs: format_version, classes
 
 ``open_archive(data_dir)`` gives the same reader interface over a packed folder or
-over the per-drawing ``GF/`` + ``DeepDXF/`` folders, so training takes either.
+over the per-drawing ``GF/`` + ``DeepDXF/`` folders, so training takes either:
+``len``, ``name(i)``, ``names()``, ``graph(i)``, ``rows(i)``, ``lengths()``, ``unpaired()``,
+``layout`` (``"packed"`` or ``"folders"``) and ``describe()``.
+
+Chunks are small (``GF_CHUNK`` drawings, ``ROW_CHUNK`` rows) because training reads
+drawings in random order: one drawing's read decompresses one or two chunks.
 """
 from __future__ import annotations
 
@@ -41,7 +46,8 @@ from dataset.files import atomic_write  # noqa: E402
 
 PACK_FORMAT_VERSION = 1
 PACKED_DIR = "packed"
-ROW_CHUNK = 8192
+ROW_CHUNK = 2048  # rows per chunk of deepdxf/rows (115 KB): a random read decompresses little
+GF_CHUNK = 64  # drawings per chunk of gf/features and gf/adjacency
 
 
 class ArchiveError(RuntimeError):
@@ -92,9 +98,9 @@ def _write_shard(path: Path, data_dir: Path, names: Sequence[str], bar) -> None:
         f.attrs["format_version"] = PACK_FORMAT_VERSION
         f.attrs["classes"] = " ".join(GF_CLASSES)
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
-        feats = f.create_dataset("gf/features", (n, c, c + 1), dtype="f4", chunks=(min(n, 1024), c, c + 1),
+        feats = f.create_dataset("gf/features", (n, c, c + 1), dtype="f4", chunks=(min(n, GF_CHUNK), c, c + 1),
                                  compression="gzip", compression_opts=4)
-        adj = f.create_dataset("gf/adjacency", (n, c, c), dtype="f4", chunks=(min(n, 1024), c, c),
+        adj = f.create_dataset("gf/adjacency", (n, c, c), dtype="f4", chunks=(min(n, GF_CHUNK), c, c),
                                compression="gzip", compression_opts=4)
         rows = f.create_dataset("deepdxf/rows", (0, N_COLUMNS), maxshape=(None, N_COLUMNS), dtype="i4",
                                 chunks=(ROW_CHUNK, N_COLUMNS), compression="gzip", compression_opts=4)
@@ -192,7 +198,18 @@ class PackedArchive:
         """Rows per drawing ``int64 [n]`` (from the offset tables, no row is read)."""
         return np.concatenate([np.diff(o) for o in self._offsets])
 
+    layout = "packed"
+
+    def describe(self) -> str:
+        """The layout in words, for logs."""
+        return f"packed archive, {len(self.paths)} shard(s) in {self.folder}"
+
+    def unpaired(self) -> tuple[list[str], list[str]]:
+        """Drawings with only a GF / only a DeepDXF encoding: none (packing takes pairs only)."""
+        return [], []
+
     def close(self) -> None:
+        """Close the open shard handles (reopened on the next read)."""
         for f in self._files.values():
             f.close()
         self._files = {}
@@ -230,6 +247,18 @@ class FolderArchive:
             with h5py.File(self.data_dir / "DeepDXF" / f"{name}.h5", "r") as f:
                 out[i] = f["entities"].shape[0]
         return out
+
+    layout = "folders"
+
+    def describe(self) -> str:
+        """The layout in words, for logs."""
+        return f"per-drawing folders {self.data_dir / 'GF'} + {self.data_dir / 'DeepDXF'}"
+
+    def unpaired(self) -> tuple[list[str], list[str]]:
+        """``(only GF, only DeepDXF)``: sorted names of drawings with one encoding only (left out)."""
+        gf = {p.stem for p in (self.data_dir / "GF").glob("*.npz")}
+        dd = {p.stem for p in (self.data_dir / "DeepDXF").glob("*.h5")}
+        return sorted(gf - dd), sorted(dd - gf)
 
     def close(self) -> None:
         pass

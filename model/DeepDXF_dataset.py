@@ -7,8 +7,10 @@
   (random windows, entity dropout, quantization jitter, x/y shift, hidden slots).
 * :class:`LengthGroupedBatchSampler` puts drawings of similar length into one batch
   (less padding), every drawing once per epoch, seeded.
-* :class:`DeepDXFCollate` builds the two views of each drawing of a batch and pads
-  them per batch into ``ChunkBatch`` tensors (types/params/values/mask).
+* :func:`two_view_batch` builds the two views of each drawing of a batch with a given
+  generator and pads them per batch into ``ChunkBatch`` tensors (types/params/values/mask);
+  :class:`DeepDXFCollate` is the DataLoader collate around it (DeepDXF_train.py), the
+  joint loader calls it with a generator seeded per batch (``model/joint_dataset.py``).
 """
 from __future__ import annotations
 
@@ -250,14 +252,29 @@ class DeepDXFCollate:
             # reproducible under a seeded torch RNG, as in validation)
             self._worker = info.id
             self.rng = np.random.default_rng([self.seed, info.seed % 2**63])
-        c = self.cfg.DeepDXF_chunk_len
-        v1 = [make_view(rows, self.cfg, self.rng) for _, rows in items]
-        v2 = [make_view(rows, self.cfg, self.rng) for _, rows in items]
-        return DeepDXFBatch(
-            view1=chunk_rows(v1, c, self.pad_to_chunk_len),
-            view2=chunk_rows(v2, c, self.pad_to_chunk_len),
-            index=torch.tensor([i for i, _ in items], dtype=torch.long),
-        )
+        return two_view_batch(items, self.cfg, self.rng, self.pad_to_chunk_len)
+
+
+def two_view_batch(items: Sequence[tuple[int, np.ndarray]], cfg: DeepDXFConfig, rng: np.random.Generator,
+                   pad_to_chunk_len: bool = False) -> DeepDXFBatch:
+    """Two augmented views of each drawing of a batch, padded per batch.
+
+    Args:
+        items: ``(index, rows int [L, 14])`` per drawing, L >= 1.
+        cfg: view settings.
+        rng: the generator of the views: first every drawing's view 1, then every view 2.
+        pad_to_chunk_len: pad chunks to C instead of the longest chunk of the batch.
+    Returns:
+        ``DeepDXFBatch`` with ``index`` [N] the items' indices.
+    """
+    c = cfg.DeepDXF_chunk_len
+    v1 = [make_view(rows, cfg, rng) for _, rows in items]
+    v2 = [make_view(rows, cfg, rng) for _, rows in items]
+    return DeepDXFBatch(
+        view1=chunk_rows(v1, c, pad_to_chunk_len),
+        view2=chunk_rows(v2, c, pad_to_chunk_len),
+        index=torch.tensor([i for i, _ in items], dtype=torch.long),
+    )
 
 
 def make_loader(arrays: Sequence[np.ndarray], cfg: DeepDXFConfig, train: bool, seed: int,
@@ -287,4 +304,5 @@ __all__ = [
     "load_deepdxf_dir",
     "make_loader",
     "make_view",
+    "two_view_batch",
 ]

@@ -1,9 +1,13 @@
-"""Joint batches: the same drawings for the GF and the DeepDXF model at every step (SPEC §6).
+"""Joint batches streamed from disk: the same drawings for the GF and the DeepDXF model at every step (SPEC §6).
 
-A drawing belongs to the joint set when both encodings exist (``GF/<name>.npz`` and
-``DeepDXF/<name>.h5``, matched by name). One grouped split by drawing serves both
-models; the trainer gives it (``utils.splits``: a saved ``Split`` or ``make_split``),
-this module only needs its index lists (:class:`SplitLike`).
+The drawings come from an archive reader (``dataset.pack.open_archive``): a packed
+folder (``<data_dir>/packed/shard-*.h5``) or the per-drawing folders ``GF/<name>.npz``
++ ``DeepDXF/<name>.h5``. A drawing belongs to the joint set when both encodings exist
+and it has at least one entity. Nothing but small index arrays stays in memory: each
+batch reads its drawings when it is built, so the memory of a training process does
+not grow with the archive. One grouped split by drawing serves both models; the
+trainer gives it (``utils.splits``: a saved ``Split`` or ``make_split``), this module
+only needs its index lists (:class:`SplitLike`).
 
 Batches of one epoch: the part's drawings are shuffled once (seeded by the seed and
 the epoch) and cut into ``n_batches = ceil(n / (2 GF_batch_size))`` consecutive parts
@@ -13,26 +17,53 @@ the DeepDXF batch size is ``int(n / len(gf_train_loader))`` (SPEC §6; a part ma
 one drawing more when the division is not exact). In a GF batch the part's first
 half is paired with its second half (SPEC §4 pairs; an odd leftover is paired with
 a drawing of another part). Views are seeded per (seed, epoch, part), so a batch
-looks the same whatever the number of processes or accumulation steps.
+looks the same whatever the number of processes, accumulation steps or DataLoader
+workers.
 
-Several processes (DDP): rank r takes parts r, r + W, r + 2W, ... (wrapping around
-so that every rank has the same number of steps).
+The pieces, in ``torch.utils.data`` terms (bulk loading: the sampler yields whole
+batches, so automatic batching is off, ``batch_size=None``):
+
+* :class:`PartSampler` yields one :class:`PartRequest` per batch of this rank: the
+  part number, its view seed, its drawings and the odd leftover's partner;
+* :class:`JointDataset` reads a request's drawings from the archive (``dataset[request]``
+  -> :class:`PartData`, numpy arrays);
+* :class:`JointCollate` builds the :class:`~model.joint_loss.JointBatch` (GF pair
+  tensors, GF graphs, the two DeepDXF views);
+* :class:`JointLoader` runs them through a ``torch.utils.data.DataLoader`` with
+  ``cfg.num_workers`` worker processes (0 = reading and collating in the training
+  process). Reading, views and padding happen in the workers; the batches are the
+  same with any number of workers (the views use only the request's seed, and the
+  DataLoader gets its own ``torch.Generator``, so the global torch RNG, which drives
+  dropout, is not touched).
+
+Several processes (DDP): rank r takes parts r, r + W, r + 2W, ... (wrapping around so
+that every rank has the same number of steps); evaluation takes them without the
+wrap (every batch once over the ranks). This is the slice
+``torch.utils.data.DistributedSampler(range(n_parts), W, r, shuffle=False)`` gives
+(``shard_parts``); DistributedSampler itself is not used because it shards single
+items, while our unit is a whole part of the epoch's permutation, which must not
+depend on W.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from config.DeepDXF_config import DeepDXFConfig
 from config.joint_config import JointConfig
-from model.DeepDXF_dataset import DeepDXFBatch, DeepDXFCollate, load_deepdxf_dir
-from model.GF_dataset import GFGraphs, load_gf_graphs
+from dataset.pack import FolderArchive, PackedArchive, open_archive
+from model.DeepDXF_dataset import DeepDXFBatch, two_view_batch
 from model.joint_loss import JointBatch
-
+from model.layers.DenseGraphMatching import node_mask
 
 VAL_SEED = 12345  # validation/test order and views: the same every epoch
+
+Archive = PackedArchive | FolderArchive
 
 
 class JointDataError(RuntimeError):
@@ -69,22 +100,203 @@ def epoch_parts(n: int, n_batches: int, seed: int, epoch: int, shuffle: bool = T
     return [p for p in np.array_split(order, max(1, min(n_batches, n))) if len(p)]
 
 
+def n_epoch_parts(n: int, n_batches: int) -> int:
+    """``len(epoch_parts(n, n_batches, ...))`` without drawing the permutation."""
+    return max(1, min(n_batches, n)) if n else 0
+
+
 def shard_parts(n_parts: int, rank: int, world_size: int) -> list[int]:
-    """Part numbers of one rank: r, r + W, ... wrapped so every rank gets ceil(n / W)."""
+    """Part numbers of one rank: r, r + W, ... wrapped so every rank gets ceil(n / W)
+    (the slice of ``DistributedSampler(range(n_parts), W, r, shuffle=False)``)."""
     if n_parts == 0:
         return []
     per_rank = math.ceil(n_parts / world_size)
     return [(rank + world_size * j) % n_parts for j in range(per_rank)]
 
 
+def view_seed_of(seed: int, epoch: int, part: int) -> tuple[int, int, int]:
+    """The seed of part ``part``'s views (``epoch`` is 0 for a fixed-order loader)."""
+    return (int(seed), int(epoch), int(part))
+
+
+def _nth_other(sorted_all: np.ndarray, part: np.ndarray, j: int) -> int:
+    """``np.setdiff1d(sorted_all, part)[j]`` without building the difference (O(|part| log n)).
+
+    ``sorted_all``: sorted unique indices [n]; ``part``: a subset of them.
+    """
+    pos = np.sort(np.searchsorted(sorted_all, part))
+    t = j + int(np.searchsorted(pos - np.arange(len(pos)), j, side="right"))
+    return int(sorted_all[t])
+
+
+@dataclass(frozen=True)
+class PartRequest:
+    """One batch to build: what :class:`PartSampler` yields and :class:`JointDataset` reads.
+
+    Attributes:
+        part: the part number k in this epoch (seeds the views).
+        view_seed: ``(seed, epoch, k)``.
+        index: [B] int64 joint-drawing indices, in batch order.
+        partner: the joint index paired with the odd leftover (the part's last drawing), -1 when B is even.
+    """
+
+    part: int
+    view_seed: tuple[int, int, int]
+    index: np.ndarray
+    partner: int = -1
+
+
+@dataclass
+class PartData:
+    """The drawings of one :class:`PartRequest`, read from the archive (numpy, picklable).
+
+    Attributes:
+        request: the request.
+        features: [B + p, 10, 11] float32: the B drawings, then the partner (p = 1) if any.
+        adjacency: [B + p, 10, 10] float32, same rows.
+        rows: B arrays int32 [L_i, 14], DeepDXF rows of the B drawings.
+    """
+
+    request: PartRequest
+    features: np.ndarray
+    adjacency: np.ndarray
+    rows: list[np.ndarray]
+
+
+class PartSampler(Sampler[PartRequest]):
+    """The batches of one rank and epoch as :class:`PartRequest` items.
+
+    Args:
+        indices: the loader's drawings (joint indices, e.g. a fold's training part).
+        n_batches: parts per epoch (all ranks together).
+        seed: seed of the order, the pairing and the views.
+        shuffle: a new order every epoch (training) or a fixed one (validation, test).
+        rank, world_size: DDP sharding of the parts.
+        max_steps: at most this many parts per rank (0 = all).
+        wrap: True (training): every rank gets ``ceil(n_parts / W)`` parts, wrapping
+            around; False (evaluation): parts r, r + W, ... < n_parts, each part once
+            over all ranks.
+        sorted_indices: ``np.unique(indices)`` when the caller has it already.
+
+    Memory: ``indices`` and their sorted copy (int64), nothing per drawing else.
+    """
+
+    def __init__(self, indices: Sequence[int] | np.ndarray, n_batches: int, seed: int, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1, max_steps: int = 0, wrap: bool = True,
+                 sorted_indices: Optional[np.ndarray] = None) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.sorted = np.unique(self.indices) if sorted_indices is None else sorted_indices
+        self.n_batches = n_batches
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.max_steps = max_steps
+        self.wrap = wrap
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def part_numbers(self) -> list[int]:
+        """This rank's part numbers, in the order they are trained."""
+        n_parts = n_epoch_parts(len(self.indices), self.n_batches)
+        mine = (shard_parts(n_parts, self.rank, self.world_size) if self.wrap
+                else list(range(self.rank, n_parts, self.world_size)))
+        return mine[: self.max_steps] if self.max_steps > 0 else mine
+
+    def __len__(self) -> int:
+        return len(self.part_numbers())
+
+    def __iter__(self) -> Iterator[PartRequest]:
+        mine = self.part_numbers()
+        if not mine:
+            return
+        epoch = self.epoch if self.shuffle else 0
+        parts = epoch_parts(len(self.indices), self.n_batches, self.seed, self.epoch, self.shuffle)
+        for k in mine:
+            index = self.indices[parts[k]]
+            seed = view_seed_of(self.seed, epoch, k)
+            partner = -1
+            if len(index) % 2:  # the odd leftover meets a drawing of another part (SPEC §4 pairs)
+                rng = np.random.default_rng(list(seed))
+                n_others = len(self.sorted) - len(index)
+                partner = _nth_other(self.sorted, index, int(rng.choice(n_others))) if n_others > 0 else int(index[0])
+            yield PartRequest(k, seed, index, partner)
+
+
+class JointDataset(Dataset):
+    """The joint drawings of an archive, read lazily; ``dataset[request]`` reads one batch.
+
+    Args:
+        archive: the reader (``dataset.pack.open_archive``).
+        ids: [n] int64, ``ids[i]`` = archive position of joint drawing i.
+
+    Item ``dataset[PartRequest]`` is the :class:`PartData` of the request (bulk loading:
+    a DataLoader over this dataset runs with ``batch_size=None`` and a :class:`PartSampler`).
+    """
+
+    def __init__(self, archive: Archive, ids: np.ndarray) -> None:
+        self.archive = archive
+        self.ids = np.asarray(ids, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def graph(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(features float32 [10, 11], adjacency float32 [10, 10])`` of joint drawing i."""
+        return self.archive.graph(int(self.ids[i]))
+
+    def rows(self, i: int) -> np.ndarray:
+        """DeepDXF rows int32 ``[L, 14]`` of joint drawing i."""
+        return np.asarray(self.archive.rows(int(self.ids[i])), dtype=np.int32)
+
+    def __getitem__(self, request: PartRequest) -> PartData:
+        graph_idx = list(request.index) + ([request.partner] if request.partner >= 0 else [])
+        graphs = [self.graph(int(i)) for i in graph_idx]
+        features = np.stack([np.asarray(f, dtype=np.float32) for f, _ in graphs])
+        adjacency = np.stack([np.asarray(a, dtype=np.float32) for _, a in graphs])
+        return PartData(request, features, adjacency, [self.rows(int(i)) for i in request.index])
+
+
+class JointCollate:
+    """Build the :class:`JointBatch` of a :class:`PartData` (runs in the DataLoader workers).
+
+    GF pairs: the part's first half with its second half, the odd leftover with the
+    partner. DeepDXF: two views of every drawing from a generator seeded by
+    ``SeedSequence(view_seed)``.
+
+    Args:
+        deepdxf_cfg: the DeepDXF view settings (``JointConfig.deepdxf_config``).
+    """
+
+    def __init__(self, deepdxf_cfg: DeepDXFConfig) -> None:
+        self.cfg = deepdxf_cfg
+
+    def __call__(self, data: PartData) -> JointBatch:
+        req = data.request
+        b = len(req.index)
+        h = b // 2
+        first, second = np.arange(h), np.arange(h, 2 * h)
+        if b % 2:
+            first, second = np.append(first, b - 1), np.append(second, b)
+        feats, adj = torch.from_numpy(data.features), torch.from_numpy(data.adjacency)
+        mask = node_mask(feats, adj)
+        f, s = torch.from_numpy(first), torch.from_numpy(second)
+        gf_pairs = (feats[f], adj[f], mask[f], feats[s], adj[s], mask[s])
+        rng = np.random.default_rng(int(np.random.SeedSequence(list(req.view_seed)).generate_state(1)[0]))
+        dx: DeepDXFBatch = two_view_batch([(int(i), r) for i, r in zip(req.index, data.rows)], self.cfg, rng)
+        index = torch.from_numpy(np.ascontiguousarray(req.index))
+        return JointBatch(gf_pairs, (feats[:b], adj[:b], mask[:b]), dx, index, req.part)
+
+
 class JointLoader:
     """Iterates :class:`JointBatch` items over a subset of the joint drawings.
 
     Args:
-        graphs: GF graphs of **all** joint drawings (row i = drawing i).
-        arrays: DeepDXF rows of all joint drawings (same order).
+        dataset: the joint drawings (:class:`JointDataset`).
         indices: the drawings of this loader (e.g. a fold's training part).
-        cfg: the joint config (GF_batch_size, DeepDXF views, max_steps_per_epoch).
+        cfg: the joint config (GF_batch_size, DeepDXF views, num_workers).
         shuffle: a new order every epoch (training) or a fixed one (validation, test).
         seed: seed of order and views.
         rank, world_size: DDP sharding of the batches.
@@ -95,66 +307,61 @@ class JointLoader:
     ``set_epoch(e)`` changes the order (training) before each epoch.
     """
 
-    def __init__(self, graphs: GFGraphs, arrays: Sequence[np.ndarray], indices: Sequence[int], cfg: JointConfig,
-                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, max_steps: int = 0) -> None:
-        self.graphs = graphs
-        self.arrays = arrays
-        self.indices = np.asarray(list(indices), dtype=np.int64)
+    def __init__(self, dataset: JointDataset, indices: Sequence[int], cfg: JointConfig, shuffle: bool = True,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, max_steps: int = 0) -> None:
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self._sorted = np.unique(self.indices)
         self.cfg = cfg
         self.shuffle = shuffle
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
         self.max_steps = max_steps
+        self.num_workers = int(getattr(cfg, "num_workers", 0))
         self.epoch = 0
         n = len(self.indices)
         self.n_batches = math.ceil(n / (2 * cfg.GF_batch_size)) if n else 0
         self.deepdxf_batch_size = int(n / self.n_batches) if self.n_batches else 0
-        self.collate = DeepDXFCollate(cfg.deepdxf_config(self.deepdxf_batch_size or None), seed=seed)
+        self.collate = JointCollate(cfg.deepdxf_config(self.deepdxf_batch_size or None))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def sampler(self, wrap: bool = True) -> PartSampler:
+        """This epoch's :class:`PartSampler` (``wrap=False``: evaluation, every part once over the ranks)."""
+        s = PartSampler(self.indices, self.n_batches, self.seed, self.shuffle, self.rank, self.world_size,
+                        self.max_steps, wrap, sorted_indices=self._sorted)
+        s.set_epoch(self.epoch)
+        return s
+
     def parts(self) -> list[tuple[int, np.ndarray]]:
         """``(part number, drawing indices)`` of this rank for the current epoch."""
-        parts = epoch_parts(len(self.indices), self.n_batches, self.seed, self.epoch, self.shuffle)
-        mine = shard_parts(len(parts), self.rank, self.world_size)
-        if self.max_steps > 0:
-            mine = mine[: self.max_steps]
-        return [(k, self.indices[parts[k]]) for k in mine]
+        return [(r.part, r.index) for r in self.sampler()]
 
     def __len__(self) -> int:
-        return len(self.parts())
+        return len(self.sampler())
 
-    def _pairs(self, part: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """GF pairs of one part: first half with second half; an odd leftover meets a drawing of another part."""
-        h = len(part) // 2
-        first, second = part[:h], part[h:2 * h]
-        if len(part) % 2:
-            others = np.setdiff1d(self.indices, part)
-            partner = rng.choice(others) if len(others) else part[0]
-            first, second = np.append(first, part[-1]), np.append(second, partner)
-        return first, second
+    def batches(self, wrap: bool = True) -> Iterator[JointBatch]:
+        """This epoch's batches of this rank, read and collated by ``cfg.num_workers`` DataLoader workers."""
+        sampler = self.sampler(wrap)
+        if len(sampler) == 0:
+            return
+        workers = self.num_workers
+        if workers > 0:
+            # an HDF5 handle must not cross a fork: the workers open their own
+            self.dataset.archive.close()
+        loader = DataLoader(self.dataset, batch_size=None, sampler=sampler, collate_fn=self.collate,
+                            num_workers=workers, prefetch_factor=2 if workers else None,
+                            generator=torch.Generator().manual_seed(self.seed))
+        yield from loader
 
-    def make_batch(self, k: int, part: np.ndarray) -> JointBatch:
-        """The joint batch of part ``k`` (drawings ``part``), with its seeded views."""
-        view_seed = [self.seed, self.epoch if self.shuffle else 0, k]
-        rng = np.random.default_rng(view_seed)
-        first, second = self._pairs(part, rng)
-        g = self.graphs
-        f, s, p = torch.from_numpy(first), torch.from_numpy(second), torch.from_numpy(part)
-        gf_pairs = (g.features[f], g.adjacency[f], g.mask[f], g.features[s], g.adjacency[s], g.mask[s])
-        self.collate.reset(int(np.random.SeedSequence(view_seed).generate_state(1)[0]))
-        dx: DeepDXFBatch = self.collate([(int(i), self.arrays[i]) for i in part])
-        return JointBatch(gf_pairs, (g.features[p], g.adjacency[p], g.mask[p]), dx, p, k)
+    def __iter__(self) -> Iterator[JointBatch]:
+        return self.batches(wrap=True)
 
     def view_generator_seed(self, k: int) -> int:
         """Seed of the GF view generator of part ``k`` this epoch."""
         return int(np.random.SeedSequence([self.seed, self.epoch if self.shuffle else 0, k, 1]).generate_state(1)[0])
-
-    def __iter__(self) -> Iterator[JointBatch]:
-        for k, part in self.parts():
-            yield self.make_batch(k, part)
 
     # The two views of one loader, for callers that want them apart (same batches, same order).
     def gf_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -172,65 +379,74 @@ class JointDataLoader:
     """The joint drawings of a data folder, their split, and fold/test loaders.
 
     Args:
-        cfg: joint config (data_dir, split settings, batch sizes).
+        cfg: joint config (data_dir, split settings, batch sizes, num_workers).
         rank, world_size: DDP sharding (single process: 0, 1).
-        graphs, names, arrays: already loaded data instead of ``cfg.data_dir``
-            (tests): ``graphs`` GF graphs and ``names``/``arrays`` DeepDXF drawings.
         split: the split of the joint drawings (e.g. a resumed run's saved split);
             its ``names`` must be the joint drawings.
         make_split: when ``split`` is None, called as ``make_split(names,
             cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)`` on the joint
             drawings (pass ``utils.splits.make_split``).
+        archive: an opened archive instead of ``open_archive(cfg.data_dir)``.
 
     Raises:
+        dataset.pack.ArchiveError: ``cfg.data_dir`` holds neither a packed archive nor
+            drawings with both encodings.
         JointDataError: fewer than 4 joint drawings, or ``split`` is of other drawings.
         TypeError: neither ``split`` nor ``make_split`` is given.
 
-    Attributes: ``names`` (joint drawings, sorted), ``graphs``, ``arrays``, ``split``.
+    Attributes: ``names`` (joint drawings, sorted; the split's list), ``dataset``
+    (:class:`JointDataset`), ``archive``, ``split``, ``only_gf``/``only_deepdxf``
+    (names left out for a missing encoding), ``n_empty`` (left out for having no entity).
+    Memory: the names (for the split) and int64 index arrays; no drawing is held.
     """
 
-    def __init__(self, cfg: JointConfig, rank: int = 0, world_size: int = 1, graphs: Optional[GFGraphs] = None,
-                 names: Optional[Sequence[str]] = None, arrays: Optional[Sequence[np.ndarray]] = None,
-                 split: Optional[SplitLike] = None, make_split: Optional[SplitMaker] = None) -> None:
+    def __init__(self, cfg: JointConfig, rank: int = 0, world_size: int = 1, split: Optional[SplitLike] = None,
+                 make_split: Optional[SplitMaker] = None, archive: Optional[Archive] = None) -> None:
         if split is None and make_split is None:
             raise TypeError("JointDataLoader needs a split or a make_split function (utils.splits.make_split)")
         self.cfg = cfg
         self.rank = rank
         self.world_size = world_size
-        if graphs is None:
-            graphs = load_gf_graphs(cfg.data_dir)
-        if names is None or arrays is None:
-            names, arrays = load_deepdxf_dir(cfg.data_dir)
-        gf_pos = {n: i for i, n in enumerate(graphs.names)}
-        dx_pos = {n: i for i, n in enumerate(names)}
-        joint = sorted(set(gf_pos) & set(dx_pos))
-        self.only_gf = sorted(set(gf_pos) - set(dx_pos))
-        self.only_deepdxf = sorted(set(dx_pos) - set(gf_pos))
-        if len(joint) < 4:
+        self.archive: Archive = archive if archive is not None else open_archive(cfg.data_dir)
+        self.only_gf, self.only_deepdxf = self.archive.unpaired()
+        lengths = self.archive.lengths()
+        ids = np.flatnonzero(lengths > 0).astype(np.int64)
+        self.n_empty = int(len(lengths) - len(ids))
+        del lengths
+        if len(ids) < 4:
             raise JointDataError(
-                f"{len(joint)} drawing(s) have both a GF and a DeepDXF encoding in {cfg.data_dir}: "
+                f"{len(ids)} drawing(s) have both a GF and a DeepDXF encoding (and entities) in {cfg.data_dir}: "
                 "at least 4 are needed (run python dataset/dxf_process.py)")
-        self.names = joint
-        self.graphs = graphs.subset([gf_pos[n] for n in joint])
-        self.arrays = [arrays[dx_pos[n]] for n in joint]
+        all_names = self.archive.names()
+        names = all_names if self.n_empty == 0 else [all_names[i] for i in ids]
+        del all_names
         if split is None:
-            split = make_split(joint, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
-        elif list(split.names) != joint:
+            split = make_split(names, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
+        elif list(split.names) != names:
             raise JointDataError(f"the given split is of {len(split.names)} other drawings, not of the "
-                                 f"{len(joint)} joint drawings in {cfg.data_dir}")
+                                 f"{len(names)} joint drawings in {cfg.data_dir}")
         self.split: SplitLike = split
+        self.names: list[str] = split.names
+        self.dataset = JointDataset(self.archive, ids)
+
+    @property
+    def layout(self) -> str:
+        """``"packed"`` or ``"folders"``."""
+        return self.archive.layout
 
     def describe(self) -> str:
-        """One line for the log: how many drawings, how many had only one encoding."""
-        extra = ""
+        """One line for the log: the layout, how many drawings, how many were left out."""
+        left = []
         if self.only_gf or self.only_deepdxf:
-            extra = (f" ({len(self.only_gf)} with only a GF and {len(self.only_deepdxf)} with only a "
-                     "DeepDXF encoding left out)")
-        return (f"{len(self.names)} drawings with both encodings{extra}; test {len(self.split.test)}, "
-                f"{self.split.n_folds} folds")
+            left.append(f"{len(self.only_gf)} with only a GF and {len(self.only_deepdxf)} with only a DeepDXF encoding")
+        if self.n_empty:
+            left.append(f"{self.n_empty} without entities")
+        extra = f" ({' and '.join(left)} left out)" if left else ""
+        return (f"{len(self.names)} drawings with both encodings{extra} from {self.archive.describe()}; "
+                f"test {len(self.split.test)}, {self.split.n_folds} folds")
 
     def _loader(self, indices: Sequence[int], shuffle: bool, seed: int, max_steps: int = 0) -> JointLoader:
-        return JointLoader(self.graphs, self.arrays, indices, self.cfg, shuffle=shuffle, seed=seed,
+        return JointLoader(self.dataset, indices, self.cfg, shuffle=shuffle, seed=seed,
                            rank=self.rank, world_size=self.world_size, max_steps=max_steps)
 
     def get_fold_loaders(self, fold: int) -> tuple[JointLoader, JointLoader]:
@@ -247,5 +463,6 @@ class JointDataLoader:
         return self._loader(self.split.test, False, VAL_SEED)
 
 
-__all__ = ["JointDataError", "JointDataLoader", "JointLoader", "SplitLike", "SplitMaker", "epoch_parts",
-           "shard_parts", "VAL_SEED"]
+__all__ = ["JointCollate", "JointDataError", "JointDataLoader", "JointDataset", "JointLoader", "PartData",
+           "PartRequest", "PartSampler", "SplitLike", "SplitMaker", "epoch_parts", "n_epoch_parts", "shard_parts",
+           "view_seed_of", "VAL_SEED"]

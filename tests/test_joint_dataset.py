@@ -29,7 +29,13 @@ def test_only_drawings_with_both_encodings_and_one_split(corpus):
     assert data.only_deepdxf == ["d0000_1"]
     train, val = data.split.folds[0]
     assert set(train).isdisjoint(val) and set(train).isdisjoint(data.split.test)
-    assert data.graphs.features.shape == (40, 10, 11) and len(data.arrays) == 40
+    assert len(data.dataset) == 40 and data.layout == "folders"
+    i = data.names.index("d0001_1")
+    feats, adj = data.dataset.graph(i)
+    assert feats.shape == (10, 11) and adj.shape == (10, 10)
+    np.testing.assert_array_equal(feats, np.load(corpus / "GF" / "d0001_1.npz")["features"])
+    assert "40 drawings with both encodings (0 with only a GF and 1 with only a DeepDXF encoding left out)" \
+        in data.describe()
 
 
 def test_a_given_split_is_used_as_is_and_must_be_of_the_joint_drawings(corpus):
@@ -64,7 +70,7 @@ def test_equal_batch_counts_same_drawings_and_derived_batch_size(corpus):
         assert b.deepdxf.index.tolist() == b.index.tolist()
         assert b.deepdxf.n_drawings in (train.deepdxf_batch_size, train.deepdxf_batch_size + 1)
         gf_rows = torch.cat([x1, x2])
-        ours = data.graphs.features[b.index]
+        ours = torch.stack([torch.from_numpy(data.dataset.graph(int(i))[0]) for i in b.index])
         hits = sum(bool((gf_rows == ours[i]).all(-1).all(-1).any()) for i in range(len(b.index)))
         assert hits == len(b.index)
         seen.extend(b.index.tolist())

@@ -136,8 +136,9 @@ def test_joint_checkpoint_gives_both_models(corpus, tmp_path):
     assert not gf.training and not dx.training
     for (n, p), q in zip(gf.state_dict().items(), obj.gf.state_dict().values()):
         assert torch.equal(p, q), n
-    eg = embed_graphs(gf, data.graphs.features[:4].numpy(), data.graphs.adjacency[:4].numpy())
-    ed = embed_sequences(dx, data.arrays[:4])
+    graphs = [data.dataset.graph(i) for i in range(4)]
+    eg = embed_graphs(gf, np.stack([f for f, _ in graphs]), np.stack([a for _, a in graphs]))
+    ed = embed_sequences(dx, [data.dataset.rows(i) for i in range(4)])
     assert eg.shape[0] == ed.shape[0] == 4 and np.isfinite(eg).all() and np.isfinite(ed).all()
     assert TASKS == ("GF", "DeepDXF")
 
