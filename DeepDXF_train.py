@@ -13,28 +13,25 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from config.DeepDXF_config import DeepDXFConfig  # noqa: E402
-from config.cli import config_to_dict, parse_config  # noqa: E402
-from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
-from model.DeepDXF_loss import nt_xent_chance  # noqa: E402
-from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss  # noqa: E402
-from model.transformer_encoder import DeepDXFModel  # noqa: E402
-from utils.amp import amp_dtype, autocast, load_scaler_state, make_grad_scaler  # noqa: E402
-from utils.DeepDXF_utils import VAL_VIEW_SEED, evaluate, evaluate_chance  # noqa: E402
-from utils.run_log import RunLogger, progress  # noqa: E402
-from utils.schedule import make_lr_scheduler, plan_schedule  # noqa: E402
-from utils.seed import seed_everything  # noqa: E402
-from utils.splits import make_split  # noqa: E402
-from utils.train_loop import FoldSetup, LoopSettings, finish_run, fit_fold, raw_dxf_hint  # noqa: E402
+from config.DeepDXF_config import DeepDXFConfig
+from config.cli import config_to_dict, parse_config
+from model.DeepDXF_dataset import load_deepdxf_dir, make_loader
+from model.DeepDXF_loss import nt_xent_chance
+from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss
+from model.transformer_encoder import DeepDXFModel
+from utils.amp import amp_dtype, autocast, load_scaler_state, make_grad_scaler
+from utils.DeepDXF_utils import VAL_VIEW_SEED, evaluate, evaluate_chance
+from utils.run_log import RunLogger, progress
+from utils.schedule import make_lr_scheduler, plan_schedule
+from utils.seed import seed_everything
+from utils.splits import make_split
+from utils.train_loop import FoldSetup, LoopSettings, finish_run, fit_fold, raw_dxf_hint
 
 def train_one_epoch(model: DeepDXFModel, opt: torch.optim.Optimizer, loader: DataLoader, sched, scaler,
                     cfg: DeepDXFConfig, device: torch.device, max_steps: int,

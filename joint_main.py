@@ -35,22 +35,21 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from config.cli import config_to_dict, parse_config  # noqa: E402
-from config.joint_config import JointConfig  # noqa: E402
-from joint_train import (  # noqa: E402
+from config.cli import config_to_dict, parse_config
+from config.joint_config import JointConfig
+from joint_train import (
     DistInfo, build_fold, cleanup_distributed, evaluate, explain_loss, joint_state, load_joint_state,
     schedule_plan, setup_distributed, train_epoch,
 )
-from dataset.pack import ArchiveError  # noqa: E402
-from model.joint_dataset import JointDataError, JointDataLoader  # noqa: E402
-from utils.checkpoint import load_checkpoint  # noqa: E402
-from utils.distributed import broadcast_object  # noqa: E402
-from utils.run_log import RunLogger  # noqa: E402
-from utils.seed import seed_everything  # noqa: E402
-from utils.splits import Split, make_split  # noqa: E402
-from utils.train_loop import (  # noqa: E402
+from dataset.pack import ArchiveError
+from model.joint_dataset import JointDataError, JointDataLoader
+from utils.checkpoint import load_checkpoint
+from utils.distributed import broadcast_object
+from utils.run_log import RunLogger
+from utils.seed import seed_everything
+from utils.splits import Split, make_split
+from utils.train_loop import (
     LAST_NAME, FoldResult, FoldSetup, LoopSettings, finish_run, fit_fold, raw_dxf_hint, summarize_folds,
 )
 
