@@ -35,7 +35,6 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-
 from config.cli import config_to_dict, parse_config
 from config.joint_config import JointConfig
 from joint_train import (
