@@ -81,4 +81,6 @@ def test_approximate_index_recall_and_incremental_add(tmp_path):
     store.add([f"h{i}" for i in range(5000, 6000)], [""] * 1000, emb[5000:])
     _, approx = store.search(emb[5500:5510], k=1)
     assert approx[:, 0].tolist() == list(range(5500, 5510))
+    assert store.index_saves == 1  # extended in memory: the file is written once, at the end
+    assert store.save_index() and not store.save_index()
     assert store._meta("index_rows") == 6000 and store._meta("index_trained_on") == 5000
