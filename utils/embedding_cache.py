@@ -38,14 +38,15 @@ import sys
 import tempfile
 import weakref
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
 from dataset.dxf_process_DeepDXF import N_TYPES
 from dataset.dxf_process_GF import GF_CLASSES
 from utils.embedders import H5_SUFFIXES, DrawingEncoding, gf_twin_path
-from utils.embedding_store import EXACT_BELOW, EmbeddingStore, ShardedRows, StoreError, connect, open_store
+from utils.embedding_store import (EXACT_BELOW, EmbeddingStore, ShardedRows, StoreError, connect, open_store,
+                                   select_keys)
 from utils.floors import GRID
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ ENCODING_DTYPE = np.dtype([("type_counts", np.int64, (N_TYPES,)), ("gf_features"
                            ("layout", np.uint16, (N_TYPES, GRID, GRID))])
 ENCODING_FIELDS = ENCODING_DTYPE.names + ("source",)
 _LEGACY = ("files.json", "failures.json", "encodings.npz")
-_CHUNK = 900  # sqlite's bound-parameter limit
 
 
 def user_cache_root() -> Path:
@@ -77,7 +77,7 @@ def default_cache_dir(first: str | Path) -> Path:
     return user_cache_root() / f"{folder.name or 'root'}-{tag}"
 
 
-def _sha1_files(paths: Iterable[Path], chunk: int = 1 << 20) -> str:
+def _sha1_files(paths: Iterable[str | Path], chunk: int = 1 << 20) -> str:
     h = hashlib.sha1()
     for p in paths:
         h.update(b"\0file\0")
@@ -85,13 +85,6 @@ def _sha1_files(paths: Iterable[Path], chunk: int = 1 << 20) -> str:
             while block := f.read(chunk):
                 h.update(block)
     return h.hexdigest()
-
-
-def _select_in(db: sqlite3.Connection, sql: str, values: Sequence) -> Iterator[tuple]:
-    """Rows of ``sql`` (ending in ``IN ({})``) for ``values``, in chunks sqlite accepts."""
-    for s in range(0, len(values), _CHUNK):
-        part = list(values[s:s + _CHUNK])
-        yield from db.execute(sql.format(",".join("?" * len(part))), part)
 
 
 def encoding_record(enc: DrawingEncoding) -> np.ndarray:
@@ -161,6 +154,7 @@ class EmbeddingCache:
                        "twin_size INTEGER, twin_mtime_ns INTEGER, key TEXT NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS encodings (key TEXT PRIMARY KEY, row INTEGER, failure TEXT, "
                        "source TEXT)")
+            db.execute("CREATE INDEX IF NOT EXISTS encodings_row ON encodings(row)")
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', ?), ('enc_rows', 0)",
                        (CACHE_VERSION,))
         for name in _LEGACY:  # the cache of the older format (whole files rewritten on each save)
@@ -212,30 +206,30 @@ class EmbeddingCache:
         Every file is ``stat``-ed; only files whose size or modification time (or their GF
         twin's) differ from the remembered ones are hashed. One batched lookup per call.
         """
-        stamps: list[Optional[tuple[str, list[Path], tuple[int, int, int, int]]]] = []
+        stamps: list[Optional[tuple[str, list[str], tuple[int, int, int, int]]]] = []
         for path in paths:
-            p = Path(path)
+            p = os.fspath(path)  # (no Path objects: parsing 10^5 paths costs more than stat-ing them)
             try:
                 st = os.stat(p)
                 files, twin_size, twin_mtime = [p], -1, -1
-                if p.suffix.lower() in H5_SUFFIXES:
+                if p.lower().endswith(H5_SUFFIXES):
                     twin = gf_twin_path(p)
                     try:
                         tst = twin.stat()
                         twin_size, twin_mtime = tst.st_size, tst.st_mtime_ns
-                        files.append(twin)
+                        files.append(str(twin))
                     except FileNotFoundError:
                         pass
-                stamps.append((os.path.abspath(p), files, (st.st_size, st.st_mtime_ns, twin_size, twin_mtime)))
+                ident = p if os.path.isabs(p) else os.path.abspath(p)
+                stamps.append((ident, files, (st.st_size, st.st_mtime_ns, twin_size, twin_mtime)))
             except OSError as err:
                 if on_error is None:
                     raise
-                on_error(p, err)
+                on_error(Path(p), err)
                 stamps.append(None)
         idents = [s[0] for s in stamps if s is not None]
-        known = {row[0]: (tuple(row[1:5]), row[5]) for row in _select_in(
-            self.db, "SELECT path, size, mtime_ns, twin_size, twin_mtime_ns, key FROM files WHERE path IN ({})",
-            idents)}
+        known = {p: (tuple(r[:4]), r[4]) for p, r in select_keys(
+            self.db, "files", "path", ("size", "mtime_ns", "twin_size", "twin_mtime_ns", "key"), idents).items()}
         keys: list[Optional[str]] = []
         for path, stamp in zip(paths, stamps):
             if stamp is None:
@@ -279,8 +273,7 @@ class EmbeddingCache:
     def encoding_rows(self, keys: Sequence[str]) -> dict[str, tuple[Optional[int], Optional[str]]]:
         """``key -> (row, failure)`` for the keys the cache knows: a row of the encoding
         shards, or why the drawing cannot be used (remembered until its content changes)."""
-        found = {k: (r, f) for k, r, f in _select_in(
-            self.db, "SELECT key, row, failure FROM encodings WHERE key IN ({})", list(dict.fromkeys(keys)))}
+        found = select_keys(self.db, "encodings", "key", ("row", "failure"), list(dict.fromkeys(keys)))
         for k in keys:
             if k in self._new_failures:
                 found[k] = (None, self._new_failures[k])
@@ -306,10 +299,9 @@ class EmbeddingCache:
         gathered from the memory-mapped shards."""
         rows = np.asarray(rows, dtype=np.int64)
         rec = self._rows.take(rows, self._meta("enc_rows"))
-        by_row = dict(_select_in(self.db, "SELECT row, source FROM encodings WHERE row IN ({})",
-                                 [int(r) for r in np.unique(rows)]))
+        by_row = select_keys(self.db, "encodings", "row", ("source",), [int(r) for r in np.unique(rows)])
         out = {name: rec[name] for name in ENCODING_DTYPE.names}
-        out["source"] = np.array([by_row.get(int(r)) or "" for r in rows], dtype=str)
+        out["source"] = np.array([by_row.get(int(r), ("",))[0] or "" for r in rows], dtype=str)
         return out
 
     def encodings(self, keys: Sequence[str]) -> dict[str, np.ndarray]:

@@ -126,6 +126,28 @@ class ShardedRows:
         return out
 
 
+def select_keys(db: sqlite3.Connection, table: str, key: str, columns: Sequence[str],
+                keys: Sequence[str]) -> dict[str, tuple]:
+    """``key -> (columns...)`` for the ``keys`` found in ``table``.
+
+    Few keys: looked up by primary key (``IN``, in chunks sqlite accepts); keys that are a
+    good part of the table (a whole gallery): one scan of the table, which costs less
+    than ``10^5`` index lookups.
+    """
+    cols = ", ".join((key, *columns))
+    size = db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0] or 0
+    if len(keys) * 4 >= size:
+        wanted = set(keys)
+        return {r[0]: r[1:] for r in db.execute(f"SELECT {cols} FROM {table}") if r[0] in wanted}
+    found: dict[str, tuple] = {}
+    keys = list(keys)
+    for s in range(0, len(keys), 900):  # sqlite's bound-parameter limit
+        part = keys[s:s + 900]
+        found.update((r[0], r[1:]) for r in db.execute(
+            f"SELECT {cols} FROM {table} WHERE {key} IN ({','.join('?' * len(part))})", part))
+    return found
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A sqlite connection for an append-mostly index: write-ahead log, commits that
     survive a killed process (``synchronous=NORMAL``), not every power cut."""
@@ -200,15 +222,7 @@ class EmbeddingStore:
     # --- entries -------------------------------------------------------------------
     def lookup(self, hashes: Sequence[str]) -> dict[str, tuple[Optional[int], Optional[str]]]:
         """``hash -> (row, failure)`` for the hashes the store knows (others are absent)."""
-        found: dict[str, tuple[Optional[int], Optional[str]]] = {}
-        hashes = list(hashes)
-        for s in range(0, len(hashes), 900):  # sqlite's bound-parameter limit
-            part = hashes[s:s + 900]
-            marks = ",".join("?" * len(part))
-            for h, row, failure in self.db.execute(
-                    f"SELECT hash, row, failure FROM entries WHERE hash IN ({marks})", part):
-                found[h] = (row, failure)
-        return found
+        return select_keys(self.db, "entries", "hash", ("row", "failure"), hashes)
 
     def paths(self, rows: np.ndarray) -> list[str]:
         """The path stored with each row (the latest path seen for that content)."""

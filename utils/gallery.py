@@ -59,25 +59,30 @@ def collect_files(entries: Sequence[str | Path]) -> list[tuple[Path, str]]:
     Raises:
         GalleryError: an entry that is neither a file nor a folder.
     """
-    found: list[tuple[Path, Optional[Path]]] = []
+    found: list[tuple[Path, str, Optional[Path]]] = []  # (path, name before clashes, gallery folder)
     for entry in entries:
         root = Path(entry)
         if root.is_file():
-            found.append((root, None))
+            found.append((root, drawing_name(root), None))
             continue
         if not root.is_dir():
             raise GalleryError(f"gallery folder not found: {root}")
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            folder = Path(dirpath)
+            # drawing_name(path, root) is the folder's relative parts and the file's stem joined
+            # by "__": the parts are computed once per folder (Path objects per file cost more
+            # than the walk itself)
+            rel = folder.relative_to(root).parts
             for fn in sorted(filenames):
-                if Path(fn).suffix.lower() in SUPPORTED_SUFFIXES and not fn.startswith("."):
-                    found.append((Path(dirpath) / fn, root))
+                stem, suffix = os.path.splitext(fn)
+                if suffix.lower() in SUPPORTED_SUFFIXES and not fn.startswith("."):
+                    name = stem if suffix.lower() in H5_SUFFIXES else "__".join((*rel, stem))
+                    found.append((folder / fn, name, root))
     out: list[tuple[Path, str]] = []
     seen: set[str] = set()
     clashes: list[str] = []
-    for path, root in found:
-        is_h5 = path.suffix.lower() in H5_SUFFIXES
-        name = drawing_name(path) if root is None or is_h5 else drawing_name(path, root)
+    for path, name, root in found:
         if name in seen:
             clashes.append(name)
             if root is not None:
@@ -259,13 +264,15 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
                     keys[i] = None
     cache.save()
     cache.forget_missing([p for p, _ in files])
-    enc_found = cache.encoding_rows([k for k in keys if k is not None])
+    if todo:  # look up the rows of what was just added
+        enc_found = cache.encoding_rows([k for k in keys if k is not None])
     kept = [i for i, k in enumerate(keys) if k is not None and enc_found.get(k, (None, None))[0] is not None]
     kept_keys = [keys[i] for i in kept]
     store, emb_rows = None, None
     if learned:
         store = cache.model_store(embedder.identity)
-        emb_found = cache.embedding_rows(embedder.identity, kept_keys)
+        if todo:
+            emb_found = cache.embedding_rows(embedder.identity, kept_keys)
         ok = [j for j, k in enumerate(kept_keys) if emb_found.get(k, (None, None))[0] is not None]
         kept, kept_keys = [kept[j] for j in ok], [kept_keys[j] for j in ok]
         emb_rows = np.array([emb_found[k][0] for k in kept_keys], dtype=np.int64)
