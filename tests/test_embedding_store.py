@@ -84,3 +84,53 @@ def test_approximate_index_recall_and_incremental_add(tmp_path):
     assert store.index_saves == 1  # extended in memory: the file is written once, at the end
     assert store.save_index() and not store.save_index()
     assert store._meta("index_rows") == 6000 and store._meta("index_trained_on") == 5000
+
+
+def test_adding_rows_extends_the_index_in_memory_and_saves_it_once(tmp_path):
+    pytest.importorskip("faiss")
+    emb = _clustered(1600, 16, 4)
+    store = EmbeddingStore(tmp_path / "s", dim=16, exact_below=0)
+    store.add([f"h{i}" for i in range(1000)], [""] * 1000, emb[:1000])
+    store.search(emb[:1], k=1)  # builds and saves the index
+    index_file = tmp_path / "s" / "ann.faiss"
+    stamp = (index_file.stat().st_ino, index_file.stat().st_mtime_ns)
+    for s in range(1000, 1600, 200):  # three adds, each followed by a query
+        store.add([f"h{i}" for i in range(s, s + 200)], [""] * 200, emb[s:s + 200])
+        _, rows = store.search(emb[s + 7:s + 8], k=1)
+        assert rows[0, 0] == s + 7
+    assert (index_file.stat().st_ino, index_file.stat().st_mtime_ns) == stamp and store.index_saves == 1
+    store.close()  # saved once, with every row
+    again = EmbeddingStore(tmp_path / "s", exact_below=0)
+    assert again.ann_index().ntotal == 1600 and again.index_saves == 0
+
+
+def test_a_store_reopened_after_a_crash_adds_only_the_missing_tail_to_its_index(tmp_path):
+    pytest.importorskip("faiss")
+    emb = _clustered(1300, 16, 5)
+    store = EmbeddingStore(tmp_path / "s", dim=16, exact_below=0)
+    store.add([f"h{i}" for i in range(1000)], [""] * 1000, emb[:1000])
+    store.ann_index()
+    store.add([f"h{i}" for i in range(1000, 1300)], [""] * 300, emb[1000:])
+    store.search(emb[:1], k=1)  # extended in memory, then the process dies: nothing saved
+    store.db.close()
+    again = EmbeddingStore(tmp_path / "s", exact_below=0)
+    assert again.ann_index().ntotal == 1300  # 1000 from the file + the 300 missing, no duplicates
+    _, rows = again.search(emb[1200:1210], k=1)
+    assert rows[:, 0].tolist() == list(range(1200, 1210))
+
+
+def test_a_tiny_store_can_be_searched_approximately(tmp_path):
+    pytest.importorskip("faiss")
+    emb = _clustered(10, 8, 6)
+    store = EmbeddingStore(tmp_path / "s", dim=8, exact_below=0)
+    store.add([f"h{i}" for i in range(10)], [""] * 10, emb)
+    scores, rows = store.search(emb[:3], k=4)  # fewer rows than the default number of lists
+    assert np.array_equal(rows, _numpy_topk(emb[:3], emb, 4))
+    assert (rows >= 0).all()
+
+
+def test_the_same_hash_twice_in_one_add_gets_one_row(tmp_path):
+    store = EmbeddingStore(tmp_path / "s", dim=2)
+    rows = store.add(["a", "b", "a"], ["A", "B", "A copy"], np.array([[1, 0], [0, 1], [1, 0]], np.float32))
+    assert rows.tolist() == [0, 1, 0] and len(store) == 2
+    assert store.lookup(["a"]) == {"a": (0, None)}

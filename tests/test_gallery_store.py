@@ -225,3 +225,16 @@ def test_collected_names_follow_drawing_name(tmp_path):
             for r in rels[:4]}
     assert dict(files) == want
     assert want[root / "sub/deeper/第二 (x).dxf"] == "sub__deeper__第二 (x)"
+
+
+def test_an_unusable_cache_folder_gives_one_warning_and_the_run_goes_on(corpus, gallery_dir, tmp_path,  # noqa: F811
+                                                                       capsys):
+    from tests.test_similarity_cli import run_cli
+
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("a file where the cache folder should be")
+    code, out, err = run_cli(capsys, "--model_path", corpus["gf"], "--gallery", gallery_dir,
+                             "--query", gallery_dir / "b" / "图 1.dxf", "--cache_dir", blocker / "cache")
+    assert code == 0, err
+    assert err.count("cannot use the embedding cache") == 1 and "--cache_dir" in err
+    assert "8 drawings (8 embedded now" in out and "b__图 1" not in out.split("left out")[-1]

@@ -6,7 +6,10 @@ extension, ``/`` replaced by ``__``; a preprocessed ``.h5`` keeps the name
 preprocessing gave it, its file stem). :func:`build_gallery` encodes what the cache
 does not hold yet in worker processes (``dataset.parallel.run_tasks``: a file that
 fails, hangs past ``timeout`` or kills its worker is skipped with a reason), embeds
-it, and gathers every embedding. Ctrl-C stops it; what was done is kept in the cache.
+it, and looks every drawing up in the cache (its rows, not its data). Ctrl-C stops it;
+what was done is kept in the cache. A :class:`Gallery` reads embeddings and encodings
+only when asked; a top-k query of a learned embedding searches the model's
+:class:`~utils.embedding_store.EmbeddingStore` instead.
 """
 from __future__ import annotations
 
@@ -127,6 +130,7 @@ class Gallery:
         self._cache, self._enc_rows = cache, enc_rows
         self._store, self._emb_rows = store, emb_rows
         self._floor_kind = floor_kind
+        self._row_index: Optional[tuple[np.ndarray, np.ndarray, int]] = None  # order, rows, distinct
 
     def __len__(self) -> int:
         return len(self.names)
@@ -172,9 +176,12 @@ class Gallery:
         if want <= 0:
             return []
         store = self._store if embeddings is None and method == "cosine" else None
-        if store is not None and 2 * len(np.unique(self._emb_rows)) >= len(store):
+        if store is not None and self._row_index is None:  # gallery indices sorted by store row
             order = np.argsort(self._emb_rows, kind="stable")
-            sorted_rows = self._emb_rows[order]
+            rows = self._emb_rows[order]
+            self._row_index = (order, rows, int(len(rows) and 1 + np.count_nonzero(np.diff(rows))))
+        if store is not None and 2 * self._row_index[2] >= len(store):  # most store rows are this gallery's
+            order, sorted_rows, _ = self._row_index
             ask = want
             while True:
                 scores, rows = store.search(np.asarray(query, np.float32)[None], ask)
