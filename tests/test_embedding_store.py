@@ -2,6 +2,8 @@
 approximate index agrees with it, and a reopened store continues where it stopped."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,31 @@ def test_the_same_hash_twice_in_one_add_gets_one_row(tmp_path):
     rows = store.add(["a", "b", "a"], ["A", "B", "A copy"], np.array([[1, 0], [0, 1], [1, 0]], np.float32))
     assert rows.tolist() == [0, 1, 0] and len(store) == 2
     assert store.lookup(["a"]) == {"a": (0, None)}
+
+
+def _append_batches(folder: str, tag: str, dim: int) -> None:
+    store = EmbeddingStore(folder, dim=dim)
+    for b in range(25):
+        hashes = [f"{tag}{b}-{i}" for i in range(8)]
+        store.add(hashes, hashes, np.array([[zlib.crc32(h.encode()) % 1000] * dim for h in hashes], np.float32))
+    store.close()
+
+
+def test_two_processes_appending_to_one_store_keep_every_row_their_own(tmp_path):
+    import multiprocessing as mp
+
+    EmbeddingStore(tmp_path / "s", dim=4, shard_rows=64).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_batches, args=(str(tmp_path / "s"), tag, 4)) for tag in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = EmbeddingStore(tmp_path / "s")
+    assert len(store) == 400
+    found = store.lookup([f"{t}{b}-{i}" for t in "ab" for b in range(25) for i in range(8)])
+    rows = np.array([r for r, _ in found.values()])
+    assert sorted(rows.tolist()) == list(range(400))
+    want = np.array([[zlib.crc32(h.encode()) % 1000] * 4 for h in found], np.float32)
+    np.testing.assert_array_equal(store.vectors(rows), want)

@@ -53,12 +53,11 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 3  # 3: sqlite + append-only shards (2: JSON + npz tables)
 _C = len(GF_CLASSES)
 APP_NAME = "dxf-similarity"
-ENC_SHARD_ROWS = 1 << 14
+ENC_SHARD_ROWS = 1 << 13  # 20 MB per shard (allocated whole, sparse where the file system allows)
 #: one cached encoding: what the floors (and --groups, --render) need of a drawing
 ENCODING_DTYPE = np.dtype([("type_counts", np.int64, (N_TYPES,)), ("gf_features", np.float32, (_C, _C + 1)),
                            ("gf_adjacency", np.float32, (_C, _C)), ("has_gf", np.bool_),
                            ("layout", np.uint16, (N_TYPES, GRID, GRID))])
-ENCODING_FIELDS = ENCODING_DTYPE.names + ("source",)
 _LEGACY = ("files.json", "failures.json", "encodings.npz")
 
 
@@ -375,12 +374,13 @@ class EmbeddingCache:
             self._save()
 
     def _save(self) -> None:
-        known = self.encoding_rows(list(self._new_enc))
-        fresh = [k for k in self._new_enc if known.get(k, (None, None))[0] is None]
-        start = self._meta("enc_rows")
-        if fresh:
-            self._rows.write(start, np.stack([self._new_enc[k][0] for k in fresh]))
-        with self.db:
+        with self.db:  # one writer at a time: another process appending to this cache waits
+            self.db.execute("BEGIN IMMEDIATE")
+            known = self.encoding_rows(list(self._new_enc))
+            fresh = [k for k in self._new_enc if known.get(k, (None, None))[0] is None]
+            start = self._meta("enc_rows")
+            if fresh:  # the rows first, then the commit that counts them
+                self._rows.write(start, np.stack([self._new_enc[k][0] for k in fresh]))
             self.db.executemany(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, twin_size, twin_mtime_ns, key) "
                 "VALUES (?, ?, ?, ?, ?, ?)", ((p, *st, key) for p, (st, key) in self._new_files.items()))

@@ -151,7 +151,7 @@ def select_keys(db: sqlite3.Connection, table: str, key: str, columns: Sequence[
 def connect(path: Path) -> sqlite3.Connection:
     """A sqlite connection for an append-mostly index: write-ahead log, commits that
     survive a killed process (``synchronous=NORMAL``), not every power cut."""
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(path, timeout=120)  # another process appending waits, not fails
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
@@ -251,17 +251,18 @@ class EmbeddingStore:
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[1] != self.dim or emb.shape[0] != len(hashes):
             raise StoreError(f"{self.folder}: expected [{len(hashes)}, {self.dim}] embeddings, got {emb.shape}")
-        known = {h: r for h, (r, _f) in self.lookup(hashes).items() if r is not None}
-        start = len(self)
-        rows = np.empty(len(hashes), dtype=np.int64)
-        new: list[int] = []
-        for i, h in enumerate(hashes):
-            if h not in known:
-                known[h] = start + len(new)
-                new.append(i)
-            rows[i] = known[h]
-        self._rows.write(start, emb[new])
-        with self.db:
+        with self.db:  # one writer at a time: another process appending to this store waits
+            self.db.execute("BEGIN IMMEDIATE")
+            known = {h: r for h, (r, _f) in self.lookup(hashes).items() if r is not None}
+            start = len(self)
+            rows = np.empty(len(hashes), dtype=np.int64)
+            new: list[int] = []
+            for i, h in enumerate(hashes):
+                if h not in known:
+                    known[h] = start + len(new)
+                    new.append(i)
+                rows[i] = known[h]
+            self._rows.write(start, emb[new])  # before the commit that counts them
             self.db.executemany("INSERT OR REPLACE INTO entries (hash, path, row, failure) VALUES (?, ?, ?, NULL)",
                                 ((h, str(p), int(r)) for h, p, r in zip(hashes, paths, rows)))
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rows', ?)", (start + len(new),))
