@@ -91,7 +91,7 @@ def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(entries[0])
     cache = EmbeddingCache(cache_dir if cfg.cache else None)
     gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len, quiet=quiet, timeout=cfg.timeout,
-                            progress_bar=True)
+                            progress_bar=True, forget_missing=not at_most)
     if not gallery.names:
         raise UsageError(f"empty gallery: none of the {len(files)} files under {', '.join(entries)} "
                          "could be used (see the warnings above)")

@@ -104,6 +104,7 @@ def test_changed_file_is_re_embedded_and_deleted_file_leaves_the_results(corpus,
     gallery = build_gallery(files, embedder, cache, quiet=True)
     assert gallery.n_new == 1 and len(gallery) == 7 and "b__图 4" not in gallery.names
     assert len(cache.model_store(embedder.identity)) == 9  # appended: the old rows stay, unused
+    assert cache.db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 7  # the deleted file is forgotten
     new = dict(zip(gallery.names, gallery.emb))
     assert not np.allclose(new["b__图 2"], old["b__图 2"])
     np.testing.assert_allclose(new["b__图 2"], embedder.embed([load_drawing(changed)])[0], atol=1e-5)

@@ -227,7 +227,7 @@ def _drop_failures(files: Sequence[tuple[Path, str]], keys: list[Optional[str]],
 
 def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: EmbeddingCache,
                   workers: int = 1, max_len: int = 50_000, quiet: bool = False, timeout: int = 300,
-                  progress_bar: Optional[bool] = None) -> Gallery:
+                  progress_bar: Optional[bool] = None, forget_missing: bool = True) -> Gallery:
     """Encode and embed the drawings that the cache does not hold yet; look up all.
 
     An unchanged file is only ``stat``-ed; nothing is read for it but its rows in the
@@ -239,6 +239,8 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
         timeout: seconds one file may take before it is skipped (tried again next run).
         quiet: no warnings about skipped files.
         progress_bar: show a progress bar (default: when not ``quiet``).
+        forget_missing: drop the cache's bookkeeping of files that no longer exist (off for
+            a sample of a folder, e.g. pair mode's reference set, where it would stat the rest).
     Returns:
         the :class:`Gallery`; files that cannot be used are skipped with a warning
         naming them and why.
@@ -270,7 +272,8 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
                     skipped.append((str(files[i][0]), failed[k]))
                     keys[i] = None
     cache.save()
-    cache.forget_missing([p for p, _ in files])
+    if forget_missing:
+        cache.forget_missing([p for p, _ in files])
     if todo:  # look up the rows of what was just added
         enc_found = cache.encoding_rows([k for k in keys if k is not None])
     kept = [i for i, k in enumerate(keys) if k is not None and enc_found.get(k, (None, None))[0] is not None]
