@@ -35,10 +35,10 @@ from utils.embedders import (  # noqa: E402
     load_drawing, make_embedder, raw_features)
 from utils.embedding_cache import EmbeddingCache, default_cache_dir  # noqa: E402
 from utils.gallery import (  # noqa: E402
-    Gallery, GalleryError, build_gallery, collect_files, gallery_embeddings, pick_reference, resolve_source, spread,
-    warn)
-from utils.retrieval import GroupsError, compare_table, read_groups, similarity_matrix  # noqa: E402
-from utils.search import percentile_among, search  # noqa: E402
+    Gallery, GalleryError, build_gallery, collect_files, evaluate_gallery, export_gallery, gallery_embeddings,
+    pick_reference, query_topk, resolve_source, spread, warn)
+from utils.retrieval import GroupsError, read_groups, similarity_matrix  # noqa: E402
+from utils.search import percentile_among  # noqa: E402
 
 
 class UsageError(Exception):
@@ -91,7 +91,7 @@ def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(entries[0])
     cache = EmbeddingCache(cache_dir if cfg.cache else None)
     gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len, quiet=quiet, timeout=cfg.timeout,
-                            progress_bar=True)
+                            progress_bar=True, forget_missing=not at_most)
     if not gallery.names:
         raise UsageError(f"empty gallery: none of the {len(files)} files under {', '.join(entries)} "
                          "could be used (see the warnings above)")
@@ -149,16 +149,12 @@ def pair_mode(cfg: SimConfig, embedder: Embedder, appended: bool) -> dict:
     return result
 
 
-def query_mode(cfg: SimConfig, embedder: Embedder, enc: DrawingEncoding, gallery: Gallery, g_emb: np.ndarray,
-               g_raw: Optional[np.ndarray], appended: bool) -> list[tuple[str, float]]:
+def query_mode(cfg: SimConfig, embedder: Embedder, enc: DrawingEncoding, gallery: Gallery,
+               appended: bool) -> list[tuple[str, float]]:
     """The --topk most similar gallery drawings of the query ``enc`` (the query itself left out)."""
     qpath = Path(cfg.query)
-    q_emb = embedder.finalize(embedder.embed([enc]), gallery.emb)
-    if appended:
-        q_emb = append_features(q_emb, raw_features([enc]), g_raw)
     same = {i for i, p in enumerate(gallery.paths) if p.name == qpath.name and p.samefile(qpath)}
-    idx, scores = search(q_emb[0], g_emb, min(cfg.topk + len(same), len(gallery.names)), cfg.method)
-    pairs = [(int(i), float(s)) for i, s in zip(idx, scores) if int(i) not in same][: cfg.topk]
+    pairs = query_topk(gallery, embedder, enc, cfg.topk, cfg.method, appended, same)
     what = "similarity" if cfg.method == "cosine" else "distance"
     print(f"top {len(pairs)} of {len(gallery.names) - len(same)} drawings for {drawing_name(qpath)} "
           f"({embedder.label}, {cfg.method}{'; the query itself left out' if same else ''}):")
@@ -176,33 +172,9 @@ def render_mode(cfg: SimConfig, embedder: Embedder, gallery: Gallery, query: tup
 
     score = "similarity" if cfg.method == "cosine" else "-distance"
     panels = [Panel(query[1], query[0], "query")] + [
-        Panel(resolve_source(str(gallery.enc["source"][i]), gallery.paths[i]), gallery.names[i],
-              f"#{r}  {score} {s:.3f}") for r, (i, s) in enumerate(pairs, 1)]
+        Panel(gallery.source(i), gallery.names[i], f"#{r}  {score} {s:.3f}") for r, (i, s) in enumerate(pairs, 1)]
     out = render_panels(panels, cfg.render, suptitle=f"top-{len(pairs)} by {embedder.kind} embedding ({cfg.method})")
     print(f"wrote {out}")
-
-
-def export_mode(cfg: SimConfig, gallery: Gallery, g_emb: np.ndarray) -> None:
-    out = Path(cfg.export)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "wb") as fh:
-        np.savez(fh, names=np.array(gallery.names), embeddings=g_emb.astype(np.float32),
-                 paths=np.array([str(p) for p in gallery.paths]))
-    print(f"wrote {out}: {len(gallery.names)} embeddings of dimension {g_emb.shape[1]}")
-
-
-def evaluate(gallery: Gallery, models: Sequence[tuple[str, Optional[np.ndarray]]], groups: list[list[str]],
-             method: str, n_boot: int, seed: int) -> str:
-    """The --groups table: the model(s) ``(label, [n, D] or None for n/a)`` beside every floor."""
-    try:
-        text, rows = compare_table(models, {"names": gallery.names, **gallery.enc}, groups, method, n_boot, seed)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
-    missing = next((m["missing"] for _, m in rows if m is not None), [])
-    if missing:
-        warn(f"{len(missing)} group members are not in the gallery: " + ", ".join(missing[:10])
-             + (" ..." if len(missing) > 10 else ""))
-    return text
 
 
 def groups_mode(cfg: SimConfig, embedder: Embedder, gallery: Gallery, g_raw: Optional[np.ndarray]) -> str:
@@ -212,7 +184,7 @@ def groups_mode(cfg: SimConfig, embedder: Embedder, gallery: Gallery, g_raw: Opt
         models.append((embedder.label, plain))
         models.append((f"{embedder.label} + standardized features blocks",
                        None if g_raw is None else append_features(plain, g_raw, g_raw)))
-    table = evaluate(gallery, models, read_groups(cfg.groups), cfg.method, cfg.n_boot, cfg.seed)
+    table = evaluate_gallery(gallery, models, read_groups(cfg.groups), cfg.method, cfg.n_boot, cfg.seed)
     print(table)
     return table
 
@@ -242,13 +214,15 @@ def run(cfg: SimConfig) -> dict:
             embedder.check(q_enc)
         gallery = open_gallery(cfg, cfg.gallery, embedder)
         result.update(gallery_names=gallery.names, n_new=gallery.n_new, skipped=gallery.skipped)
-        g_emb, g_raw = gallery_embeddings(gallery, embedder, appended)
         if q_enc is not None:
-            result["topk"] = query_mode(cfg, embedder, q_enc, gallery, g_emb, g_raw, appended)
-        if cfg.export is not None:
-            export_mode(cfg, gallery, g_emb)
-        if cfg.groups is not None:
-            result["table"] = groups_mode(cfg, embedder, gallery, g_raw)
+            result["topk"] = query_mode(cfg, embedder, q_enc, gallery, appended)
+        if cfg.export is not None or cfg.groups is not None:  # these need every gallery row
+            g_emb, g_raw = gallery_embeddings(gallery, embedder, appended)
+            if cfg.export is not None:
+                out = export_gallery(cfg.export, gallery, g_emb)
+                print(f"wrote {out}: {len(gallery.names)} embeddings of dimension {g_emb.shape[1]}")
+            if cfg.groups is not None:
+                result["table"] = groups_mode(cfg, embedder, gallery, g_raw)
     return result
 
 

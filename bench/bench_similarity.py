@@ -6,10 +6,12 @@
 
 Part 1 (pair mode): seconds to parse + encode each DXF (``utils.embedders.load_drawing``),
 to embed both with each model, and the whole command in a fresh process (imports included).
-Part 2 (retrieval): synthetic unit-length embeddings stand in for a cached gallery;
-reports the time to load the cache (``utils.embedding_cache``) and the time per query
-of the top-k search (``utils.search.search``: faiss when installed, numpy otherwise).
-Target: under 100 ms per query on the CPU for 100,000 drawings.
+Part 2 (retrieval): synthetic embeddings of tiny stand-in files fill a gallery cache
+(``utils.embedding_cache``); reports the time of a second query over it (collect the
+files, stat and look each up, nothing hashed or loaded whole, top-k through the model's
+``utils.embedding_store.EmbeddingStore``: exact below 50,000 rows, approximate above)
+and the search time per query. Target: under 100 ms per query on the CPU for 100,000
+drawings.
 """
 from __future__ import annotations
 
@@ -81,68 +83,81 @@ def bench_pair(file1: str, file2: str, checkpoints: dict[str, Path]) -> None:
     print()
 
 
-def bench_gallery(n: int, dim: int, topk: int, n_queries: int, seed: int = 0) -> None:
+def fill_cache(folder: Path, paths: list[Path], emb: np.ndarray, identity: str) -> float:
+    """A gallery cache as a first command leaves it: content keys of ``paths``, an
+    encoding and an embedding ``emb [n, D]`` per file (synthetic). Returns seconds."""
+    from utils.embedders import DrawingEncoding
     from utils.embedding_cache import EmbeddingCache
-    from utils.search import search
+
+    t0 = time.perf_counter()
+    cache = EmbeddingCache(folder)
+    keys = cache.content_keys(paths)
+    rows = np.zeros((1, 14), dtype=np.int32)
+    for i, (path, key) in enumerate(zip(paths, keys)):
+        counts = np.bincount([i % 12], minlength=12)
+        cache.put_encoding(key, DrawingEncoding(str(path), str(path), rows, counts))
+    cache.put_embeddings(identity, keys, emb, [str(p) for p in paths])
+    cache.close()
+    return time.perf_counter() - t0
+
+
+def bench_gallery(n: int, dim: int, topk: int, n_queries: int, seed: int = 0) -> None:
+    """A second query over a cached gallery of ``n`` drawings, as ``SimDeepDXF.py --gallery
+    DIR --query FILE`` runs it after model loading: collect the files, look every one up in
+    the cache (stat, no hashing), search. Then the search alone, per query."""
+    from utils.embedders import Embedder
+    from utils.embedding_cache import EmbeddingCache
+    from utils.gallery import build_gallery, collect_files
 
     rng = np.random.default_rng(seed)
     gallery = rng.standard_normal((n, dim)).astype(np.float32)
-    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
     queries = rng.standard_normal((n_queries, dim)).astype(np.float32)
-    try:
-        import faiss  # type: ignore  # noqa: F401
-        backend = "faiss"
-    except ImportError:
-        backend = "numpy (utils.retrieval.rank_topk)"
-    print(f"## retrieval over {n:,} cached embeddings of dimension {dim} (synthetic), top-{topk}, "
-          f"search: {backend}, torch threads {torch.get_num_threads()}\n")
+    embedder = Embedder("deepdxf", "bench-model", "bench model", lambda encs: None, needs_gf=False)
+    print(f"## a second query over {n:,} cached drawings (synthetic embeddings of dimension {dim}), top-{topk}, "
+          f"torch threads {torch.get_num_threads()}\n")
     print("| step | ms |\n|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "archive"
         archive.mkdir()
-        paths = [archive / f"drawing_{i}.dxf" for i in range(n)]
-        for path in paths:  # empty stand-ins: the cache only stats them when unchanged
-            path.touch()
-        cache = EmbeddingCache(Path(tmp) / "cache")
-        keys = [f"{i:040x}" for i in range(n)]
-        for path, k in zip(paths, keys):
-            st = path.stat()
-            cache._files[str(path.resolve())] = [st.st_size, st.st_mtime_ns, -1, -1, k]
-        cache._files_dirty = True
-        t0 = time.perf_counter()
-        cache.put_embeddings("bench-model", keys, gallery)
-        cache.save()
-        t_write = time.perf_counter() - t0
-        size = sum(p.stat().st_size for p in (Path(tmp) / "cache").iterdir()) / 1e6
+        paths = [archive / f"drawing_{i:07d}.dxf" for i in range(n)]
+        for i, path in enumerate(paths):  # tiny stand-ins with distinct content keys
+            path.write_bytes(str(i).encode())
+        t_fill = fill_cache(Path(tmp) / "cache", paths, gallery, embedder.identity)
+        size = sum(p.stat().st_size for p in (Path(tmp) / "cache").rglob("*") if p.is_file()) / 1e6
 
-        def reload():
-            c = EmbeddingCache(Path(tmp) / "cache")
-            t_open = time.perf_counter()
-            ks = [c.content_key(path) for path in paths]
-            t_keys = time.perf_counter() - t_open
-            return c.embeddings("bench-model", ks), t_keys, c.hashed
+        def second_query():
+            t0 = time.perf_counter()
+            files = collect_files([archive])
+            t1 = time.perf_counter()
+            cache = EmbeddingCache(Path(tmp) / "cache")
+            g = build_gallery(files, embedder, cache, quiet=True)
+            t2 = time.perf_counter()
+            hits = g.topk(queries[0], topk)
+            t3 = time.perf_counter()
+            return (t1 - t0, t2 - t1, t3 - t2, t3 - t0), g, cache.hashed, hits
 
-        t_load, (loaded, t_keys, hashed) = _timed(reload)
-        assert np.array_equal(loaded, gallery) and hashed == 0
-    print(f"| write the cache once ({size:.0f} MB on disk) | {t_write * 1e3:.0f} |")
-    print(f"| second command: open the cache, stat all {n:,} files, gather embeddings | {t_load * 1e3:.0f} |")
-    print(f"| (of which stat + key lookup of every file) | {t_keys * 1e3:.0f} |")
-    times = []
-    for q in queries:
-        t0 = time.perf_counter()
-        search(q, gallery, topk, "cosine")
-        times.append(time.perf_counter() - t0)
+        runs = [second_query() for _ in range(3)]
+        (t_collect, t_build, t_search, t_total), g, hashed, hits = min(runs, key=lambda r: r[0][3])
+        assert hashed == 0 and g.n_new == 0 and len(hits) == topk
+        exact = np.argsort(-(gallery / np.linalg.norm(gallery, axis=1, keepdims=True)) @ queries[0])[:topk]
+        agree = len({i for i, _ in hits} & set(exact.tolist())) / topk
+        times = []
+        for q in queries:
+            t0 = time.perf_counter()
+            g.topk(q, topk)
+            times.append(time.perf_counter() - t0)
     times = np.array(times[1:] if len(times) > 1 else times) * 1e3
-    print(f"| top-{topk} search per query, cosine (median of {len(times)}) | {np.median(times):.1f} |")
-    print(f"| top-{topk} search per query, cosine (95th percentile) | {np.percentile(times, 95):.1f} |")
-    t_eu = []
-    for q in queries[:10]:
-        t0 = time.perf_counter()
-        search(q, gallery, topk, "euclidean")
-        t_eu.append(time.perf_counter() - t0)
-    print(f"| top-{topk} search per query, euclidean (median of 10) | {np.median(t_eu) * 1e3:.1f} |")
-    verdict = "meets" if np.median(times) < 100 else "misses"
-    print(f"\nquery time {verdict} the 100 ms target (search only; loading the cache is paid once per command)")
+    print(f"| fill the cache once: hash {n:,} files, append encodings and embeddings ({size:.0f} MB) | "
+          f"{t_fill * 1e3:.0f} |")
+    print(f"| second query, whole (best of 3): collect + cache lookup + top-{topk} | {t_total * 1e3:.0f} |")
+    print(f"| (of which collect the files: walk and name) | {t_collect * 1e3:.0f} |")
+    print(f"| (of which build_gallery: stat every file, look up keys and rows; nothing hashed) | {t_build * 1e3:.0f} |")
+    print(f"| (of which top-{topk} through the store, {'exact' if n < 50_000 else 'approximate'}) | "
+          f"{t_search * 1e3:.1f} |")
+    print(f"| top-{topk} per query afterwards (median of {len(times)}) | {np.median(times):.1f} |")
+    print(f"| top-{topk} per query afterwards (95th percentile) | {np.percentile(times, 95):.1f} |")
+    print(f"\nfirst query's top-{topk} agrees with the exact answer on {agree:.0%}; "
+          f"per-query search {'meets' if np.median(times) < 100 else 'misses'} the 100 ms target")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file2", default="data/DXF/QFN-a_rev1.dxf")
     parser.add_argument("--model_path", nargs="*", default=[],
                         help="checkpoints to time (default: untrained GF and DeepDXF of the default configs)")
-    parser.add_argument("--gallery_size", type=int, default=100_000)
+    parser.add_argument("--gallery_size", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=128, help="embedding dimension of the synthetic gallery")
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--n_queries", type=int, default=50)

@@ -2,6 +2,8 @@
 approximate index agrees with it, and a reopened store continues where it stopped."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -81,4 +83,84 @@ def test_approximate_index_recall_and_incremental_add(tmp_path):
     store.add([f"h{i}" for i in range(5000, 6000)], [""] * 1000, emb[5000:])
     _, approx = store.search(emb[5500:5510], k=1)
     assert approx[:, 0].tolist() == list(range(5500, 5510))
+    assert store.index_saves == 1  # extended in memory: the file is written once, at the end
+    assert store.save_index() and not store.save_index()
     assert store._meta("index_rows") == 6000 and store._meta("index_trained_on") == 5000
+
+
+def test_adding_rows_extends_the_index_in_memory_and_saves_it_once(tmp_path):
+    pytest.importorskip("faiss")
+    emb = _clustered(1600, 16, 4)
+    store = EmbeddingStore(tmp_path / "s", dim=16, exact_below=0)
+    store.add([f"h{i}" for i in range(1000)], [""] * 1000, emb[:1000])
+    store.search(emb[:1], k=1)  # builds and saves the index
+    index_file = tmp_path / "s" / "ann.faiss"
+    stamp = (index_file.stat().st_ino, index_file.stat().st_mtime_ns)
+    for s in range(1000, 1600, 200):  # three adds, each followed by a query
+        store.add([f"h{i}" for i in range(s, s + 200)], [""] * 200, emb[s:s + 200])
+        _, rows = store.search(emb[s + 7:s + 8], k=1)
+        assert rows[0, 0] == s + 7
+    assert (index_file.stat().st_ino, index_file.stat().st_mtime_ns) == stamp and store.index_saves == 1
+    store.close()  # saved once, with every row
+    again = EmbeddingStore(tmp_path / "s", exact_below=0)
+    assert again.ann_index().ntotal == 1600 and again.index_saves == 0
+
+
+def test_a_store_reopened_after_a_crash_adds_only_the_missing_tail_to_its_index(tmp_path):
+    pytest.importorskip("faiss")
+    emb = _clustered(1300, 16, 5)
+    store = EmbeddingStore(tmp_path / "s", dim=16, exact_below=0)
+    store.add([f"h{i}" for i in range(1000)], [""] * 1000, emb[:1000])
+    store.ann_index()
+    store.add([f"h{i}" for i in range(1000, 1300)], [""] * 300, emb[1000:])
+    store.search(emb[:1], k=1)  # extended in memory, then the process dies: nothing saved
+    store.db.close()
+    again = EmbeddingStore(tmp_path / "s", exact_below=0)
+    assert again.ann_index().ntotal == 1300  # 1000 from the file + the 300 missing, no duplicates
+    _, rows = again.search(emb[1200:1210], k=1)
+    assert rows[:, 0].tolist() == list(range(1200, 1210))
+
+
+def test_a_tiny_store_can_be_searched_approximately(tmp_path):
+    pytest.importorskip("faiss")
+    emb = _clustered(10, 8, 6)
+    store = EmbeddingStore(tmp_path / "s", dim=8, exact_below=0)
+    store.add([f"h{i}" for i in range(10)], [""] * 10, emb)
+    scores, rows = store.search(emb[:3], k=4)  # fewer rows than the default number of lists
+    assert np.array_equal(rows, _numpy_topk(emb[:3], emb, 4))
+    assert (rows >= 0).all()
+
+
+def test_the_same_hash_twice_in_one_add_gets_one_row(tmp_path):
+    store = EmbeddingStore(tmp_path / "s", dim=2)
+    rows = store.add(["a", "b", "a"], ["A", "B", "A copy"], np.array([[1, 0], [0, 1], [1, 0]], np.float32))
+    assert rows.tolist() == [0, 1, 0] and len(store) == 2
+    assert store.lookup(["a"]) == {"a": (0, None)}
+
+
+def _append_batches(folder: str, tag: str, dim: int) -> None:
+    store = EmbeddingStore(folder, dim=dim)
+    for b in range(25):
+        hashes = [f"{tag}{b}-{i}" for i in range(8)]
+        store.add(hashes, hashes, np.array([[zlib.crc32(h.encode()) % 1000] * dim for h in hashes], np.float32))
+    store.close()
+
+
+def test_two_processes_appending_to_one_store_keep_every_row_their_own(tmp_path):
+    import multiprocessing as mp
+
+    EmbeddingStore(tmp_path / "s", dim=4, shard_rows=64).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_batches, args=(str(tmp_path / "s"), tag, 4)) for tag in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = EmbeddingStore(tmp_path / "s")
+    assert len(store) == 400
+    found = store.lookup([f"{t}{b}-{i}" for t in "ab" for b in range(25) for i in range(8)])
+    rows = np.array([r for r, _ in found.values()])
+    assert sorted(rows.tolist()) == list(range(400))
+    want = np.array([[zlib.crc32(h.encode()) % 1000] * 4 for h in found], np.float32)
+    np.testing.assert_array_equal(store.vectors(rows), want)

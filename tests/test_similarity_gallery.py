@@ -14,7 +14,7 @@ import pytest
 import SimDeepDXF
 from tests.test_similarity_cli import ODD_NAMES, corpus, run_cli, write_drawing  # noqa: F401 (fixture)
 from utils.embedders import load_drawing, make_embedder
-from utils.gallery import Gallery
+from utils.gallery import Gallery, evaluate_gallery
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,7 @@ def test_second_query_embeds_nothing_and_a_changed_file_is_re_embedded(corpus, g
     assert code == 0, err
     assert n_embedded(out) == 5
     assert not (gallery / ".embedding_cache").exists()  # never inside the archive unless asked
-    assert len(list(user_cache.glob("gallery-*/files.json"))) == 1
+    assert len(list(user_cache.glob("gallery-*/cache.sqlite"))) == 1
     code, out, _ = run_cli(capsys, *args)
     assert n_embedded(out) == 0
     # a new query outside the gallery: only the query is embedded
@@ -167,7 +167,7 @@ def test_metrics_table_against_a_hand_computed_ranking():
     emb = np.stack([np.cos(ang), np.sin(ang)], axis=1)
     g = Gallery(names=["a", "b", "c", "d"], paths=[Path(n) for n in "abcd"], emb=emb.astype(np.float32),
                            enc={"type_counts": np.ones((4, 12), dtype=np.int64), "has_gf": np.zeros(4, bool)})
-    table = SimDeepDXF.evaluate(g, [("toy", emb)], [["a", "b"]], "cosine", n_boot=20, seed=0)
+    table = evaluate_gallery(g, [("toy", emb)], [["a", "b"]], "cosine", n_boot=20, seed=0)
     row = next(line for line in table.splitlines() if line.startswith("| toy |"))
     cells = [c.strip() for c in row.strip().strip("|").split("|")]
     ndcg = (1 / np.log2(3) + 1) / 2
@@ -203,7 +203,7 @@ def test_cache_dir_flag_puts_the_cache_where_asked_and_no_cache_writes_nothing(c
     args = ["--embedding", "layout", "--gallery", gallery, "--export", tmp_path / "e.npz"]
     code, out, err = run_cli(capsys, *args, "--cache_dir", gallery / ".embedding_cache")
     assert code == 0, err
-    assert (gallery / ".embedding_cache" / "encodings.npz").is_file()
+    assert (gallery / ".embedding_cache" / "cache.sqlite").is_file()
     code, out, err = run_cli(capsys, *args, "--no-cache")
     assert code == 0 and "no cache" in out and n_embedded(out) == 5
     assert not user_cache.exists()

@@ -12,9 +12,14 @@ Layout of a store folder (one folder per model identity)::
                        time for recall@10 >= 0.97 against exact search
 
 Nothing is rewritten when drawings are added: new rows go to the end of the last
-shard, new entries into sqlite (one transaction per ``add``), new vectors into the
-saved index. Search is exact (numpy over the memory-mapped shards, in blocks) below
-``exact_below`` rows or when faiss is missing, approximate above.
+shard, new entries into sqlite (one transaction per ``add``). The approximate index
+is extended in memory with the rows it lacks when it is next used, and written back
+once, by :meth:`EmbeddingStore.save_index` or :meth:`EmbeddingStore.close` (a gallery
+build saves it at its end), not on every ``add``. Rows of the saved index are always a
+prefix of the store's rows, so a store whose index file is older than its shards
+(Ctrl-C, a crash) only re-adds the missing tail. Search is exact (numpy over the
+memory-mapped shards, in blocks) below ``exact_below`` rows or when faiss is missing,
+approximate above.
 
 Only cosine similarity is indexed: the rows are stored as given and normalized when
 scored. ``search(..., exact=True)`` gives the exact answer at any size, and tests
@@ -46,11 +51,110 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def _faiss():
+    """The faiss module, or None when it is not installed."""
     try:
         import faiss  # type: ignore
     except ImportError:
         return None
     return faiss
+
+
+class ShardedRows:
+    """Append-only rows of one numpy dtype in memory-mapped ``.npy`` shards.
+
+    ``<folder>/<prefix>-00000.npy``, ``-00001.npy``, ... each hold ``shard_rows`` rows of
+    ``dtype`` (a plain dtype with ``row_shape``, or a structured dtype); a shard is
+    allocated whole on its first row and written in place afterwards. How many rows
+    are filled is the caller's bookkeeping (``n``), committed after the rows are
+    written, so rows past ``n`` left by an interrupted write are simply overwritten.
+
+    Args:
+        folder: where the shards live.
+        prefix: file name prefix of the shards.
+        dtype: row dtype; ``row_shape``: shape of one row (``()`` for a structured dtype).
+        shard_rows: rows per shard.
+    """
+
+    def __init__(self, folder: Path, prefix: str, dtype: np.dtype, row_shape: tuple[int, ...],
+                 shard_rows: int) -> None:
+        self.folder = Path(folder)
+        self.prefix = prefix
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(row_shape)
+        self.shard_rows = int(shard_rows)
+
+    def path(self, k: int) -> Path:
+        return self.folder / f"{self.prefix}-{k:05d}.npy"
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Write ``values [m, *row_shape]`` at rows ``start .. start + m - 1``."""
+        done = 0
+        while done < len(values):
+            k, offset = divmod(start + done, self.shard_rows)
+            path = self.path(k)
+            if path.exists():
+                shard = open_memmap(path, mode="r+")
+            else:
+                shard = open_memmap(path, mode="w+", dtype=self.dtype, shape=(self.shard_rows, *self.row_shape))
+            take = min(len(values) - done, self.shard_rows - offset)
+            shard[offset:offset + take] = values[done:done + take]
+            shard.flush()
+            del shard
+            done += take
+
+    def shards(self, n: int) -> list[np.ndarray]:
+        """The filled part of every shard holding the first ``n`` rows, memory-mapped read-only."""
+        out = []
+        for k in range((n + self.shard_rows - 1) // self.shard_rows):
+            filled = min(self.shard_rows, n - k * self.shard_rows)
+            out.append(np.load(self.path(k), mmap_mode="r")[:filled])
+        return out
+
+    def take(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """Rows ``rows`` (each < ``n``) gathered into memory: ``[len(rows), *row_shape]``."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        if len(rows) == 0:
+            return out
+        if rows.min() < 0 or rows.max() >= n:
+            raise IndexError(f"{self.folder}: row out of range 0..{n - 1}")
+        shards = self.shards(n)
+        k = rows // self.shard_rows
+        for s in np.unique(k):
+            sel = k == s
+            out[sel] = shards[int(s)][rows[sel] - int(s) * self.shard_rows]
+        return out
+
+
+def select_keys(db: sqlite3.Connection, table: str, key: str, columns: Sequence[str],
+                keys: Sequence[str]) -> dict[str, tuple]:
+    """``key -> (columns...)`` for the ``keys`` found in ``table``.
+
+    Few keys: looked up by primary key (``IN``, in chunks sqlite accepts); keys that are a
+    good part of the table (a whole gallery): one scan of the table, which costs less
+    than ``10^5`` index lookups.
+    """
+    cols = ", ".join((key, *columns))
+    size = db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0] or 0
+    if len(keys) * 4 >= size:
+        wanted = set(keys)
+        return {r[0]: r[1:] for r in db.execute(f"SELECT {cols} FROM {table}") if r[0] in wanted}
+    found: dict[str, tuple] = {}
+    keys = list(keys)
+    for s in range(0, len(keys), 900):  # sqlite's bound-parameter limit
+        part = keys[s:s + 900]
+        found.update((r[0], r[1:]) for r in db.execute(
+            f"SELECT {cols} FROM {table} WHERE {key} IN ({','.join('?' * len(part))})", part))
+    return found
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A sqlite connection for an append-mostly index: write-ahead log, commits that
+    survive a killed process (``synchronous=NORMAL``), not every power cut."""
+    db = sqlite3.connect(path, timeout=120)  # another process appending waits, not fails
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
 
 
 class EmbeddingStore:
@@ -68,7 +172,7 @@ class EmbeddingStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.exact_below = exact_below
-        self.db = sqlite3.connect(self.folder / "index.sqlite")
+        self.db = connect(self.folder / "index.sqlite")
         with self.db:
             self.db.execute("CREATE TABLE IF NOT EXISTS entries (hash TEXT PRIMARY KEY, path TEXT NOT NULL, "
                             "row INTEGER, failure TEXT)")
@@ -84,7 +188,10 @@ class EmbeddingStore:
                              "a store belongs to one model; use another folder")
         self.dim = int(self._meta("dim"))
         self.shard_rows = int(self._meta("shard_rows"))
+        self._rows = ShardedRows(self.folder, "shard", np.dtype(np.float32), (self.dim,), self.shard_rows)
         self._ann = None
+        self._ann_dirty = False  # the index in memory holds rows the saved file lacks
+        self.index_saves = 0  # times the index file was written in this session (tests, benchmarks)
 
     # --- bookkeeping -------------------------------------------------------------
     def _meta(self, key: str) -> Optional[int]:
@@ -100,7 +207,11 @@ class EmbeddingStore:
         return int(self._meta("rows") or 0)
 
     def close(self) -> None:
-        self.db.close()
+        """Save the approximate index if it gained rows in this session, then close."""
+        try:
+            self.save_index()
+        finally:
+            self.db.close()
 
     def __enter__(self) -> "EmbeddingStore":
         return self
@@ -111,15 +222,7 @@ class EmbeddingStore:
     # --- entries -------------------------------------------------------------------
     def lookup(self, hashes: Sequence[str]) -> dict[str, tuple[Optional[int], Optional[str]]]:
         """``hash -> (row, failure)`` for the hashes the store knows (others are absent)."""
-        found: dict[str, tuple[Optional[int], Optional[str]]] = {}
-        hashes = list(hashes)
-        for s in range(0, len(hashes), 900):  # sqlite's bound-parameter limit
-            part = hashes[s:s + 900]
-            marks = ",".join("?" * len(part))
-            for h, row, failure in self.db.execute(
-                    f"SELECT hash, row, failure FROM entries WHERE hash IN ({marks})", part):
-                found[h] = (row, failure)
-        return found
+        return select_keys(self.db, "entries", "hash", ("row", "failure"), hashes)
 
     def paths(self, rows: np.ndarray) -> list[str]:
         """The path stored with each row (the latest path seen for that content)."""
@@ -140,69 +243,41 @@ class EmbeddingStore:
     def add(self, hashes: Sequence[str], paths: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         """Append embeddings ``[n, dim]``; returns their rows ``int64 [n]``.
 
-        A hash already in the store keeps its row (its path is updated); the new
-        vectors go to the end of the last shard and into the saved index.
+        A hash already in the store (or seen earlier in the same call) keeps its row (its
+        path is updated); the new vectors go to the end of the last shard. The approximate
+        index takes them when it is next used.
         """
+        hashes = list(hashes)
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[1] != self.dim or emb.shape[0] != len(hashes):
             raise StoreError(f"{self.folder}: expected [{len(hashes)}, {self.dim}] embeddings, got {emb.shape}")
-        known = self.lookup(hashes)
-        rows = np.empty(len(hashes), dtype=np.int64)
-        new = [i for i, h in enumerate(hashes) if known.get(h, (None, None))[0] is None]
-        start = len(self)
-        for j, i in enumerate(new):
-            rows[i] = start + j
-        for i, h in enumerate(hashes):
-            if known.get(h, (None, None))[0] is not None:
-                rows[i] = known[h][0]
-        self._write_rows(start, emb[new])
-        with self.db:
+        with self.db:  # one writer at a time: another process appending to this store waits
+            self.db.execute("BEGIN IMMEDIATE")
+            known = {h: r for h, (r, _f) in self.lookup(hashes).items() if r is not None}
+            start = len(self)
+            rows = np.empty(len(hashes), dtype=np.int64)
+            new: list[int] = []
+            for i, h in enumerate(hashes):
+                if h not in known:
+                    known[h] = start + len(new)
+                    new.append(i)
+                rows[i] = known[h]
+            self._rows.write(start, emb[new])  # before the commit that counts them
             self.db.executemany("INSERT OR REPLACE INTO entries (hash, path, row, failure) VALUES (?, ?, ?, NULL)",
                                 ((h, str(p), int(r)) for h, p, r in zip(hashes, paths, rows)))
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rows', ?)", (start + len(new),))
         return rows
 
     # --- vectors -------------------------------------------------------------------
-    def _shard_path(self, k: int) -> Path:
-        return self.folder / f"shard-{k:05d}.npy"
-
-    def _write_rows(self, start: int, emb: np.ndarray) -> None:
-        done = 0
-        while done < len(emb):
-            row = start + done
-            k, offset = divmod(row, self.shard_rows)
-            path = self._shard_path(k)
-            if path.exists():
-                shard = open_memmap(path, mode="r+")
-            else:
-                shard = open_memmap(path, mode="w+", dtype=np.float32, shape=(self.shard_rows, self.dim))
-            take = min(len(emb) - done, self.shard_rows - offset)
-            shard[offset:offset + take] = emb[done:done + take]
-            shard.flush()
-            del shard
-            done += take
-
     def shards(self) -> list[np.ndarray]:
         """The filled part of every shard, memory-mapped read-only: ``float32 [m_k, dim]``."""
-        n = len(self)
-        out = []
-        for k in range((n + self.shard_rows - 1) // self.shard_rows):
-            filled = min(self.shard_rows, n - k * self.shard_rows)
-            out.append(np.load(self._shard_path(k), mmap_mode="r")[:filled])
-        return out
+        return self._rows.shards(len(self))
 
     def vectors(self, rows: Optional[np.ndarray] = None) -> np.ndarray:
         """Embeddings of ``rows`` (all rows when None) as an in-memory ``float32 [n, dim]``."""
         if rows is None:
             return np.concatenate(self.shards(), axis=0) if len(self) else np.zeros((0, self.dim), np.float32)
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.dim), dtype=np.float32)
-        shards = self.shards()
-        k = rows // self.shard_rows
-        for s in np.unique(k):
-            sel = k == s
-            out[sel] = shards[int(s)][rows[sel] - int(s) * self.shard_rows]
-        return out
+        return self._rows.take(rows, len(self))
 
     # --- search ----------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 10, exact: Optional[bool] = None,
@@ -211,7 +286,8 @@ class EmbeddingStore:
 
         Returns ``(scores float32 [q, k'], rows int64 [q, k'])`` with ``k' = min(k, len)``,
         best first. ``exact=None`` chooses: exact below ``exact_below`` rows or without
-        faiss, the saved approximate index above.
+        faiss, the saved approximate index above. A query whose visited lists hold fewer
+        than ``k'`` rows is answered exactly (no ``-1`` rows are returned).
         """
         q = _normalize(np.atleast_2d(queries))
         n = len(self)
@@ -223,7 +299,11 @@ class EmbeddingStore:
         if not exact:
             ann = self.ann_index()
             scores, rows = ann.search(q, k)
-            return scores.astype(np.float32), rows.astype(np.int64)
+            scores, rows = scores.astype(np.float32), rows.astype(np.int64)
+            short = np.flatnonzero((rows < 0).any(axis=1))
+            if len(short):
+                scores[short], rows[short] = self.search(q[short], k, exact=True, block_rows=block_rows)
+            return scores, rows
         best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
         best_r = np.full((len(q), k), -1, dtype=np.int64)
         base = 0
@@ -242,36 +322,59 @@ class EmbeddingStore:
         return best_s, best_r
 
     def ann_index(self):
-        """The saved approximate index, extended with rows added since it was saved,
-        rebuilt when the store has grown 4x past the size it was trained on."""
+        """The approximate index: the saved one, extended in memory with the rows added
+        since it was saved (written back by :meth:`save_index`), or built afresh (and
+        saved) when there is none or the store has grown 4x past the size it was
+        trained on."""
         faiss = _faiss()
         if faiss is None:
             raise StoreError("approximate search needs faiss (pip install faiss-cpu)")
         path = self.folder / "ann.faiss"
         n = len(self)
-        in_index = int(self._meta("index_rows") or 0)
         trained_on = int(self._meta("index_trained_on") or 0)
         grown = n > 4 * max(trained_on, 1)
-        if self._ann is None and path.exists() and in_index <= n and not grown:
-            self._ann = faiss.read_index(str(path))
-            self._ann.nprobe = int(self._meta("index_nprobe") or 1)
+        if self._ann is None and path.exists() and not grown:
+            try:
+                ann = faiss.read_index(str(path))
+            except RuntimeError as err:
+                raise StoreError(f"{path}: the saved index cannot be read ({err}); delete it to rebuild it") from err
+            if ann.ntotal <= n and ann.d == self.dim:  # else a foreign or damaged file: rebuilt below
+                self._ann = ann
+                self._ann.nprobe = int(self._meta("index_nprobe") or 1)
         if self._ann is None or grown:
-            self._ann, in_index, trained_on = self._train_ann(faiss), 0, n
-        if in_index < n:
-            for start in range(in_index, n, self.shard_rows):
-                self._ann.add(_normalize(self.vectors(np.arange(start, min(n, start + self.shard_rows)))))
-            if in_index == 0:
-                self._ann.nprobe = self._calibrate_nprobe(self._ann)
-            index = self._ann
-            atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
-            self._set_meta(index_rows=n, index_trained_on=trained_on, index_nprobe=int(index.nprobe))
+            self._ann, trained_on = self._train_ann(faiss), n
+            self._extend(n)
+            self._ann.nprobe = self._calibrate_nprobe(self._ann)
+            self._set_meta(index_trained_on=trained_on, index_nprobe=int(self._ann.nprobe))
+            self.save_index()
+        elif self._ann.ntotal < n:
+            self._extend(n)
         return self._ann
 
+    def _extend(self, n: int) -> None:
+        """Add rows ``ntotal .. n - 1`` to the index in memory (in shard-sized blocks)."""
+        for start in range(int(self._ann.ntotal), n, self.shard_rows):
+            self._ann.add(_normalize(self.vectors(np.arange(start, min(n, start + self.shard_rows)))))
+            self._ann_dirty = True
+
+    def save_index(self) -> bool:
+        """Write the approximate index if it holds rows the saved file lacks (atomic);
+        True when it was written."""
+        if self._ann is None or not self._ann_dirty:
+            return False
+        faiss = _faiss()
+        index = self._ann
+        atomic_write(self.folder / "ann.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
+        self._set_meta(index_rows=int(index.ntotal))
+        self._ann_dirty = False
+        self.index_saves += 1
+        return True
+
     def _train_ann(self, faiss):
-        """An empty IVF-Flat index (inner product) with ``nlist ~ 4 sqrt(n)`` lists,
-        trained on a sample of the rows."""
+        """An empty IVF-Flat index (inner product) with ``nlist ~ 4 sqrt(n)`` lists (at
+        most one per 39 rows, faiss' minimum for k-means), trained on a sample of the rows."""
         n = len(self)
-        nlist = int(max(16, min(65536, 4 * np.sqrt(n))))
+        nlist = int(max(1, min(65536, 4 * np.sqrt(n), n // 39)))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, 40 * nlist), replace=False))
         index.train(_normalize(self.vectors(sample)))

@@ -6,15 +6,17 @@ extension, ``/`` replaced by ``__``; a preprocessed ``.h5`` keeps the name
 preprocessing gave it, its file stem). :func:`build_gallery` encodes what the cache
 does not hold yet in worker processes (``dataset.parallel.run_tasks``: a file that
 fails, hangs past ``timeout`` or kills its worker is skipped with a reason), embeds
-it, and gathers every embedding. Ctrl-C stops it; what was done is kept in the cache.
+it, and looks every drawing up in the cache (its rows, not its data). Ctrl-C stops it;
+what was done is kept in the cache. A :class:`Gallery` reads embeddings and encodings
+only when asked; a top-k query of a learned embedding searches the model's
+:class:`~utils.embedding_store.EmbeddingStore` instead.
 """
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -29,11 +31,14 @@ from utils.embedders import (
     append_features,
     floor_raw,
     load_drawing,
+    raw_features,
 )
 from utils.embedding_cache import EmbeddingCache
+from utils.embedding_store import EmbeddingStore
+from utils.retrieval import compare_table
+from utils.search import search
 
-SAVE_EVERY = 1000  # new cache rows between intermediate saves
-EMBED_BATCH = 64  # drawings embedded together
+EMBED_BATCH = 64  # drawings embedded together (the cache is saved after each batch)
 
 
 class GalleryError(Exception):
@@ -57,25 +62,30 @@ def collect_files(entries: Sequence[str | Path]) -> list[tuple[Path, str]]:
     Raises:
         GalleryError: an entry that is neither a file nor a folder.
     """
-    found: list[tuple[Path, Optional[Path]]] = []
+    found: list[tuple[Path, str, Optional[Path]]] = []  # (path, name before clashes, gallery folder)
     for entry in entries:
         root = Path(entry)
         if root.is_file():
-            found.append((root, None))
+            found.append((root, drawing_name(root), None))
             continue
         if not root.is_dir():
             raise GalleryError(f"gallery folder not found: {root}")
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            folder = Path(dirpath)
+            # drawing_name(path, root) is the folder's relative parts and the file's stem joined
+            # by "__": the parts are computed once per folder (Path objects per file cost more
+            # than the walk itself)
+            rel = folder.relative_to(root).parts
             for fn in sorted(filenames):
-                if Path(fn).suffix.lower() in SUPPORTED_SUFFIXES and not fn.startswith("."):
-                    found.append((Path(dirpath) / fn, root))
+                stem, suffix = os.path.splitext(fn)
+                if suffix.lower() in SUPPORTED_SUFFIXES and not fn.startswith("."):
+                    name = stem if suffix.lower() in H5_SUFFIXES else "__".join((*rel, stem))
+                    found.append((folder / fn, name, root))
     out: list[tuple[Path, str]] = []
     seen: set[str] = set()
     clashes: list[str] = []
-    for path, root in found:
-        is_h5 = path.suffix.lower() in H5_SUFFIXES
-        name = drawing_name(path) if root is None or is_h5 else drawing_name(path, root)
+    for path, name, root in found:
         if name in seen:
             clashes.append(name)
             if root is not None:
@@ -92,25 +102,99 @@ def collect_files(entries: Sequence[str | Path]) -> list[tuple[Path, str]]:
 
 
 # ------------------------------------------------------------------- build
-@dataclass
 class Gallery:
-    """Embedded drawings.
+    """Embedded drawings, read from the cache when asked.
 
     Attributes:
-        names: drawing names ``[n]``; ``paths``: their files.
-        emb: float32 ``[n, D]``, before ``Embedder.finalize`` (raw for the non-learned kinds).
-        enc: cached encodings (``type_counts [n,12]``, ``gf_features``, ``gf_adjacency``,
-            ``has_gf [n]``, ``layout [n,12,8,8]``, ``source [n]``).
+        names: drawing names ``[n]``; ``paths``: their files; ``keys``: their content keys.
         n_new: drawings encoded or embedded in this run.
         skipped: ``(path, reason)`` of files that could not be used.
+        emb: float32 ``[n, D]``, before ``Embedder.finalize`` (raw for the non-learned kinds);
+            read from the model's store (memory-mapped) on first use.
+        enc: cached encodings (``type_counts [n,12]``, ``gf_features``, ``gf_adjacency``,
+            ``has_gf [n]``, ``layout [n,12,8,8]``, ``source [n]``), read on first use.
+
+    A top-k query (:meth:`topk`) of a learned embedding reads neither: it searches the
+    model's :class:`~utils.embedding_store.EmbeddingStore` and maps its rows to drawings.
     """
 
-    names: list[str]
-    paths: list[Path]
-    emb: np.ndarray
-    enc: dict[str, np.ndarray]
-    n_new: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(self, names: list[str], paths: list[Path], emb: Optional[np.ndarray] = None,
+                 enc: Optional[dict[str, np.ndarray]] = None, n_new: int = 0,
+                 skipped: Optional[list[tuple[str, str]]] = None, *, keys: Optional[list[str]] = None,
+                 cache: Optional[EmbeddingCache] = None, enc_rows: Optional[np.ndarray] = None,
+                 store: Optional[EmbeddingStore] = None, emb_rows: Optional[np.ndarray] = None,
+                 floor_kind: Optional[str] = None) -> None:
+        self.names, self.paths, self.keys = list(names), list(paths), keys
+        self.n_new, self.skipped = n_new, list(skipped or [])
+        self._emb, self._enc = emb, enc
+        self._cache, self._enc_rows = cache, enc_rows
+        self._store, self._emb_rows = store, emb_rows
+        self._floor_kind = floor_kind
+        self._row_index: Optional[tuple[np.ndarray, np.ndarray, int]] = None  # order, rows, distinct
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def enc(self) -> dict[str, np.ndarray]:
+        if self._enc is None:
+            self._enc = self._cache.encodings_at(self._enc_rows) if len(self.names) else {}
+        return self._enc
+
+    @property
+    def emb(self) -> np.ndarray:
+        if self._emb is None:
+            if not len(self.names):
+                self._emb = np.zeros((0, 0), dtype=np.float32)
+            elif self._store is not None:
+                self._emb = self._store.vectors(self._emb_rows)
+            else:
+                self._emb = np.asarray(floor_raw(self._floor_kind, self.enc), dtype=np.float32)
+        return self._emb
+
+    def source(self, i: int) -> Optional[str]:
+        """The DXF source of drawing ``i`` (one cache lookup, not the whole gallery)."""
+        if self._enc is None and self._cache is not None:
+            src = str(self._cache.encodings_at(self._enc_rows[i:i + 1])["source"][0])
+        else:
+            src = str(self.enc["source"][i])
+        return resolve_source(src, self.paths[i])
+
+    def topk(self, query: np.ndarray, k: int, method: str = "cosine", exclude: Iterable[int] = (),
+             embeddings: Optional[np.ndarray] = None) -> list[tuple[int, float]]:
+        """The ``k`` drawings most similar to ``query: [D]``, best first, as ``(index, score)``
+        (euclidean scores are minus the distance), leaving out the indices in ``exclude``.
+
+        Cosine similarity of a learned embedding (``embeddings`` None) searches the model's
+        store (exact below its ``exact_below`` rows, approximate above), asking for more
+        rows while some belong to no drawing of this gallery (content that changed, other
+        galleries sharing the cache). Otherwise: exact search over ``embeddings`` (default
+        :attr:`emb`).
+        """
+        exclude = set(exclude)
+        want = min(k + len(exclude), len(self.names))
+        if want <= 0:
+            return []
+        store = self._store if embeddings is None and method == "cosine" else None
+        if store is not None and self._row_index is None:  # gallery indices sorted by store row
+            order = np.argsort(self._emb_rows, kind="stable")
+            rows = self._emb_rows[order]
+            self._row_index = (order, rows, int(len(rows) and 1 + np.count_nonzero(np.diff(rows))))
+        if store is not None and 2 * self._row_index[2] >= len(store):  # most store rows are this gallery's
+            order, sorted_rows, _ = self._row_index
+            ask = want
+            while True:
+                scores, rows = store.search(np.asarray(query, np.float32)[None], ask)
+                lo = np.searchsorted(sorted_rows, rows[0], "left")
+                hi = np.searchsorted(sorted_rows, rows[0], "right")
+                hits = [(int(i), float(s)) for a, b, s in zip(lo, hi, scores[0]) for i in order[a:b]
+                        if int(i) not in exclude]
+                if len(hits) >= k or ask >= len(store):
+                    return hits[:k]
+                ask = min(len(store), 2 * ask + k)
+        g = embeddings if embeddings is not None else self.emb
+        idx, scores = search(np.asarray(query), g, want, method)
+        return [(int(i), float(s)) for i, s in zip(idx, scores) if int(i) not in exclude][:k]
 
 
 def _encode_task(task: tuple[int, str, int]) -> tuple[Optional[DrawingEncoding], str]:
@@ -125,30 +209,29 @@ def _encode_task(task: tuple[int, str, int]) -> tuple[Optional[DrawingEncoding],
 def _content_keys(files: Sequence[tuple[Path, str]], cache: EmbeddingCache,
                   skipped: list[tuple[str, str]]) -> list[Optional[str]]:
     """The cache key of every file (None: skipped, with why appended to ``skipped``)."""
-    keys: list[Optional[str]] = []
-    for path, _name in files:
-        try:
-            key = cache.content_key(path)
-        except FileNotFoundError:
-            skipped.append((str(path), "file not found"))
-            keys.append(None)
-            continue
-        except OSError as err:
-            skipped.append((str(path), f"cannot be read ({err.strerror or err})"))
-            keys.append(None)
-            continue
-        failure = cache.failure(key)
-        if failure is not None:
-            skipped.append((str(path), failure))
-            key = None
-        keys.append(key)
-    return keys
+    def on_error(path: Path, err: OSError) -> None:
+        why = "file not found" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror or err})"
+        skipped.append((str(path), why))
+
+    return cache.content_keys([p for p, _ in files], on_error)
+
+
+def _drop_failures(files: Sequence[tuple[Path, str]], keys: list[Optional[str]],
+                   found: dict[str, tuple[Optional[int], Optional[str]]], skipped: list[tuple[str, str]]) -> None:
+    """Set ``keys[i]`` to None (and say why in ``skipped``) where ``found`` remembers a failure."""
+    for i, k in enumerate(keys):
+        if k is not None and found.get(k, (None, None))[1] is not None:
+            skipped.append((str(files[i][0]), found[k][1]))
+            keys[i] = None
 
 
 def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: EmbeddingCache,
                   workers: int = 1, max_len: int = 50_000, quiet: bool = False, timeout: int = 300,
-                  progress_bar: Optional[bool] = None) -> Gallery:
-    """Encode and embed the drawings that the cache does not hold yet; gather all.
+                  progress_bar: Optional[bool] = None, forget_missing: bool = True) -> Gallery:
+    """Encode and embed the drawings that the cache does not hold yet; look up all.
+
+    An unchanged file is only ``stat``-ed; nothing is read for it but its rows in the
+    cache's indexes (its encoding and embedding stay on disk until :class:`Gallery` needs them).
 
     Args:
         files: ``(path, name)`` pairs (:func:`collect_files`).
@@ -156,6 +239,8 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
         timeout: seconds one file may take before it is skipped (tried again next run).
         quiet: no warnings about skipped files.
         progress_bar: show a progress bar (default: when not ``quiet``).
+        forget_missing: drop the cache's bookkeeping of files that no longer exist (off for
+            a sample of a folder, e.g. pair mode's reference set, where it would stat the rest).
     Returns:
         the :class:`Gallery`; files that cannot be used are skipped with a warning
         naming them and why.
@@ -165,93 +250,135 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
     learned = embedder.kind not in FLOOR_KINDS
     skipped: list[tuple[str, str]] = []
     keys = _content_keys(files, cache, skipped)
-    todo = [i for i, k in enumerate(keys) if k is not None and (
-        not cache.has_encoding(k) or (learned and not cache.has_embedding(embedder.identity, k)))]
-    n_new = 0
+    live = [k for k in keys if k is not None]
+    enc_found = cache.encoding_rows(live)
+    _drop_failures(files, keys, enc_found, skipped)
+    emb_found = cache.embedding_rows(embedder.identity, live) if learned else {}
+    _drop_failures(files, keys, emb_found, skipped)
+    todo, seen = [], set()
+    for i, k in enumerate(keys):
+        if k is not None and k not in seen and (enc_found.get(k, (None, None))[0] is None
+                                                or (learned and emb_found.get(k, (None, None))[0] is None)):
+            todo.append(i)
+            seen.add(k)
+    n_new, failed = 0, {}
     if todo:
-        n_dxf = sum(1 for i in todo if files[i][0].suffix.lower() == ".dxf")
-        n_workers = workers if workers > 0 else min(os.cpu_count() or 1, 8)
-        n_workers = max(1, min(n_workers, n_dxf))
-        progress = None
-        if (not quiet if progress_bar is None else progress_bar) and len(todo) > 1:
-            from tqdm import tqdm
-            progress = tqdm(total=len(todo), desc="embedding gallery", unit="drawing", file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
-        ready: list[tuple[int, DrawingEncoding]] = []
-        since_save = 0
-
-        def flush() -> None:
-            nonlocal n_new, since_save
-            if learned and ready:
-                emb = embedder.embed([e for _, e in ready])
-                cache.put_embeddings(embedder.identity, [keys[i] for i, _ in ready], emb)
-            n_new += len(ready)
-            since_save += len(ready)
-            ready.clear()
-            if since_save >= SAVE_EVERY:
-                cache.save()
-                since_save = 0
-
-        tasks = [(i, str(files[i][0]), max_len) for i in todo]
         try:
-            for res in run_tasks(_encode_task, tasks, workers=n_workers, timeout=timeout):
-                i = res.task[0]
-                enc, reason = res.value if res.value is not None else (None, "")
-                if progress is not None:
-                    progress.update(1)
-                if enc is None:
-                    if res.timed_out:  # not remembered: tried again next time
-                        reason = f"timed out after {timeout} s (raise --timeout)"
-                    elif res.error is not None:  # the worker died or failed unexpectedly: tried again
-                        reason = res.error
-                    else:
-                        cache.put_failure(keys[i], reason)
-                    skipped.append((str(files[i][0]), reason))
-                    keys[i] = None
-                    continue
-                cache.put_encoding(keys[i], enc)
-                try:
-                    embedder.check(enc)
-                except DrawingError as err:
-                    skipped.append((str(files[i][0]), err.reason))
-                    keys[i] = None
-                    continue
-                ready.append((i, enc))
-                if len(ready) >= EMBED_BATCH:
-                    flush()
-            flush()
-        except KeyboardInterrupt:
-            if not learned:
-                flush()  # nothing to compute: the encodings are the embedding
-            print(f"\ninterrupted: the {n_new} drawings embedded so far are kept in the cache; "
-                  "run the command again to go on", file=sys.stderr)
-            raise
+            n_new = _encode_and_embed(files, keys, todo, embedder, cache, workers, max_len, timeout, failed,
+                                      progress_bar if progress_bar is not None else not quiet)
         finally:
-            if progress is not None:
-                progress.close()
-            cache.save()
-    else:
-        cache.save()  # content keys of renamed/touched files
-
-    kept = [i for i, k in enumerate(keys) if k is not None]
-    enc_arrays = cache.encodings([keys[i] for i in kept]) if kept else {}
+            for i, k in enumerate(keys):  # every copy of a failed drawing
+                if k in failed:
+                    skipped.append((str(files[i][0]), failed[k]))
+                    keys[i] = None
+    cache.save()
+    if forget_missing:
+        cache.forget_missing([p for p, _ in files])
+    if todo:  # look up the rows of what was just added
+        enc_found = cache.encoding_rows([k for k in keys if k is not None])
+    kept = [i for i, k in enumerate(keys) if k is not None and enc_found.get(k, (None, None))[0] is not None]
+    kept_keys = [keys[i] for i in kept]
+    store, emb_rows = None, None
+    if learned:
+        store = cache.model_store(embedder.identity)
+        if todo:
+            emb_found = cache.embedding_rows(embedder.identity, kept_keys)
+        ok = [j for j, k in enumerate(kept_keys) if emb_found.get(k, (None, None))[0] is not None]
+        kept, kept_keys = [kept[j] for j in ok], [kept_keys[j] for j in ok]
+        emb_rows = np.array([emb_found[k][0] for k in kept_keys], dtype=np.int64)
+        if store is not None and len(store) >= store.exact_below:
+            store.ann_index()  # built or extended once per build, saved with it
+            store.save_index()
+    enc_rows = np.array([enc_found[k][0] for k in kept_keys], dtype=np.int64)
+    gallery = Gallery([files[i][1] for i in kept], [files[i][0] for i in kept], n_new=n_new, skipped=skipped,
+                      keys=kept_keys, cache=cache, enc_rows=enc_rows, store=store, emb_rows=emb_rows,
+                      floor_kind=None if learned else embedder.kind)
     if kept and embedder.needs_gf and not learned:  # the features need the GF matrices
-        has = enc_arrays["has_gf"].astype(bool)
+        has = gallery.enc["has_gf"].astype(bool)
         for j in np.flatnonzero(~has):
             skipped.append((str(files[kept[j]][0]), "no GF twin: the features embedding needs the GF matrices"))
-        kept = [i for i, h in zip(kept, has) if h]
-        enc_arrays = {k: v[has] for k, v in enc_arrays.items()}
-    if not kept:
-        emb = np.zeros((0, 0), dtype=np.float32)
-    elif learned:
-        emb = cache.embeddings(embedder.identity, [keys[i] for i in kept])
-    else:
-        emb = floor_raw(embedder.kind, enc_arrays)
+        if not has.all():
+            sel = np.flatnonzero(has)
+            gallery = Gallery([gallery.names[j] for j in sel], [gallery.paths[j] for j in sel], n_new=n_new,
+                              skipped=skipped, keys=[kept_keys[j] for j in sel], cache=cache,
+                              enc_rows=enc_rows[sel], floor_kind=embedder.kind)
     if not quiet:
         for path, reason in skipped:
             warn(f"skipped {path}: {reason}")
-    return Gallery([files[i][1] for i in kept], [files[i][0] for i in kept], np.asarray(emb, np.float32),
-                   enc_arrays, n_new, skipped)
+    return gallery
+
+
+def _encode_and_embed(files: Sequence[tuple[Path, str]], keys: list[Optional[str]], todo: list[int],
+                      embedder: Embedder, cache: EmbeddingCache, workers: int, max_len: int, timeout: int,
+                      failed: dict[str, str], show_progress: bool) -> int:
+    """Encode ``files[todo]`` in worker processes, embed them in batches, and put both in the
+    cache (saved after every batch); the content key of a file that fails gets its reason in
+    ``failed``. Returns how many drawings were done. Ctrl-C keeps what was done."""
+    learned = embedder.kind not in FLOOR_KINDS
+    n_dxf = sum(1 for i in todo if files[i][0].suffix.lower() == ".dxf")
+    n_workers = workers if workers > 0 else min(os.cpu_count() or 1, 8)
+    n_workers = max(1, min(n_workers, n_dxf))
+    progress = None
+    if show_progress and len(todo) > 1:
+        from tqdm import tqdm
+        progress = tqdm(total=len(todo), desc="embedding gallery", unit="drawing", file=sys.stderr,
+                        dynamic_ncols=True, leave=False)
+    ready: list[tuple[int, DrawingEncoding]] = []
+    n_new = 0
+
+    def flush() -> None:
+        nonlocal n_new
+        if learned and ready:
+            emb = embedder.embed([e for _, e in ready])
+            cache.put_embeddings(embedder.identity, [keys[i] for i, _ in ready], emb,
+                                 [str(files[i][0]) for i, _ in ready])
+        n_new += len(ready)
+        ready.clear()
+        cache.save()
+
+    tasks = [(i, str(files[i][0]), max_len) for i in todo]
+    unusable: list[tuple[int, str]] = []  # encoded, but this model cannot embed them
+    try:
+        for res in run_tasks(_encode_task, tasks, workers=n_workers, timeout=timeout):
+            i = res.task[0]
+            enc, reason = res.value if res.value is not None else (None, "")
+            if progress is not None:
+                progress.update(1)
+            if enc is None:
+                if res.timed_out:  # not remembered: tried again next time
+                    reason = f"timed out after {timeout} s (raise --timeout)"
+                elif res.error is not None:  # the worker died or failed unexpectedly: tried again
+                    reason = res.error
+                else:
+                    cache.put_failure(keys[i], reason)
+                failed[keys[i]] = reason
+                continue
+            cache.put_encoding(keys[i], enc)
+            try:
+                embedder.check(enc)
+            except DrawingError as err:
+                failed[keys[i]] = err.reason
+                unusable.append((i, err.reason))
+                continue
+            ready.append((i, enc))
+            if len(ready) >= EMBED_BATCH:
+                flush()
+        flush()
+        store = cache.model_store(embedder.identity) if learned else None
+        if unusable and store is not None:  # remembered per model until the file changes
+            cache.put_embedding_failures(embedder.identity, [keys[i] for i, _ in unusable],
+                                         [r for _, r in unusable], store.dim, [str(files[i][0]) for i, _ in unusable])
+    except KeyboardInterrupt:
+        if not learned:
+            flush()  # nothing to compute: the encodings are the embedding
+        print(f"\ninterrupted: the {n_new} drawings embedded so far are kept in the cache; "
+              "run the command again to go on", file=sys.stderr)
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+        cache.save()
+    return n_new
 
 
 def resolve_source(source: str, path: Path) -> Optional[str]:
@@ -266,9 +393,6 @@ def resolve_source(source: str, path: Path) -> Optional[str]:
         if (base / source).is_file():
             return str(base / source)
     return source
-
-
-
 
 
 def training_data_folder(config: Optional[dict], model_path: Optional[str | Path]) -> Optional[Path]:
@@ -297,7 +421,6 @@ def spread(files: Sequence[tuple[Path, str]], at_most: int) -> list[tuple[Path, 
     return [files[i] for i in np.unique(pick)]
 
 
-
 def gallery_embeddings(gallery: Gallery, embedder: Embedder, appended: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """What the gallery is compared with: ``(embeddings [n, D] after ``Embedder.finalize`` (z-scored
     with the gallery for the non-learned kinds), with the standardized features blocks appended
@@ -314,6 +437,54 @@ def gallery_embeddings(gallery: Gallery, embedder: Embedder, appended: bool) -> 
                                f"{int((~gallery.enc['has_gf'].astype(bool)).sum())} .h5 files have no GF twin")
         g_emb = append_features(g_emb, g_raw, g_raw)
     return g_emb, g_raw
+
+
+def query_topk(gallery: Gallery, embedder: Embedder, enc: DrawingEncoding, k: int, method: str = "cosine",
+               appended: bool = False, exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
+    """The ``k`` gallery drawings most similar to the drawing ``enc``, as ``(index, score)``.
+
+    A learned embedding compared by cosine searches the model's store (no gallery
+    embedding or encoding is loaded); the non-learned kinds (z-scored with the gallery),
+    ``appended`` features and euclidean distances compare with every gallery row.
+    """
+    q = embedder.embed([enc])
+    if embedder.kind not in FLOOR_KINDS and not appended and method == "cosine":
+        return gallery.topk(q[0], k, method, exclude)
+    g_emb, g_raw = gallery_embeddings(gallery, embedder, appended)
+    q = embedder.finalize(q, gallery.emb)
+    if appended:
+        q = append_features(q, raw_features([enc]), g_raw)
+    return gallery.topk(q[0], k, method, exclude, embeddings=g_emb)
+
+
+def export_gallery(path: str | Path, gallery: Gallery, g_emb: np.ndarray) -> Path:
+    """Write ``names``, ``embeddings`` (float32 ``[n, D]``) and ``paths`` to the ``.npz`` at ``path``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as fh:
+        np.savez(fh, names=np.array(gallery.names), embeddings=np.asarray(g_emb, dtype=np.float32),
+                 paths=np.array([str(p) for p in gallery.paths]))
+    return out
+
+
+def evaluate_gallery(gallery: Gallery, models: Sequence[tuple[str, Optional[np.ndarray]]], groups: list[list[str]],
+                     method: str, n_boot: int, seed: int) -> str:
+    """The --groups table: the model(s) ``(label, [n, D] or None for n/a)`` beside every floor.
+
+    Metrics score only the query rows (``[q, n]`` similarities, never ``[n, n]``).
+
+    Raises:
+        GalleryError: no group has two members in the gallery.
+    """
+    try:
+        text, rows = compare_table(models, {"names": gallery.names, **gallery.enc}, groups, method, n_boot, seed)
+    except ValueError as err:
+        raise GalleryError(str(err)) from err
+    missing = next((m["missing"] for _, m in rows if m is not None), [])
+    if missing:
+        warn(f"{len(missing)} group members are not in the gallery: " + ", ".join(missing[:10])
+             + (" ..." if len(missing) > 10 else ""))
+    return text
 
 
 def pick_reference(reference: str, gallery: Sequence[str], config: Optional[dict], model_path: Optional[str],
@@ -337,5 +508,6 @@ def pick_reference(reference: str, gallery: Sequence[str], config: Optional[dict
         return sample_folder, "the bundled sample corpus"
     return None, f"no --reference, no training data of the model found and no sample corpus in {sample_folder}"
 
-__all__ = ["GalleryError", "Gallery", "collect_files", "build_gallery", "resolve_source", "SAVE_EVERY",
-           "training_data_folder", "spread", "gallery_embeddings", "pick_reference"]
+__all__ = ["GalleryError", "Gallery", "collect_files", "build_gallery", "resolve_source", "EMBED_BATCH",
+           "training_data_folder", "spread", "gallery_embeddings", "query_topk", "pick_reference",
+           "export_gallery", "evaluate_gallery"]
