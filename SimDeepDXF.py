@@ -24,21 +24,18 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from config.cli import parse_config  # noqa: E402
-from config.sim_config import DEMO_FOLDER, SimConfig  # noqa: E402
-from dataset.dxf_read import DrawingError, drawing_name  # noqa: E402
-from utils.embedders import (  # noqa: E402
+from config.cli import parse_config
+from config.sim_config import DEMO_FOLDER, SimConfig
+from dataset.dxf_read import DrawingError, drawing_name
+from utils.embedders import (
     FLOOR_KINDS, SUPPORTED_SUFFIXES, DrawingEncoding, Embedder, EmbedderError, append_features, floor_embedder,
     load_drawing, make_embedder, raw_features)
-from utils.embedding_cache import EmbeddingCache, default_cache_dir  # noqa: E402
-from utils.gallery import (  # noqa: E402
+from utils.embedding_cache import EmbeddingCache, default_cache_dir
+from utils.gallery import (
     Gallery, GalleryError, build_gallery, collect_files, evaluate_gallery, export_gallery, gallery_embeddings,
     pick_reference, query_topk, resolve_source, spread, warn)
-from utils.retrieval import GroupsError, read_groups, similarity_matrix  # noqa: E402
-from utils.search import percentile_among  # noqa: E402
+from utils.retrieval import GroupsError, read_groups, similarity_matrix
+from utils.search import percentile_among
 
 
 class UsageError(Exception):

@@ -21,6 +21,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from dataset.dxf_read import DrawingError, drawing_name
+from dataset.console import progress_bar
 from dataset.parallel import run_tasks
 from utils.embedders import (
     FLOOR_KINDS,
@@ -320,9 +321,7 @@ def _encode_and_embed(files: Sequence[tuple[Path, str]], keys: list[Optional[str
     n_workers = max(1, min(n_workers, n_dxf))
     progress = None
     if show_progress and len(todo) > 1:
-        from tqdm import tqdm
-        progress = tqdm(total=len(todo), desc="embedding gallery", unit="drawing", file=sys.stderr,
-                        dynamic_ncols=True, leave=False)
+        progress = progress_bar(total=len(todo), desc="embedding gallery", unit="drawing", leave=False)
     ready: list[tuple[int, DrawingEncoding]] = []
     n_new = 0
 
