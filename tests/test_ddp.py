@@ -92,7 +92,7 @@ def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     write_synthetic_joint_corpus(root, 30, seed=1, max_len=40)
     mp.spawn(_worker, args=(_free_port(), root, root), nprocs=WORLD, join=True)
-    return root, [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return root, [torch.load(root / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
 def test_gradients_equal_on_both_ranks_and_to_one_process_with_accumulation(ddp_run):
@@ -172,6 +172,6 @@ def test_ranks_agree_on_resume_without_a_shared_filesystem(ddp_run):
             for p in ctx.processes:
                 p.kill()
             pytest.fail("a rank hung on --resume (ranks disagreed about last.pth)")
-    results = [torch.load(root / f"resume{r}.pt", weights_only=False)["result"] for r in range(WORLD)]
+    results = [torch.load(root / f"resume{r}.pt", weights_only=True)["result"] for r in range(WORLD)]
     assert all(isinstance(r, dict) and r["world_size"] == WORLD for r in results)
     assert results[0]["folds"][0]["best_val_loss"] == pytest.approx(results[1]["folds"][0]["best_val_loss"])

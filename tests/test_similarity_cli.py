@@ -179,7 +179,7 @@ def test_missing_checkpoint_says_how_to_get_one(corpus, capsys, tmp_path):
 
 
 def test_checkpoint_of_another_format_version(corpus, capsys, tmp_path):
-    old = torch.load(corpus["gf"], weights_only=False)
+    old = torch.load(corpus["gf"], weights_only=True)
     old["format_version"] = CHECKPOINT_FORMAT + 1
     torch.save(old, tmp_path / "old.pth")
     code, _, err = run_cli(capsys, "--model_path", tmp_path / "old.pth", "--file1", corpus["dxf"][0],
