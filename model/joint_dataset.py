@@ -198,7 +198,7 @@ class JointDataLoader:
         self.rank = rank
         self.world_size = world_size
         if graphs is None:
-            graphs = load_gf_graphs(cfg.data_dir)
+            graphs = load_gf_graphs(cfg.data_dir, layout=cfg.GF_layout_features)
         if names is None or arrays is None:
             names, arrays = load_deepdxf_dir(cfg.data_dir)
         gf_pos = {n: i for i, n in enumerate(graphs.names)}
