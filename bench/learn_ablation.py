@@ -51,6 +51,8 @@ VARIANTS: dict[str, list[str]] = {
 }
 #: floor blocks appended to the joint embedding: name -> ((block, z-scored?), ...)
 BLOCK_SETS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "gf_raw": (("gf_raw", False),),
+    "gf_raw+layout_rot": (("gf_raw", False), ("layout_rot", True)),
     "hist+gf_raw": (("hist", True), ("gf_raw", False)),
     "hist+gf_raw+layout_rot": (("hist", True), ("gf_raw", False), ("layout_rot", True)),
     "hist+gf_z+layout_rot": (("hist", True), ("gf", True), ("layout_rot", True)),
