@@ -61,3 +61,23 @@ def test_joint_floors_embedder_appends_the_floor_blocks(tmp_path, layout):
         norms = np.linalg.norm(final[:, start:start + size], axis=1)
         np.testing.assert_allclose(norms, FLOOR_BLOCK_WEIGHT, atol=1e-5, err_msg=name)
         start += size
+
+
+def test_learn_ablation_combines_every_block_set_and_weight():
+    from bench.learn_ablation import BLOCK_SETS, combined_rows
+
+    rng = np.random.default_rng(1)
+    n = 6
+    arrays = {"type_counts": rng.integers(0, 50, size=(n, 12)),
+              "gf_features": rng.random((n, 10, 11)).astype(np.float32),
+              "gf_adjacency": (rng.random((n, 10, 10)) > 0.5).astype(np.float32),
+              "layout": rng.integers(0, 5, size=(n, 12, 8, 8))}
+    learned = rng.normal(size=(n, 5))
+    rows = combined_rows(learned, arrays, [0.5, 2.0])
+    assert len(rows) == 2 * len(BLOCK_SETS)
+    emb = rows["joint + gf_raw (w=2)"]
+    assert emb.shape == (n, 5 + 210)
+    np.testing.assert_allclose(np.linalg.norm(emb[:, 5:], axis=1), 2.0, atol=1e-5)
+    # the raw GF block is not z-scored: it is the flattened matrices, scaled to length 2
+    raw = np.concatenate([arrays["gf_features"].reshape(n, -1), arrays["gf_adjacency"].reshape(n, -1)], axis=1)
+    np.testing.assert_allclose(emb[:, 5:], 2.0 * raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
