@@ -81,3 +81,12 @@ def test_learn_ablation_combines_every_block_set_and_weight():
     # the raw GF block is not z-scored: it is the flattened matrices, scaled to length 2
     raw = np.concatenate([arrays["gf_features"].reshape(n, -1), arrays["gf_adjacency"].reshape(n, -1)], axis=1)
     np.testing.assert_allclose(emb[:, 5:], 2.0 * raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_auto_gives_joint_floors_for_a_joint_checkpoint(tmp_path):
+    from utils.embedders import AUTO_JOINT
+
+    ckpt = _joint_checkpoint(tmp_path / "joint.pth", False)
+    assert AUTO_JOINT == "joint_floors"
+    assert make_embedder(ckpt, "auto").kind == "joint_floors"
+    assert make_embedder(ckpt, "joint").kind == "joint"

@@ -24,10 +24,12 @@ Embedding kinds:
 ``layout_rot`` the same counts pooled over the 8 turns and flips of the grid [120]:
             robust to drawings turned by 90°/180° or mirrored.
 ``joint_floors`` the ``joint`` embedding (unit length) followed by floor blocks that keep
-            what counting already captures (:func:`combined_embedding`): the
-            z-scored histogram, the raw GF matrices (only L2-normalized: z-scoring
-            them loses revisions) and the z-scored rotation-robust layout, each block
-            of length :data:`FLOOR_BLOCK_WEIGHT`.
+            what counting already captures (:func:`combined_embedding`,
+            :data:`COMBINED_BLOCKS`): the raw GF matrices, only L2-normalized
+            (z-scoring them loses revisions), of length :data:`FLOOR_BLOCK_WEIGHT`.
+            Blocks and weight were chosen on the selection split
+            (``bench/learn_ablation.md``); it is what ``auto`` gives for a joint
+            checkpoint.
 ==========  ==================================================================
 """
 from __future__ import annotations
@@ -60,9 +62,15 @@ _EPS = 1e-12
 COMBINED_SIZES = {"hist": HIST_DIM, "gf_raw": RAW_GF_DIM, "gf": RAW_GF_DIM, "layout": FLOOR_BLOCKS["layout"][0],
                   "layout_rot": FLOOR_BLOCKS["layout_rot"][0]}
 #: floor blocks appended by ``joint_floors``: (name, z-scored with the reference?)
-COMBINED_BLOCKS: tuple[tuple[str, bool], ...] = (("hist", True), ("gf_raw", False), ("layout_rot", True))
+#: (chosen on the selection split among histogram, raw/z-scored GF and layout_rot blocks,
+#: see bench/learn_ablation.md: adding the histogram or layout_rot lowered revision mAP)
+COMBINED_BLOCKS: tuple[tuple[str, bool], ...] = (("gf_raw", False),)
 #: length of each appended floor block relative to the unit-length learned block
-FLOOR_BLOCK_WEIGHT = 1.0
+#: (selection split: 0.5 -> 0.860, 1 -> 0.892, 2 -> 0.921, 4 -> 0.924 mAP, 3 seeds)
+FLOOR_BLOCK_WEIGHT = 4.0
+#: what ``--embedding auto`` gives for a joint checkpoint: the best learned embedding on the
+#: selection split of ``bench/learn_ablation.py`` (see ``bench/learn_ablation.md``)
+AUTO_JOINT = "joint_floors"
 
 
 class EmbedderError(Exception):
@@ -492,7 +500,7 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
                             "was it written by another version of the model code?") from err
     kind = trained.kind
     natural = {"GF": "gf", "DeepDXF": "deepdxf", "joint": "joint"}[kind]
-    chosen = natural if embedding == "auto" else embedding
+    chosen = (AUTO_JOINT if natural == "joint" else natural) if embedding == "auto" else embedding
     available = {"gf": {"gf"}, "deepdxf": {"deepdxf"}, "joint": {"gf", "deepdxf", "joint", "joint_floors"}}[natural]
     if chosen not in available:
         raise EmbedderError(f"{path} is a {kind} checkpoint: it cannot give a {chosen} embedding "
