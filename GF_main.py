@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {hint}", file=sys.stderr)
         return 2
     try:
-        graphs = load_gf_graphs(cfg.data_dir)
+        graphs = load_gf_graphs(cfg.data_dir, layout=cfg.GF_layout_features)
     except GFDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@
     python bench/bench_gf.py --threads 1 2         # compare torch thread counts
     python bench/bench_gf.py --dev                 # retrieval on the lead-frame dev set, untrained vs trained
 
-One fold is what ``GF_main.py`` runs per fold with the SPEC defaults: the 20 %
+One fold is what ``GF_main.py`` runs per fold with the default settings: the 20 %
 test split and 10 folds of ``utils/splits.py`` (so ~72 % of the graphs train, ~8 %
 validate), ``GF_batch_size=45`` pairs, AdamW with gradient clipping, a validation
 loss every epoch. The script times ``--epochs_measured`` epochs (after one warm-up

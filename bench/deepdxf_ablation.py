@@ -1,4 +1,4 @@
-"""DeepDXF retrieval ablation on the labelled lead-frame dev set (SPEC §5's judge).
+"""DeepDXF retrieval ablation on the labelled lead-frame dev set (the labelled set).
 
     python bench/deepdxf_ablation.py                       # the table of the report
     python bench/deepdxf_ablation.py --variants default mean_pool --seeds 0 1 2 --steps 150

@@ -14,7 +14,14 @@ combination (every edit drawn with probability ``--p_edit``, at least one) of:
 - delete 1-5 % of the modelspace entities (``--change_range``);
 - add 1-5 % (copies of existing entities, shifted; their handles come after all others);
 - edit texts (the content of some TEXT/MTEXT entities changes);
-- save as another DXF version (R2000 ... R2018).
+- save as another DXF version (R2000 ... R2018);
+- redraw a region (``--region``, off by default): the entities of a random rectangle
+  (``--region_range`` of each side of the extents) are deleted and replaced by shifted
+  copies of the entities of another rectangle of the same size: a detail redrawn.
+
+``--hard`` is the harder variant used for the selection/report benchmark (see
+``docs/evaluation.md``): every edit more likely (``--p_edit 0.7``), 80-100 % of the block
+references exploded, 5-15 % deleted and added, and the region edit on.
 
 The whole-drawing moves use ezdxf's transformation API (``ezdxf.transform.inplace``);
 an entity that cannot be transformed is deleted and counted, never a crash. A source
@@ -45,14 +52,12 @@ import math
 import random
 import shutil
 import sys
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ezdxf  # noqa: E402
 import numpy as np  # noqa: E402
 from ezdxf.lldxf.const import DXFError  # noqa: E402
 from ezdxf.transform import CopyNotSupported  # noqa: E402
@@ -60,6 +65,7 @@ from ezdxf import transform as eztransform  # noqa: E402
 from ezdxf.math import Matrix44  # noqa: E402
 
 from dataset.dxf_read import MAX_ABS_COORD, BoxComputer, DrawingError, open_dxf  # noqa: E402
+from dataset.make_sample_dxf import fixed_metadata  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
 from dataset.parallel import run_tasks  # noqa: E402
 from utils.splits import group_of  # noqa: E402
@@ -80,6 +86,12 @@ DEFAULT_FRACTIONS = (0.5, 0.25, 0.25)
 REV_SEPARATOR = "__rev"
 #: Range of the share of entities deleted (and, separately, added) by one revision.
 DEFAULT_CHANGE = (0.01, 0.05)
+#: Range of the share of modelspace INSERTs exploded by one revision.
+DEFAULT_EXPLODE = (0.2, 0.6)
+#: Range of the side of a redrawn region, as a share of each side of the extents.
+DEFAULT_REGION = (0.2, 0.4)
+#: ``--hard``: (p_edit, change range, explode range, region edit on).
+HARD = {"p_edit": 0.7, "change": (0.05, 0.15), "explode": (0.8, 1.0), "region": True}
 
 
 # ------------------------------------------------------------------ the plan
@@ -97,6 +109,9 @@ class RevisionPlan:
         add_fraction: share of modelspace entities added as shifted copies (at least one).
         text_fraction: share of TEXT/MTEXT entities whose content changes (at least one).
         version: DXF version (``AC1015`` ...) to save as.
+        region: ``(x0, y0, x1, y1, dx, dy)`` as shares of the extents: the entities whose box
+            centre lies in the rectangle ``[x0, x1] x [y0, y1]`` are deleted, then those of the
+            same rectangle moved by ``(dx, dy)`` are copied into it (None: no region edit).
     """
 
     rotate: Optional[int] = None
@@ -108,6 +123,7 @@ class RevisionPlan:
     add_fraction: float = 0.0
     text_fraction: float = 0.0
     version: Optional[str] = None
+    region: Optional[tuple[float, float, float, float, float, float]] = None
 
     def edits(self) -> list[str]:
         """Names of the edits this plan makes."""
@@ -123,6 +139,8 @@ class RevisionPlan:
                 out.append(name)
         if self.version:
             out.append(f"save {self.version}")
+        if self.region:
+            out.append("region")
         return out
 
 
@@ -138,6 +156,8 @@ class RevisionRecord:
     deleted: int = 0
     added: int = 0
     texts_edited: int = 0
+    region_deleted: int = 0
+    region_added: int = 0
     transform_failed: dict = field(default_factory=dict)
     version: str = ""
     version_note: str = ""
@@ -145,10 +165,19 @@ class RevisionRecord:
 
 
 def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5,
-              change: tuple[float, float] = DEFAULT_CHANGE) -> RevisionPlan:
+              change: tuple[float, float] = DEFAULT_CHANGE,
+              explode: tuple[float, float] = DEFAULT_EXPLODE, region: bool = False,
+              region_range: tuple[float, float] = DEFAULT_REGION) -> RevisionPlan:
     """A random combination of edits (each with probability ``p_edit``, at least one);
-    deletions and additions are each a share drawn uniformly from ``change``."""
+    deletions and additions are each a share drawn uniformly from ``change``, the
+    exploded share of block references from ``explode``; ``region`` adds the region
+    edit to the candidates (its side a share drawn from ``region_range``).
+
+    The draws of the default call (``region=False``) are those of earlier versions, so
+    a seed keeps giving the same revisions."""
     names = ["rotate", "units", "move", "explode", "delete", "add", "text", "version"]
+    if region:
+        names.append("region")
     chosen = [n for n in names if rng.random() < p_edit]
     if not chosen:
         chosen = [rng.choice(names)]
@@ -162,7 +191,7 @@ def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5,
         # a fraction or multiple of the drawing's size: resolved against the extents in apply_plan
         plan.move = (rng.uniform(-3.0, 3.0), rng.uniform(-3.0, 3.0))
     if "explode" in chosen:
-        plan.explode_fraction = rng.uniform(0.2, 0.6)
+        plan.explode_fraction = rng.uniform(*explode)
     if "delete" in chosen:
         plan.delete_fraction = rng.uniform(*change)
     if "add" in chosen:
@@ -172,6 +201,12 @@ def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5,
     if "version" in chosen:
         others = [v for v in SAVE_VERSIONS if v != dxfversion]
         plan.version = rng.choice(others)
+    if "region" in chosen:
+        side = rng.uniform(*region_range)
+        x0, y0 = rng.uniform(0.0, 1.0 - side), rng.uniform(0.0, 1.0 - side)
+        # the source rectangle: another place of the drawing (it may overlap the first)
+        sx, sy = rng.uniform(0.0, 1.0 - side), rng.uniform(0.0, 1.0 - side)
+        plan.region = (x0, y0, x0 + side, y0 + side, sx - x0, sy - y0)
     return plan
 
 
@@ -234,7 +269,7 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
                extents: Optional[tuple[float, float, float, float]] = None) -> RevisionRecord:
     """Apply ``plan`` to ``doc`` in place (modelspace only).
 
-    Order: explode, delete, add, edit texts, then one whole-drawing transformation
+    Order: explode, delete, add, edit texts, redraw a region, then one whole-drawing transformation
     (rotation, units, move), then the DXF version. Entities that fail to transform are
     deleted and counted per type in ``transform_failed``. ``extents``: the source's
     :func:`drawing_extents` when known (computed here otherwise).
@@ -290,6 +325,9 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
                 e.text = _edit_text(e.text, rng)
             rec.texts_edited += 1
 
+    if plan.region:
+        _redraw_region(doc, plan.region, (cx, cy, w, h), rec)
+
     steps: list[Matrix44] = []
     if plan.rotate:
         ox, oy = (cx, cy) if plan.rotate_about == "centre" else (0.0, 0.0)
@@ -323,15 +361,53 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
     return rec
 
 
-@contextmanager
-def _fixed_metadata() -> Iterator[None]:
-    """Write fixed header dates/GUIDs while saving, so that a seed gives the same bytes."""
-    old = ezdxf.options.write_fixed_meta_data_for_testing
-    ezdxf.options.write_fixed_meta_data_for_testing = True
-    try:
-        yield
-    finally:
-        ezdxf.options.write_fixed_meta_data_for_testing = old
+def _box_centres(doc, entities: Sequence) -> np.ndarray:
+    """``[n, 2]`` box centres of ``entities`` (NaN where an entity has no usable box)."""
+    boxer = BoxComputer(doc)
+    out = np.full((len(entities), 2), np.nan)
+    for i, e in enumerate(entities):
+        try:
+            box = boxer.box(e)
+        except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError):
+            continue
+        if box is not None:
+            out[i] = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+    return out
+
+
+def _redraw_region(doc, region: tuple[float, float, float, float, float, float],
+                   extents: tuple[float, float, float, float], rec: RevisionRecord) -> None:
+    """The region edit of :class:`RevisionPlan`: delete the entities whose box centre is
+    in the target rectangle, then copy there (shifted) those of the source rectangle.
+    Counts go to ``rec.region_deleted`` / ``rec.region_added``."""
+    msp = doc.modelspace()
+    cx, cy, w, h = extents
+    x_lo, y_lo = cx - w / 2.0, cy - h / 2.0
+    x0, y0, x1, y1, dx, dy = region
+    entities = list(msp)
+    centres = _box_centres(doc, entities)
+    u = (centres[:, 0] - x_lo) / w
+    v = (centres[:, 1] - y_lo) / h
+    with np.errstate(invalid="ignore"):
+        target = (u >= x0) & (u <= x1) & (v >= y0) & (v <= y1)
+        source = (u >= x0 + dx) & (u <= x1 + dx) & (v >= y0 + dy) & (v <= y1 + dy)
+    copies = [entities[i] for i in np.flatnonzero(source)]
+    for i in np.flatnonzero(target):
+        msp.delete_entity(entities[i])
+        rec.region_deleted += 1
+    shift = Matrix44.translate(-dx * w, -dy * h, 0.0)
+    for e in copies:
+        if not e.is_alive:  # in both rectangles: deleted above, nothing to copy
+            continue
+        try:
+            copy = e.copy()
+        except (CopyNotSupported, *_EZDXF_ERRORS):
+            continue
+        msp.add_entity(copy)
+        if len(eztransform.inplace([copy], shift)):
+            msp.delete_entity(copy)
+            continue
+        rec.region_added += 1
 
 
 def save_doc(doc, path: Path) -> None:
@@ -340,7 +416,7 @@ def save_doc(doc, path: Path) -> None:
         doc.classes.add_class(dxftype)  # CLASS order would otherwise follow set order
 
     def write(tmp: Path) -> None:
-        with _fixed_metadata():
+        with fixed_metadata():
             doc.saveas(tmp)
 
     from dataset.files import atomic_write
@@ -361,6 +437,8 @@ class SourceTask:
     seed: int
     p_edit: float = 0.5
     change: tuple[float, float] = DEFAULT_CHANGE
+    explode: tuple[float, float] = DEFAULT_EXPLODE
+    region: bool = False
 
 
 def revise_source(task: SourceTask) -> dict:
@@ -386,7 +464,7 @@ def revise_source(task: SourceTask) -> dict:
         if k > 0:
             doc, recovered = open_dxf(task.path)  # every revision starts from the source
         rng = random.Random(f"{task.seed}/{task.name}/{k}")
-        plan = draw_plan(rng, source_version, task.p_edit, tuple(task.change))
+        plan = draw_plan(rng, source_version, task.p_edit, tuple(task.change), tuple(task.explode), task.region)
         rec = apply_plan(doc, plan, rng, extents)
         name = f"{task.name}{REV_SEPARATOR}{k}"
         save_doc(doc, out / f"{name}.dxf")
@@ -493,14 +571,20 @@ def revision_groups(results: Sequence[dict]) -> list[list[str]]:
 def generate(inputs: Sequence[str | Path], output: str | Path, n_revisions: int = 3, seed: int = 0,
              max_sources: int = 0, min_entities: int = 100, p_edit: float = 0.5, workers: int = 1,
              timeout: float = 600, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-             quiet: bool = False, change: Sequence[float] = DEFAULT_CHANGE) -> dict:
+             quiet: bool = False, change: Sequence[float] = DEFAULT_CHANGE,
+             explode: Sequence[float] = DEFAULT_EXPLODE, region: bool = False) -> dict:
     """Write revisions of the sources under ``inputs`` into ``output``.
+
+    ``explode``: range of the exploded share of block references; ``region``: the region
+    edit is one of the candidate edits (see :func:`draw_plan`).
 
     Returns:
         ``{"groups", "splits", "records", "skipped"}`` (also written as JSON files).
     """
     if not 0.0 <= change[0] <= change[1] <= 1.0:
         raise ValueError(f"change range must satisfy 0 <= LO <= HI <= 1, got {list(change)}")
+    if not 0.0 <= explode[0] <= explode[1] <= 1.0:
+        raise ValueError(f"explode range must satisfy 0 <= LO <= HI <= 1, got {list(explode)}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     sources = find_sources(inputs, min_entities)
@@ -508,7 +592,8 @@ def generate(inputs: Sequence[str | Path], output: str | Path, n_revisions: int 
         rng = random.Random(f"{seed}/sources")
         keep = sorted(rng.sample(range(len(sources)), max_sources))
         sources = [sources[i] for i in keep]
-    tasks = [SourceTask(str(p), name, str(out), n_revisions, seed, p_edit, (float(change[0]), float(change[1])))
+    tasks = [SourceTask(str(p), name, str(out), n_revisions, seed, p_edit, (float(change[0]), float(change[1])),
+                        (float(explode[0]), float(explode[1])), bool(region))
              for p, name in sources]
     results: list[dict] = []
     skipped: list[dict] = []
@@ -534,6 +619,7 @@ def generate(inputs: Sequence[str | Path], output: str | Path, n_revisions: int 
     records = {v["name"]: {**v, "source": r["name"]} for r in results for v in r["revisions"]}
     atomic_write_text(out / "revisions.json", json.dumps(
         {"seed": seed, "n_revisions": n_revisions, "p_edit": p_edit, "change": list(change),
+         "explode": list(explode), "region": bool(region),
          "revisions": records, "skipped": skipped},
         indent=1, ensure_ascii=False))
     return {"groups": groups, "splits": splits, "records": records, "skipped": skipped}
@@ -553,6 +639,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--p_edit", type=float, default=0.5, help="probability of each kind of edit")
     parser.add_argument("--change_range", type=float, nargs=2, default=list(DEFAULT_CHANGE), metavar=("LO", "HI"),
                         help="share of entities deleted (and, separately, added) by a revision: uniform in [LO, HI]")
+    parser.add_argument("--explode_range", type=float, nargs=2, default=list(DEFAULT_EXPLODE), metavar=("LO", "HI"),
+                        help="share of block references exploded by a revision that explodes: uniform in [LO, HI]")
+    parser.add_argument("--region", action="store_true",
+                        help="the region edit (a rectangle of the drawing redrawn with a copy of another) is a "
+                             "candidate edit")
+    parser.add_argument("--hard", action="store_true",
+                        help="the harder benchmark variant: --p_edit 0.7 --change_range 0.05 0.15 "
+                             "--explode_range 0.8 1.0 --region (overrides those flags)")
     parser.add_argument("--fractions", type=float, nargs=3, default=list(DEFAULT_FRACTIONS),
                         metavar=("TRAIN", "SELECTION", "REPORT"), help="split shares of the sources")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
@@ -560,8 +654,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.revisions < 1:
         parser.error("--revisions must be at least 1")
+    if args.hard:
+        args.p_edit, args.change_range = HARD["p_edit"], list(HARD["change"])
+        args.explode_range, args.region = list(HARD["explode"]), HARD["region"]
     info = generate(args.input, args.output, args.revisions, args.seed, args.max_sources, args.min_entities,
-                    args.p_edit, args.workers, args.timeout, args.fractions, change=args.change_range)
+                    args.p_edit, args.workers, args.timeout, args.fractions, change=args.change_range,
+                    explode=args.explode_range, region=args.region)
     n_src = len(info["groups"])
     print(f"wrote {n_src} sources x {args.revisions} revisions to {args.output} "
           f"({len(info['skipped'])} sources skipped); splits: "

@@ -59,7 +59,7 @@ from utils.retrieval import (  # noqa: E402
 
 SETS = ("selection-revisions", "report-revisions", "report-human-groups")
 DEFAULT_FLOORS: tuple[str, ...] = ()  # every floor (layout ones included) is computed in-process by floor_table
-DEFAULT_LEARNED = ("joint", "gf", "deepdxf")
+DEFAULT_LEARNED = ("joint_floors", "joint", "gf", "deepdxf")
 KINDS = ("floor", "inductive", "transductive")
 FLOOR_TO_BEAT = "floor to beat"
 

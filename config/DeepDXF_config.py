@@ -1,7 +1,7 @@
-"""Configuration of the DeepDXF model and its trainer (SPEC §5, §6, §8).
+"""Configuration of the DeepDXF model and its trainer.
 
 Every field is a command-line flag of ``DeepDXF_train.py`` (``config/cli.py``).
-Fields shared by every trainer keep the SPEC §8 names (``epochs``, ``k_folds``,
+Fields shared by every trainer keep the names every trainer shares (``epochs``, ``k_folds``,
 ``fold``, ``lr``, ``seed``, ``device``, ``run_name``, ``wandb``, ``data_dir``);
 names specific to this model start with ``DeepDXF_`` so that the joint config
 (issue 5) can import this class next to ``GFConfig`` without clashes.
@@ -82,6 +82,11 @@ class DeepDXFConfig:
     DeepDXF_param_mask_prob: float = field(default=0.3, metadata={"help": "probability of hiding each used parameter slot"})
     DeepDXF_aug_shift: bool = field(default=True, metadata={"help": "shift all quantized parameters of a view by one random integer"})
     DeepDXF_shift: int = field(default=4, metadata={"help": "maximum shift (quantization steps)"})
+    DeepDXF_aug_turn: bool = field(default=False, metadata={"help": "revision-like view: turn the drawing by 90°, 180° or 270° (quantized coordinates, angles and boxes)"})
+    DeepDXF_turn_prob: float = field(default=0.5, metadata={"help": "probability that a view is turned (with DeepDXF_aug_turn)"})
+    DeepDXF_aug_mirror: bool = field(default=False, metadata={"help": "revision-like view: mirror the drawing left-right with probability 0.5"})
+    DeepDXF_aug_edit: bool = field(default=False, metadata={"help": "revision-like view: delete and duplicate a few entities (duplicates appended at the end, shifted)"})
+    DeepDXF_edit_fraction: float = field(default=0.05, metadata={"help": "largest share of entities deleted (and, separately, duplicated) by DeepDXF_aug_edit"})
 
     def __post_init__(self) -> None:
         if self.DeepDXF_batch_size < 1:
@@ -94,6 +99,10 @@ class DeepDXFConfig:
             raise ValueError(f"DeepDXF_crop_fraction must be in (0, 1], got {self.DeepDXF_crop_fraction}")
         if not 0.0 <= self.DeepDXF_drop_prob < 1.0:
             raise ValueError(f"DeepDXF_drop_prob must be in [0, 1), got {self.DeepDXF_drop_prob}")
+        if not 0.0 <= self.DeepDXF_turn_prob <= 1.0:
+            raise ValueError(f"DeepDXF_turn_prob must be in [0, 1], got {self.DeepDXF_turn_prob}")
+        if not 0.0 <= self.DeepDXF_edit_fraction < 1.0:
+            raise ValueError(f"DeepDXF_edit_fraction must be in [0, 1), got {self.DeepDXF_edit_fraction}")
         if self.DeepDXF_chunk_len < 1:
             raise ValueError(f"DeepDXF_chunk_len must be >= 1, got {self.DeepDXF_chunk_len}")
 

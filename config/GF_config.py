@@ -1,7 +1,7 @@
 """Configuration of the GF model (CGMN contrastive graph matching) and its trainer.
 
 Every field is a command-line flag of ``GF_main.py`` (``config/cli.py``). Fields
-shared by every trainer keep the SPEC §8 names (``data_dir``, ``epochs``,
+shared by every trainer keep the names every trainer shares (``data_dir``, ``epochs``,
 ``k_folds``, ``fold``, ``lr``, ``seed``, ``device``, ``run_name``, ``wandb``);
 names specific to this model start with ``GF_`` so that the joint config can
 import this class next to ``DeepDXFConfig`` without clashes.
@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from config.split_config import DEFAULT_GROUP_PATTERN
+from dataset.dxf_process_GF import LAYOUT_DIM
+
+#: node feature size of the GF encoding itself (1 free count + 10 overlap columns)
+GF_BASE_FEATURES = 11
 
 
 @dataclass
@@ -51,7 +55,10 @@ class GFConfig:
     min_delta: float = field(default=0.0, metadata={"help": "early stopping: minimum improvement"})
 
     # --- model -------------------------------------------------------------
-    GF_in_channels: int = field(default=11, metadata={"help": "node feature size (1 free count + 10 overlap columns)"})
+    GF_in_channels: int = field(default=GF_BASE_FEATURES, metadata={"help": "node feature size (1 free count + 10 overlap columns; GF_layout_features adds its columns)"})
+    GF_layout_features: bool = field(default=False, metadata={
+        "help": "append to each node the rotation-robust spatial occupancy of its class (rings around the centre and a "
+                "grid pooled over turns/flips, the 'layout' array of the GF files) to the 11 GF features"})
     GF_hidden: int = field(default=32, metadata={"help": "node state size (input projection and GGNN)"})
     GF_num_layers: int = field(default=3, metadata={"help": "GGNN propagation steps"})
     GF_proj_dim: int = field(default=32, metadata={"help": "projection head output size (loss only)"})
@@ -74,8 +81,10 @@ class GFConfig:
         for name in ("GF_feature_mask_rate", "GF_edge_drop_rate", "GF_edge_add_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.GF_layout_features and self.GF_in_channels == GF_BASE_FEATURES:
+            self.GF_in_channels = GF_BASE_FEATURES + LAYOUT_DIM
         if self.k_folds < 1:
             raise ValueError(f"k_folds must be >= 1 (1: one grouped 90/10 train/validation split), got {self.k_folds}")
 
 
-__all__ = ["GFConfig"]
+__all__ = ["GFConfig", "GF_BASE_FEATURES"]

@@ -1,4 +1,4 @@
-"""Configuration of joint training (SPEC §6, §8): the two model configs plus the common part.
+"""Configuration of joint training: the two model configs plus the common part.
 
 ``JointConfig`` is one flat dataclass that inherits every field of ``GFConfig`` and
 ``DeepDXFConfig`` (their model fields are prefixed ``GF_`` / ``DeepDXF_``, so they
@@ -31,7 +31,7 @@ WEIGHTINGS = ("uncertainty", "gradnorm", "dwa", "fixed")
 class JointConfig(GFConfig, DeepDXFConfig):
     """Train the GF and DeepDXF models jointly (one optimizer, dynamically weighted loss)."""
 
-    # --- common part (SPEC §6 defaults) -------------------------------------
+    # --- common part (defaults) -------------------------------------
     data_dir: str = field(default="data", metadata={"help": "preprocessing output folder: its packed archive (packed/shard-*.h5, dataset/pack.py) when there is one, else GF/*.npz + DeepDXF/*.h5 (a drawing is used when both exist)"})
     epochs: int = field(default=50, metadata={"help": "maximum epochs per fold"})
     k_folds: int = field(default=10, metadata={"help": "cross-validation folds on the non-test 80 %"})

@@ -9,7 +9,7 @@ from typing import Literal, Optional
 
 #: the bundled sample corpus: the demo's gallery and the last-resort pair-mode reference
 DEMO_FOLDER = "data/DXF"
-EMBEDDING_CHOICES = ("auto", "gf", "deepdxf", "joint", "features", "layout", "layout_rot")
+EMBEDDING_CHOICES = ("auto", "gf", "deepdxf", "joint", "joint_floors", "features", "layout", "layout_rot")
 
 
 @dataclass
@@ -25,7 +25,8 @@ class SimConfig:
         "help": "cosine similarity, or euclidean distance (ranked as its negative)"})
     embedding: str = field(default="auto", metadata={
         "help": "auto: what the checkpoint holds; gf/deepdxf: one part of a joint model; joint: both, "
-                "concatenated; non-learned (no checkpoint): features = standardized histogram + raw GF, "
+                "concatenated; joint_floors (auto for a joint checkpoint): joint plus the raw GF "
+                "matrices as a weighted block; non-learned (no checkpoint): features = standardized histogram + raw GF, "
                 "layout = entity types on an 8x8 grid, layout_rot = the grid pooled over 90° turns and flips",
         "choices": list(EMBEDDING_CHOICES)})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})

@@ -1,4 +1,4 @@
-"""DeepDXF encoding of a drawing (SPEC §3): one row per entity, in handle order.
+"""DeepDXF encoding of a drawing: one row per entity, in handle order.
 
 Each row is ``[type, p1 .. p12, dim_value]`` (int32, ``N_COLUMNS = 14``):
 

@@ -1,4 +1,4 @@
-"""GF encoding of a drawing (SPEC §2): a 10-node graph, one node per entity class.
+"""GF encoding of a drawing: a 10-node graph, one node per entity class.
 
 Per drawing, from its modelspace entities (old-style POLYLINE counts as LWPOLYLINE):
 
@@ -11,6 +11,11 @@ Per drawing, from its modelspace entities (old-style POLYLINE counts as LWPOLYLI
   sum over the 10 rows, columns 1..10 divided by the row sum; a zero sum leaves zeros.
 * Adjacency ``[10, 10]``: with entities sorted by handle, every two consecutive
   entities of different classes connect their classes (symmetric, no self loops).
+
+Beside these (which stay exactly as specified), ``layout`` ``[10, LAYOUT_DIM]`` holds a
+rotation-robust spatial occupancy per class (:func:`layout_features`), for models that
+use it (``GF_layout_features``). Files written before it existed lack the key; readers
+use zeros for them and say so.
 
 Overlaps are counted with a vectorized sweep along one axis (no Python loop over
 pairs): 50,000 entities take well under a second on one core.
@@ -28,6 +33,12 @@ GF_CLASSES: tuple[str, ...] = (
     "ARC", "TEXT", "MTEXT", "LWPOLYLINE", "INSERT",
     "DIMENSION", "LEADER", "CIRCLE", "HATCH", "LINE",
 )
+
+#: Rings around the drawing centre and cells per side of the symmetrized grid of :func:`layout_features`.
+LAYOUT_RINGS = 4
+LAYOUT_GRID = 4
+#: Columns of ``layout``: ring shares, then one share per D4 orbit of the grid cells.
+LAYOUT_DIM = LAYOUT_RINGS + ((LAYOUT_GRID + 1) // 2) * ((LAYOUT_GRID + 1) // 2 + 1) // 2
 
 #: Upper bound on candidate pairs held in memory at once by :func:`count_overlaps`.
 PAIR_CHUNK = 4_000_000
@@ -129,6 +140,61 @@ def normalize_features(free: np.ndarray, overlap: np.ndarray) -> np.ndarray:
     return np.concatenate([col0[:, None], rows], axis=1).astype(np.float32)
 
 
+def layout_features(boxes: np.ndarray, cls: np.ndarray, n_classes: int,
+                    rings: int = LAYOUT_RINGS, grid: int = LAYOUT_GRID) -> np.ndarray:
+    """Where each class sits on the sheet, unchanged by 90°/180° turns and mirrors.
+
+    Box centres are placed in the square around the centre of the drawing's extents
+    (the union of the boxes), its side the longer side of the extents. Per class:
+
+    * ``rings`` shares: entities by distance from the centre (``|u| / sqrt(2)`` with ``u``
+      in ``[-1, 1]^2``, cut into equal rings);
+    * one share per orbit of the ``grid x grid`` cells under the 8 turns and flips of
+      the square (for 4 x 4: corners, edge cells, inner cells), i.e. the grid pooled
+      over the dihedral group D4.
+
+    Each block is divided by the class's entity count (a class without located
+    entities has zeros). Entities without a box are left out.
+
+    Args:
+        boxes: float ``[n, 4]`` (xmin, ymin, xmax, ymax), NaN rows without a box.
+        cls: int ``[n]`` class index in ``0..n_classes-1``.
+    Returns:
+        float32 ``[n_classes, rings + n_orbits]`` (``[10, LAYOUT_DIM]`` by default).
+    """
+    orbit_of = np.zeros((grid, grid), dtype=np.int64)
+    a = np.minimum(np.arange(grid), grid - 1 - np.arange(grid))  # distance to the nearer edge
+    lo, hi = np.minimum.outer(a, a), np.maximum.outer(a, a)
+    pairs = sorted({(int(x), int(y)) for x, y in zip(lo.ravel(), hi.ravel())})
+    index = {p: k for k, p in enumerate(pairs)}
+    for i in range(grid):
+        for j in range(grid):
+            orbit_of[i, j] = index[(int(lo[i, j]), int(hi[i, j]))]
+    n_orbits = len(pairs)
+    out = np.zeros((n_classes, rings + n_orbits), dtype=np.float64)
+    b = np.asarray(boxes, dtype=np.float64)
+    ok = np.isfinite(b).all(axis=1) if len(b) else np.zeros(0, dtype=bool)
+    if not ok.any():
+        return out.astype(np.float32)
+    b, c = b[ok], np.asarray(cls)[ok]
+    x_lo, y_lo = b[:, 0].min(), b[:, 1].min()
+    x_hi, y_hi = b[:, 2].max(), b[:, 3].max()
+    centre = np.array([(x_lo + x_hi) / 2.0, (y_lo + y_hi) / 2.0])
+    half = max(x_hi - x_lo, y_hi - y_lo) / 2.0
+    half = half if half > 0 else 1.0
+    u = np.stack([(b[:, 0] + b[:, 2]) / 2.0, (b[:, 1] + b[:, 3]) / 2.0], axis=1)
+    u = np.clip((u - centre) / half, -1.0, 1.0)  # [m, 2] in [-1, 1]
+    r = np.linalg.norm(u, axis=1) / np.sqrt(2.0)
+    ring = np.minimum((r * rings).astype(np.int64), rings - 1)
+    cell = np.minimum(((u + 1.0) / 2.0 * grid).astype(np.int64), grid - 1)
+    orbit = orbit_of[cell[:, 1], cell[:, 0]]
+    np.add.at(out, (c, ring), 1.0)
+    np.add.at(out, (c, rings + orbit), 1.0)
+    counts = np.bincount(c, minlength=n_classes).astype(np.float64)[:, None]
+    out = np.divide(out, counts, out=np.zeros_like(out), where=counts > 0)
+    return out.astype(np.float32)
+
+
 def gf_encode(types: list[str], boxes: np.ndarray, classes: tuple[str, ...] = GF_CLASSES) -> dict[str, np.ndarray]:
     """GF encoding of entities given in handle order.
 
@@ -140,7 +206,8 @@ def gf_encode(types: list[str], boxes: np.ndarray, classes: tuple[str, ...] = GF
     Returns:
         dict with ``features`` float32 ``[C, C+1]``, ``adjacency`` float32 ``[C, C]``,
         ``overlap`` int64 ``[C, C]``, ``free`` int64 ``[C]``, ``counts`` int64 ``[C]``,
-        ``classes`` str ``[C]`` (the format of ``data/GF/<name>.npz``).
+        ``classes`` str ``[C]``, ``layout`` float32 ``[C, LAYOUT_DIM]``
+        (:func:`layout_features`) (the format of ``data/GF/<name>.npz``).
     """
     n_classes = len(classes)
     cls = class_indices(types, classes)
@@ -156,6 +223,7 @@ def gf_encode(types: list[str], boxes: np.ndarray, classes: tuple[str, ...] = GF
         "free": free,
         "counts": counts,
         "classes": np.array(classes),
+        "layout": layout_features(boxes, cls, n_classes),
     }
 
 

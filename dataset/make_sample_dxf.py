@@ -737,8 +737,9 @@ def build_drawing(r: Revision, seed: int) -> Drawing:
 
 
 @contextmanager
-def _fixed_metadata() -> Iterator[None]:
-    """Write fixed header dates/GUIDs while saving (restores the option afterwards)."""
+def fixed_metadata() -> Iterator[None]:
+    """Write fixed header dates/GUIDs while saving, so that a seed gives the same bytes
+    (restores the option afterwards)."""
     old = ezdxf.options.write_fixed_meta_data_for_testing
     ezdxf.options.write_fixed_meta_data_for_testing = True
     try:
@@ -755,7 +756,7 @@ def make_sample_corpus(output_dir: Path, seed: int = 0, n_revisions: int = 6) ->
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    with _fixed_metadata():
+    with fixed_metadata():
         for fam in FAMILIES:
             for rev in range(n_revisions):
                 r = make_revision(fam, seed, rev)

@@ -19,7 +19,7 @@ Layout of ``<data_dir>/packed/shard-00000.h5`` (one shard per ``shard_size`` dra
 
 ``open_archive(data_dir)`` gives the same reader interface over a packed folder or
 over the per-drawing ``GF/`` + ``DeepDXF/`` folders, so training takes either:
-``len``, ``name(i)``, ``names()``, ``graph(i)``, ``rows(i)``, ``lengths()``, ``unpaired()``,
+``len``, ``name(i)``, ``names()``, ``graph(i)``, ``gf_layout(i)``, ``rows(i)``, ``lengths()``, ``unpaired()``,
 ``layout`` (``"packed"`` or ``"folders"``) and ``describe()``.
 
 Chunks are small (``GF_CHUNK`` drawings, ``ROW_CHUNK`` rows) because training reads
@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as `python dataset/pack.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, load_h5  # noqa: E402
-from dataset.dxf_process_GF import GF_CLASSES, load_gf  # noqa: E402
+from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, load_gf  # noqa: E402
 from dataset.console import progress_bar  # noqa: E402
 from dataset.files import atomic_write  # noqa: E402
 
@@ -102,6 +102,8 @@ def _write_shard(path: Path, data_dir: Path, names: Sequence[str], bar) -> None:
                                  compression="gzip", compression_opts=4)
         adj = f.create_dataset("gf/adjacency", (n, c, c), dtype="f4", chunks=(min(n, GF_CHUNK), c, c),
                                compression="gzip", compression_opts=4)
+        lay = f.create_dataset("gf/layout", (n, c, LAYOUT_DIM), dtype="f4",
+                               chunks=(min(n, GF_CHUNK), c, LAYOUT_DIM), compression="gzip", compression_opts=4)
         rows = f.create_dataset("deepdxf/rows", (0, N_COLUMNS), maxshape=(None, N_COLUMNS), dtype="i4",
                                 chunks=(ROW_CHUNK, N_COLUMNS), compression="gzip", compression_opts=4)
         offsets = np.zeros(n + 1, dtype=np.int64)
@@ -112,6 +114,8 @@ def _write_shard(path: Path, data_dir: Path, names: Sequence[str], bar) -> None:
             gf = load_gf(data_dir / "GF" / f"{name}.npz")
             feats[i] = gf["features"]
             adj[i] = gf["adjacency"]
+            if "layout" in gf:  # older GF files have none: zeros, as the per-drawing reader gives
+                lay[i] = gf["layout"]
             r, attrs = load_h5(data_dir / "DeepDXF" / f"{name}.h5")
             counts[i] = attrs.get("type_counts", np.bincount(r[:, 0], minlength=N_TYPES))
             offsets[i + 1] = offsets[i] + len(r)
@@ -188,6 +192,12 @@ class PackedArchive:
         f = self._file(k)
         return f["gf/features"][j], f["gf/adjacency"][j]
 
+    def gf_layout(self, i: int) -> np.ndarray:
+        """Class layout ``float32 [C, LAYOUT_DIM]`` of drawing i (zeros when it was packed without one)."""
+        k, j = self._locate(i)
+        f = self._file(k)
+        return f["gf/layout"][j] if "gf/layout" in f else np.zeros((len(GF_CLASSES), LAYOUT_DIM), np.float32)
+
     def rows(self, i: int) -> np.ndarray:
         """DeepDXF rows ``int32 [L, N_COLUMNS]`` of drawing i."""
         k, j = self._locate(i)
@@ -235,8 +245,16 @@ class FolderArchive:
         return list(self._names)
 
     def graph(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        gf = load_gf(self.data_dir / "GF" / f"{self._names[i]}.npz")
+        gf = load_gf(self.data_dir / "GF" / f"{self._names[i]}.npz", keys=("features", "adjacency"))
         return gf["features"], gf["adjacency"]
+
+    def gf_layout(self, i: int) -> np.ndarray:
+        """Class layout ``float32 [C, LAYOUT_DIM]`` of drawing i (zeros for GF files written
+        before preprocessing computed it)."""
+        try:
+            return load_gf(self.data_dir / "GF" / f"{self._names[i]}.npz", keys=("layout",))["layout"]
+        except KeyError:
+            return np.zeros((len(GF_CLASSES), LAYOUT_DIM), np.float32)
 
     def rows(self, i: int) -> np.ndarray:
         return load_h5(self.data_dir / "DeepDXF" / f"{self._names[i]}.h5")[0]

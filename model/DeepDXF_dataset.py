@@ -1,10 +1,12 @@
-"""Loading, views and batching of DeepDXF sequences (SPEC §3, §5, §6).
+"""Loading, views and batching of DeepDXF sequences.
 
 * :func:`load_deepdxf_dir` reads every ``<data_dir>/DeepDXF/<name>.h5`` once into
   numpy (int32 ``[L, 14]`` per drawing) with ``dataset.dxf_process_DeepDXF.load_h5_rows``.
 * :func:`make_view` turns one drawing into a training view: a list of handle-ordered
   chunks of at most C entities, after the switchable augmentations of the config
-  (random windows, entity dropout, quantization jitter, x/y shift, hidden slots).
+  (random windows, entity dropout, quantization jitter, x/y shift, hidden slots), after
+  the optional revision-like edits of :func:`revision_view` (90°/180° turns and mirror
+  of the quantized coordinates, deleted and duplicated entities).
 * :class:`LengthGroupedBatchSampler` puts drawings of similar length into one batch
   (less padding), every drawing once per epoch, seeded.
 * :func:`two_view_batch` builds the two views of each drawing of a batch with a given
@@ -25,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from config.DeepDXF_config import DeepDXFConfig
-from dataset.dxf_process_DeepDXF import KIND_MATRIX, load_h5_rows
+from dataset.dxf_process_DeepDXF import KIND_MATRIX, N_PARAMS, TYPE_INDEX, load_h5_rows
 from model.DeepDXF_embedding import ChunkBatch, chunk_rows
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,14 @@ Chunk = tuple[np.ndarray, np.ndarray, int]  # rows [l, 14], index in drawing [l]
 _CONTINUOUS = np.isin(KIND_MATRIX, (1, 2, 3, 4, 6))  # [N_TYPES, N_PARAMS]: jitter these
 _IS_X = KIND_MATRIX == 1
 _IS_Y = KIND_MATRIX == 2
+_IS_ANGLE = KIND_MATRIX == 4
+#: 0-based parameter indices (column - 1) of the boxes ``xmin, ymin, xmax, ymax`` in the
+#: parameter table: their corners must be re-sorted after a turn or mirror.
+_BOX_SLOTS: dict[str, tuple[int, int, int, int]] = {
+    "LWPOLYLINE": (2, 3, 4, 5), "HATCH": (2, 3, 4, 5), "INSERT": (5, 6, 7, 8), "SPLINE": (4, 5, 6, 7)}
+#: 0-based parameter indices of the ARC start/end angles (a mirror swaps them).
+_ARC_ANGLES = (3, 4)
+_ANGLE_QUARTER = 64  # 90° in the 0..255 angle quantization
 
 
 def deepdxf_folder(data_dir: str | Path) -> Path:
@@ -88,16 +98,163 @@ def _windows(n: int, cfg: DeepDXFConfig, rng: np.random.Generator) -> list[np.nd
     return [np.arange(s, s + c) for s in starts]
 
 
+def _coordinate_extent(params: np.ndarray, types: np.ndarray) -> tuple[int, int, int, int]:
+    """``(xmin, ymin, xmax, ymax)`` of the used X and Y slots of ``params [L, 12]``
+    (``(0, 0, 0, 0)`` when a drawing has no coordinate)."""
+    is_x, is_y = _IS_X[types] & (params >= 0), _IS_Y[types] & (params >= 0)
+    if not is_x.any() or not is_y.any():
+        return 0, 0, 0, 0
+    xs, ys = params[is_x], params[is_y]
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def _resort_boxes(params: np.ndarray, types: np.ndarray) -> None:
+    """In place: the box slots of ``params [L, 12]`` back to ``xmin <= xmax``, ``ymin <= ymax``."""
+    for name, (a, b, c, d) in _BOX_SLOTS.items():
+        sel = (types == TYPE_INDEX[name]) & (params[:, a] >= 0) & (params[:, c] >= 0)
+        if sel.any():
+            x0, x1 = params[sel, a], params[sel, c]
+            y0, y1 = params[sel, b], params[sel, d]
+            params[sel, a], params[sel, c] = np.minimum(x0, x1), np.maximum(x0, x1)
+            params[sel, b], params[sel, d] = np.minimum(y0, y1), np.maximum(y0, y1)
+
+
+def turn_rows(rows: np.ndarray, quarter_turns: int) -> np.ndarray:
+    """The drawing turned counter-clockwise by ``quarter_turns`` x 90°, in quantized space.
+
+    A quarter turn maps ``(x, y)`` to ``(xmin + ymax - y, ymin + x - xmin)`` (the
+    drawing's used coordinate box keeps its lower-left corner, as preprocessing anchors
+    a drawing at 0), adds 64 (90°) to every angle slot and re-sorts box slots. Four
+    turns give the rows back. Unused slots (-1) and the DIMENSION value stay as they are.
+
+    Args:
+        rows: int ``[L, 14]`` (type, 12 parameters, value).
+        quarter_turns: any integer (taken modulo 4).
+    Returns:
+        int64 ``[L, 14]``; values clipped to 0..255.
+    """
+    out = np.asarray(rows).astype(np.int64, copy=True)
+    k = int(quarter_turns) % 4
+    if k == 0 or len(out) == 0:
+        return out
+    types = out[:, 0]
+    for _ in range(k):
+        params = out[:, 1:1 + N_PARAMS]
+        xmin, ymin, _, ymax = _coordinate_extent(params, types)
+        is_x = _IS_X[types] & (params >= 0)
+        x_next = np.zeros_like(params)  # for each X slot: its Y partner (the next slot)
+        x_next[:, :-1] = params[:, 1:]
+        y_prev = np.zeros_like(params)  # for each Y slot: its X partner (the slot before)
+        y_prev[:, 1:] = params[:, :-1]
+        is_y = _IS_Y[types] & (params >= 0)
+        new = params.copy()
+        new[is_x] = xmin + ymax - x_next[is_x]
+        new[is_y] = ymin + y_prev[is_y] - xmin
+        is_a = _IS_ANGLE[types] & (params >= 0)
+        new[is_a] = (params[is_a] + _ANGLE_QUARTER) % 256
+        _resort_boxes(new, types)
+        out[:, 1:1 + N_PARAMS] = np.where(params >= 0, np.clip(new, 0, 255), params)
+    return out
+
+
+def mirror_rows(rows: np.ndarray) -> np.ndarray:
+    """The drawing mirrored left-right in quantized space: ``x -> xmin + xmax - x``,
+    angles ``a -> 128 - a`` (mod 256), ARC start/end angles swapped (an arc still runs
+    counter-clockwise), box slots re-sorted. Applying it twice gives the rows back.
+
+    Args:
+        rows: int ``[L, 14]``.
+    Returns:
+        int64 ``[L, 14]``.
+    """
+    out = np.asarray(rows).astype(np.int64, copy=True)
+    if len(out) == 0:
+        return out
+    types = out[:, 0]
+    params = out[:, 1:1 + N_PARAMS]
+    xmin, _, xmax, _ = _coordinate_extent(params, types)
+    new = params.copy()
+    is_x = _IS_X[types] & (params >= 0)
+    new[is_x] = xmin + xmax - params[is_x]
+    is_a = _IS_ANGLE[types] & (params >= 0)
+    new[is_a] = (128 - params[is_a]) % 256
+    arc = types == TYPE_INDEX["ARC"]
+    s, e = _ARC_ANGLES
+    new[arc, s], new[arc, e] = new[arc, e].copy(), new[arc, s].copy()
+    _resort_boxes(new, types)
+    out[:, 1:1 + N_PARAMS] = np.where(params >= 0, new, params)
+    return out
+
+
+def edit_rows(rows: np.ndarray, delete_fraction: float, duplicate_fraction: float,
+              rng: np.random.Generator, shift: int = 4) -> np.ndarray:
+    """Entities deleted and duplicated like a CAD revision: ``round(delete_fraction * L)``
+    random rows removed (at least one row is always kept), ``round(duplicate_fraction * L)``
+    random rows copied, shifted by up to ``shift`` quantization steps in x and y, and
+    appended at the end (new entities get the last handles).
+
+    Args:
+        rows: int ``[L, 14]``.
+    Returns:
+        int64 ``[L', 14]``.
+    """
+    out = np.asarray(rows).astype(np.int64, copy=False)
+    n = len(out)
+    if n == 0:
+        return out.copy()
+    n_del = min(n - 1, int(round(delete_fraction * n)))
+    n_dup = int(round(duplicate_fraction * n))
+    keep = np.ones(n, dtype=bool)
+    if n_del > 0:
+        keep[rng.choice(n, size=n_del, replace=False)] = False
+    kept = out[keep]
+    if n_dup <= 0:
+        return kept.copy()
+    dup = kept[rng.integers(0, len(kept), size=n_dup)].copy()
+    types = dup[:, 0]
+    params = dup[:, 1:1 + N_PARAMS]
+    dx, dy = (rng.integers(-shift, shift + 1, size=(2, n_dup, 1)) if shift > 0 else np.zeros((2, n_dup, 1), np.int64))
+    delta = dx * _IS_X[types] + dy * _IS_Y[types]
+    dup[:, 1:1 + N_PARAMS] = np.where(params >= 0, np.clip(params + delta, 0, 255), params)
+    return np.concatenate([kept, dup], axis=0)
+
+
+def revision_view(rows: np.ndarray, cfg: DeepDXFConfig, rng: np.random.Generator) -> np.ndarray:
+    """The revision-like edits of a view, switched by the config (each off by default):
+
+    * ``DeepDXF_aug_turn``: with probability ``DeepDXF_turn_prob`` turn by 90°, 180° or 270°;
+    * ``DeepDXF_aug_mirror``: with probability 0.5 mirror left-right;
+    * ``DeepDXF_aug_edit``: delete and duplicate up to ``DeepDXF_edit_fraction`` of the
+      entities (each share uniform in ``[0, DeepDXF_edit_fraction]``).
+
+    Args:
+        rows: int ``[L, 14]`` of the whole drawing (before windows).
+    Returns:
+        int ``[L', 14]`` (the input itself when nothing is switched on).
+    """
+    out = rows
+    if cfg.DeepDXF_aug_edit and cfg.DeepDXF_edit_fraction > 0:
+        f = cfg.DeepDXF_edit_fraction
+        out = edit_rows(out, rng.uniform(0, f), rng.uniform(0, f), rng)
+    if cfg.DeepDXF_aug_turn and rng.random() < cfg.DeepDXF_turn_prob:
+        out = turn_rows(out, int(rng.integers(1, 4)))
+    if cfg.DeepDXF_aug_mirror and rng.random() < 0.5:
+        out = mirror_rows(out)
+    return out
+
+
 def make_view(rows: np.ndarray, cfg: DeepDXFConfig, rng: np.random.Generator) -> list[Chunk]:
-    """One augmented view of a drawing as chunks (SPEC §5 views).
+    """One augmented view of a drawing as chunks.
 
     Args:
         rows: int [L, 14], L >= 1, handle order.
         cfg: augmentation switches ``DeepDXF_aug_*`` and their amounts.
         rng: numpy generator (seeded by the caller).
     Returns:
-        Chunks ``(rows [l, 14], index [l], L)`` with 1 <= l <= chunk_len.
+        Chunks ``(rows [l, 14], index [l], L)`` with 1 <= l <= chunk_len (index and L
+        refer to the drawing after :func:`revision_view`).
     """
+    rows = revision_view(rows, cfg, rng)
     n = rows.shape[0]
     sx = sy = 0
     if cfg.DeepDXF_aug_shift and cfg.DeepDXF_shift > 0:
@@ -302,7 +459,11 @@ __all__ = [
     "LengthGroupedBatchSampler",
     "deepdxf_folder",
     "load_deepdxf_dir",
+    "edit_rows",
     "make_loader",
     "make_view",
+    "mirror_rows",
+    "revision_view",
+    "turn_rows",
     "two_view_batch",
 ]

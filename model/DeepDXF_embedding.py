@@ -1,4 +1,4 @@
-"""Input embedding of the DeepDXF model (SPEC §3, §5).
+"""Input embedding of the DeepDXF model.
 
 One entity row ``[type, p_1 .. p_12, dim_value]`` (int32, handle order) becomes one
 ``d_model`` vector:

@@ -1,4 +1,4 @@
-"""NT-Xent (normalized temperature-scaled cross entropy, SimCLR) for DeepDXF (SPEC §5).
+"""NT-Xent (normalized temperature-scaled cross entropy, SimCLR) for DeepDXF.
 
 For N drawings with two views each, z = [z_1; z_2] has 2N rows. With
 s_ij = cos(z_i, z_j) / tau and p(i) the other view of row i:

@@ -1,4 +1,4 @@
-"""GF graphs (``<data_dir>/GF/*.npz``, read by ``dataset.dxf_process_GF.load_gf``) and their pair batches (SPEC §4).
+"""GF graphs (``<data_dir>/GF/*.npz``, read by ``dataset.dxf_process_GF.load_gf``) and their pair batches.
 
 All graphs are loaded once into three tensors (they are tiny: 10 nodes each), so a
 batch is an index into them, on whatever device they were moved to.
@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+import logging
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from dataset.dxf_process_GF import load_gf
+from dataset.dxf_process_GF import LAYOUT_DIM, load_gf
 from model.layers.DenseGraphMatching import node_mask
+
+log = logging.getLogger(__name__)
 
 N_NODES = 10
 N_FEATURES = 11
@@ -66,8 +70,12 @@ def gf_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / "GF"
 
 
-def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None) -> GFGraphs:
+def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None, layout: bool = False) -> GFGraphs:
     """Load every ``<data_dir>/GF/*.npz`` (sorted by name), or only ``names``.
+
+    ``layout``: append each file's ``layout`` array ``[10, LAYOUT_DIM]`` to the node
+    features (``[G, 10, 11 + LAYOUT_DIM]``, see :func:`with_layout`); the node mask
+    comes from the 11 GF features alone.
 
     Raises:
         GFDataError: the folder is missing or empty, or a file has the wrong shape.
@@ -93,7 +101,33 @@ def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None) 
             raise GFDataError(f"{p}: expected features [10, 11] and adjacency [10, 10], got {f.shape} and {a.shape}")
         feats[i], adjs[i] = f, a
     features, adjacency = torch.from_numpy(feats), torch.from_numpy(adjs)
-    return GFGraphs([p.stem for p in paths], features, adjacency, node_mask(features, adjacency))
+    mask = node_mask(features, adjacency)
+    if layout:
+        features = torch.cat([features, torch.from_numpy(read_layout(paths))], dim=2)
+    return GFGraphs([p.stem for p in paths], features, adjacency, mask)
+
+
+def read_layout(paths: Sequence[Path]) -> np.ndarray:
+    """The ``layout`` arrays of GF files, ``float32 [G, 10, LAYOUT_DIM]``; zeros for files
+    written before the key existed (a warning counts them: preprocess again with
+    ``dataset/dxf_process.py --overwrite`` to fill them)."""
+    out = np.zeros((len(paths), N_NODES, LAYOUT_DIM), dtype=np.float32)
+    missing = []
+    for i, p in enumerate(paths):
+        try:
+            enc = load_gf(p, keys=("layout",))
+        except KeyError:
+            missing.append(p.stem)
+            continue
+        except (OSError, ValueError) as err:
+            raise GFDataError(f"{p}: not a readable GF file ({err})") from err
+        if enc["layout"].shape != (N_NODES, LAYOUT_DIM):
+            raise GFDataError(f"{p}: layout of shape {enc['layout'].shape}, expected [{N_NODES}, {LAYOUT_DIM}]")
+        out[i] = enc["layout"]
+    if missing:
+        log.warning("%d of %d GF files have no 'layout' array (written by an older preprocessing): zeros used, "
+                    "e.g. %s; run dataset/dxf_process.py --overwrite to compute it", len(missing), len(paths), missing[0])
+    return out
 
 
 def pair_indices(n: int, batch_size: int, generator: Optional[torch.Generator] = None, shuffle: bool = True) -> list[tuple[Tensor, Tensor]]:
@@ -176,5 +210,5 @@ class GFPairLoader:
 
 
 __all__ = [
-    "GFDataError", "GFGraphs", "GFPairLoader", "gf_dir", "load_gf_graphs", "pair_indices", "N_NODES", "N_FEATURES",
+    "GFDataError", "GFGraphs", "GFPairLoader", "gf_dir", "load_gf_graphs", "read_layout", "pair_indices", "N_NODES", "N_FEATURES",
 ]

@@ -1,4 +1,4 @@
-"""Joint batches streamed from disk: the same drawings for the GF and the DeepDXF model at every step (SPEC §6).
+"""Joint batches streamed from disk: the same drawings for the GF and the DeepDXF model at every step.
 
 The drawings come from an archive reader (``dataset.pack.open_archive``): a packed
 folder (``<data_dir>/packed/shard-*.h5``) or the per-drawing folders ``GF/<name>.npz``
@@ -13,9 +13,9 @@ Batches of one epoch: the part's drawings are shuffled once (seeded by the seed 
 the epoch) and cut into ``n_batches = ceil(n / (2 GF_batch_size))`` consecutive parts
 of nearly equal size (``np.array_split``). Part k is GF batch k *and* DeepDXF batch
 k, so both loaders give the same number of batches (``len(gf_train_loader)``) and
-the DeepDXF batch size is ``int(n / len(gf_train_loader))`` (SPEC §6; a part may hold
+the DeepDXF batch size is ``int(n / len(gf_train_loader))`` (a part may hold
 one drawing more when the division is not exact). In a GF batch the part's first
-half is paired with its second half (SPEC §4 pairs; an odd leftover is paired with
+half is paired with its second half (pairs; an odd leftover is paired with
 a drawing of another part). Views are seeded per (seed, epoch, part), so a batch
 looks the same whatever the number of processes, accumulation steps or DataLoader
 workers.
@@ -218,7 +218,7 @@ class PartSampler(Sampler[PartRequest]):
             index = self.indices[parts[k]]
             seed = view_seed_of(self.seed, epoch, k)
             partner = -1
-            if len(index) % 2:  # the odd leftover meets a drawing of another part (SPEC §4 pairs)
+            if len(index) % 2:  # the odd leftover meets a drawing of another part
                 rng = np.random.default_rng(list(seed))
                 n_others = len(self.sorted) - len(index)
                 partner = _nth_other(self.sorted, index, int(rng.choice(n_others))) if n_others > 0 else int(index[0])
@@ -236,16 +236,21 @@ class JointDataset(Dataset):
     a DataLoader over this dataset runs with ``batch_size=None`` and a :class:`PartSampler`).
     """
 
-    def __init__(self, archive: Archive, ids: np.ndarray) -> None:
+    def __init__(self, archive: Archive, ids: np.ndarray, layout: bool = False) -> None:
         self.archive = archive
         self.ids = np.asarray(ids, dtype=np.int64)
+        self.layout = layout
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def graph(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(features float32 [10, 11], adjacency float32 [10, 10])`` of joint drawing i."""
-        return self.archive.graph(int(self.ids[i]))
+        """``(features float32 [10, F], adjacency float32 [10, 10])`` of joint drawing i:
+        ``F = 11``, or ``11 + LAYOUT_DIM`` with the class layout appended (``layout=True``)."""
+        features, adjacency = self.archive.graph(int(self.ids[i]))
+        if self.layout:
+            features = np.concatenate([features, self.archive.gf_layout(int(self.ids[i]))], axis=1)
+        return features, adjacency
 
     def rows(self, i: int) -> np.ndarray:
         """DeepDXF rows int32 ``[L, 14]`` of joint drawing i."""
@@ -427,7 +432,7 @@ class JointDataLoader:
                                  f"{len(names)} joint drawings in {cfg.data_dir}")
         self.split: SplitLike = split
         self.names: list[str] = split.names
-        self.dataset = JointDataset(self.archive, ids)
+        self.dataset = JointDataset(self.archive, ids, layout=cfg.GF_layout_features)
 
     @property
     def layout(self) -> str:

@@ -1,4 +1,4 @@
-"""The joint objective: the GF loss, the DeepDXF loss and an optional cross-model term (SPEC §6).
+"""The joint objective: the GF loss, the DeepDXF loss and an optional cross-model term.
 
 The two model losses come from their own modules (``gf_step_loss`` of
 ``model/GF_model.py``, ``deepdxf_step_loss`` of ``model/DeepDXF_model.py``, NT-Xent of

@@ -1,4 +1,4 @@
-"""Transformer encoder, chunk pooling and projection head of DeepDXF (SPEC §5).
+"""Transformer encoder, chunk pooling and projection head of DeepDXF.
 
 A drawing of L entities (handle order) is cut into ceil(L / C) chunks of C
 entities; each chunk is encoded by pre-norm transformer layers (attention within
@@ -12,7 +12,7 @@ Pooling (``pooling``):
 * ``count``: e = [ (1/L) sum_i h_i ;  W_s s ],  s = [log1p L, log1p n_1 .. log1p n_12]
 
 so ``count`` keeps the drawing's size and composition, which mean pooling throws
-away (SPEC §5). The projection head ``g([e ; s])`` (``s`` only when
+away. The projection head ``g([e ; s])`` (``s`` only when
 ``hist_in_head``) is used by the loss only; similarity uses ``e``.
 
 The layers are written on ``torch.nn.functional.scaled_dot_product_attention``

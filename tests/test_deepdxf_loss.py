@@ -1,4 +1,4 @@
-"""NT-Xent of DeepDXF (SPEC §5): reference values, edge cases, mixed precision."""
+"""NT-Xent of DeepDXF: reference values, edge cases, mixed precision."""
 import math
 
 import torch

@@ -1,4 +1,4 @@
-"""GF dataset: loading npz files and the pair batches of SPEC §4."""
+"""GF dataset: loading npz files and the pair batches."""
 import numpy as np
 import pytest
 import torch

@@ -252,3 +252,40 @@ def test_change_range_sets_the_share_of_deleted_and_added_entities(tmp_path):
     with pytest.raises(ValueError, match="change range"):
         generate([], tmp_path / "unused", change=(0.3, 0.2), quiet=True)
     assert not (tmp_path / "unused").exists()
+
+
+def test_region_edit_replaces_a_detail_with_shifted_copies_of_another(tiny):
+    """Target rectangle around the circle; source rectangle over the first short lines."""
+    doc = ezdxf.readfile(tiny)
+    n_before = len(doc.modelspace())
+    dx, dy = -0.15, 0.88
+    plan = RevisionPlan(region=(0.15, 0.10, 0.35, 0.22, dx, dy))
+    rec = apply_plan(doc, plan, random.Random(0))
+    msp = doc.modelspace()
+    # the details whose box centre is in the target are gone: the circle (5, 5) and the MTEXT (3.7, 6.5)
+    assert not any(e.dxftype() in ("CIRCLE", "MTEXT") for e in msp)
+    assert rec.region_deleted == 2
+    # source lines: centre x = i * 0.1 + 0.025 within [0, 0.2 * 21]
+    expected = sum(1 for i in range(N_LINES) if 0.0 <= (i * 0.1 + 0.025) / 21.0 <= 0.2)
+    assert rec.region_added == expected > 10
+    assert len(msp) == n_before - 2 + expected
+    copies = [e for e in msp if e.dxftype() == "LINE" and 1.0 < e.dxf.start.y < 10.0]
+    assert len(copies) == expected                                # they landed in the target rectangle
+    assert all(0.15 * 21 - 1e-6 <= (e.dxf.start.x + e.dxf.end.x) / 2 <= 0.35 * 21 + 1e-6 for e in copies)
+    assert "region" in plan.edits()
+
+
+def test_hard_plans_explode_most_blocks_and_may_redraw_regions(tmp_path):
+    from bench.make_revisions import HARD, draw_plan
+
+    rng = random.Random(0)
+    plans = [draw_plan(rng, "AC1024", p_edit=1.0, change=HARD["change"], explode=HARD["explode"], region=True)
+             for _ in range(20)]
+    assert all(0.8 <= p.explode_fraction <= 1.0 for p in plans)
+    assert all(p.region is not None for p in plans)
+    assert all(0.0 <= p.region[0] < p.region[2] <= 1.0 and 0.0 <= p.region[0] + p.region[4] <= 1.0 for p in plans)
+    # the default call draws no region edit and keeps the old explode range
+    plain = [draw_plan(random.Random(k), "AC1024", p_edit=1.0) for k in range(20)]
+    assert all(p.region is None and 0.2 <= p.explode_fraction <= 0.6 for p in plain)
+    with pytest.raises(ValueError, match="explode range"):
+        generate([], tmp_path / "unused", explode=(0.9, 0.1), quiet=True)

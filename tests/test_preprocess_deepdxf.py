@@ -1,4 +1,4 @@
-"""DeepDXF rows (SPEC §3): values of each type, -1 slots, angle range, DIMENSION x1000, HDF5."""
+"""DeepDXF rows: values of each type, -1 slots, angle range, DIMENSION x1000, HDF5."""
 from __future__ import annotations
 
 

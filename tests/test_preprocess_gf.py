@@ -1,4 +1,4 @@
-"""GF encoding (SPEC §2) on drawings whose answer is worked out by hand."""
+"""GF encoding on drawings whose answer is worked out by hand."""
 from __future__ import annotations
 
 import numpy as np

@@ -135,7 +135,7 @@ def test_joint_embedding_concatenates_two_unit_blocks(corpus):
     from utils.embedders import load_drawing, make_embedder
 
     enc = load_drawing(corpus["dxf"][0])
-    joint = make_embedder(corpus["joint"], "auto").embed([enc])
+    joint = make_embedder(corpus["joint"], "joint").embed([enc])
     gf = make_embedder(corpus["joint"], "gf").embed([enc])
     dd = make_embedder(corpus["joint"], "deepdxf").embed([enc])
     assert joint.shape[1] == gf.shape[1] + dd.shape[1]

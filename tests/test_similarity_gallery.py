@@ -95,14 +95,15 @@ def test_touched_but_unchanged_file_is_not_re_embedded(corpus, gallery, capsys):
 
 def test_export_holds_names_and_float32_embeddings(corpus, gallery, capsys):  # noqa: F811
     out_npz = gallery.parent / "out" / "emb.npz"
-    code, out, err = run_cli(capsys, "--model_path", corpus["joint"], "--gallery", gallery, "--export", out_npz)
+    code, out, err = run_cli(capsys, "--model_path", corpus["joint"], "--embedding", "joint", "--gallery", gallery,
+                             "--export", out_npz)
     assert code == 0, err
     with np.load(out_npz) as z:
         names, emb = [str(n) for n in z["names"]], z["embeddings"]
     # names by the one naming rule: the path below the gallery folder, "/" -> "__"
     assert sorted(names) == sorted([f"a__{n}" for n in ODD_NAMES] + ["b__sub folder__第二 (x)", "b__QFN-like_rev2"])
     assert emb.dtype == np.float32 and emb.shape[0] == 5
-    embedder = make_embedder(corpus["joint"])
+    embedder = make_embedder(corpus["joint"], "joint")
     i = names.index("b__sub folder__第二 (x)")
     direct = embedder.embed([load_drawing(gallery / "b" / "sub folder" / "第二 (x).dxf")])[0]
     np.testing.assert_allclose(emb[i], direct, atol=1e-5)

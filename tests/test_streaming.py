@@ -238,3 +238,28 @@ def test_training_memory_does_not_grow_with_the_archive(tmp_path):
     rss_small = _peak_rss_kb(small, tmp_path)
     rss_large = _peak_rss_kb(large, tmp_path)
     assert rss_large <= 1.5 * rss_small, (rss_small, rss_large)
+
+
+def test_gf_layout_features_stream_from_folders_and_packed_shards(tmp_path):
+    """With --GF_layout_features the streamed node features are the 11 GF columns and the
+    class layout, as the in-memory GF loader gives them, from either layout of the data."""
+    from dataset.dxf_process_GF import LAYOUT_DIM, load_gf
+
+    write_synthetic_joint_corpus(tmp_path, 12, seed=5)
+    rng = np.random.default_rng(0)
+    for p in sorted((tmp_path / "GF").glob("*.npz")):
+        enc = load_gf(p)
+        enc["layout"] = rng.random((10, LAYOUT_DIM)).astype(np.float32)
+        save_gf(p, enc)
+    packed = tmp_path / "packed_copy"
+    pack(tmp_path, out=packed / "packed", progress=False)
+    reference = load_gf_graphs(tmp_path, layout=True)
+    by_name = {n: reference.features[i].numpy() for i, n in enumerate(reference.names)}
+    for root in (tmp_path, packed):
+        data = JointDataLoader(_cfg(root, GF_layout_features=True), make_split=make_split)
+        for i in (0, 5, len(data.names) - 1):
+            features, _ = data.dataset.graph(i)
+            assert features.shape == (10, 11 + LAYOUT_DIM)
+            np.testing.assert_array_equal(features, by_name[data.names[i]])
+        plain = JointDataLoader(_cfg(root), make_split=make_split)
+        assert plain.dataset.graph(0)[0].shape == (10, 11)

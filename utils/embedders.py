@@ -23,6 +23,13 @@ Embedding kinds:
             like ``features``. Needs only the DeepDXF rows.
 ``layout_rot`` the same counts pooled over the 8 turns and flips of the grid [120]:
             robust to drawings turned by 90°/180° or mirrored.
+``joint_floors`` the ``joint`` embedding (unit length) followed by floor blocks that keep
+            what counting already captures (:func:`combined_embedding`,
+            :data:`COMBINED_BLOCKS`): the raw GF matrices, only L2-normalized
+            (z-scoring them loses revisions), of length :data:`FLOOR_BLOCK_WEIGHT`.
+            Blocks and weight were chosen on the selection split
+            (``bench/learn_ablation.md``); it is what ``auto`` gives for a joint
+            checkpoint.
 ==========  ==================================================================
 """
 from __future__ import annotations
@@ -35,7 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS, N_TYPES, load_h5
-from dataset.dxf_process_GF import GF_CLASSES, load_gf
+from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, load_gf
 from config.sim_config import EMBEDDING_CHOICES
 from dataset.dxf_read import DrawingError
 from utils.floors import GRID, layout_embedding, layout_grid, layout_rot_embedding
@@ -51,6 +58,19 @@ RAW_GF_DIM = len(GF_CLASSES) * (len(GF_CLASSES) + 1) + len(GF_CLASSES) ** 2
 FLOOR_BLOCKS = {"features": (HIST_DIM, RAW_GF_DIM), "layout": (N_TYPES * GRID * GRID,),
                 "layout_rot": (N_TYPES * ((GRID + 1) // 2) * ((GRID + 1) // 2 + 1) // 2,)}
 _EPS = 1e-12
+#: columns of each floor block of ``joint_floors``
+COMBINED_SIZES = {"hist": HIST_DIM, "gf_raw": RAW_GF_DIM, "gf": RAW_GF_DIM, "layout": FLOOR_BLOCKS["layout"][0],
+                  "layout_rot": FLOOR_BLOCKS["layout_rot"][0]}
+#: floor blocks appended by ``joint_floors``: (name, z-scored with the reference?)
+#: (chosen on the selection split among histogram, raw/z-scored GF and layout_rot blocks,
+#: see bench/learn_ablation.md: adding the histogram or layout_rot lowered revision mAP)
+COMBINED_BLOCKS: tuple[tuple[str, bool], ...] = (("gf_raw", False),)
+#: length of each appended floor block relative to the unit-length learned block
+#: (selection split: 0.5 -> 0.860, 1 -> 0.892, 2 -> 0.921, 4 -> 0.924 mAP, 3 seeds)
+FLOOR_BLOCK_WEIGHT = 4.0
+#: what ``--embedding auto`` gives for a joint checkpoint: the best learned embedding on the
+#: selection split of ``bench/learn_ablation.py`` (see ``bench/learn_ablation.md``)
+AUTO_JOINT = "joint_floors"
 
 
 class EmbedderError(Exception):
@@ -70,6 +90,8 @@ class DrawingEncoding:
         gf_adjacency: float32 ``[10, 10]`` or None.
         layout: int32 ``[12, 8, 8]`` entities per type and grid cell (``utils.floors.layout_grid``
             of ``rows``).
+        gf_layout: float32 ``[10, LAYOUT_DIM]`` the GF file's per-class occupancy (zeros when
+            the file predates it), for GF models trained with ``GF_layout_features``.
     """
 
     path: str
@@ -79,6 +101,7 @@ class DrawingEncoding:
     gf_features: Optional[np.ndarray] = None
     gf_adjacency: Optional[np.ndarray] = None
     layout: np.ndarray = field(default_factory=lambda: np.zeros((N_TYPES, GRID, GRID), dtype=np.int32))
+    gf_layout: np.ndarray = field(default_factory=lambda: np.zeros((len(GF_CLASSES), LAYOUT_DIM), dtype=np.float32))
 
     @property
     def has_gf(self) -> bool:
@@ -108,7 +131,7 @@ def _load_dxf(path: Path, max_len: int) -> DrawingEncoding:
         path=str(path), source=str(path), rows=rows,
         type_counts=np.asarray(info["type_counts"], dtype=np.int64),
         gf_features=gf["features"].astype(np.float32), gf_adjacency=gf["adjacency"].astype(np.float32),
-        layout=layout_grid(rows),
+        layout=layout_grid(rows), gf_layout=np.asarray(gf["layout"], dtype=np.float32),
     )
 
 
@@ -139,6 +162,8 @@ def _load_h5(path: Path) -> DrawingEncoding:
             gf = load_gf(twin)
             enc.gf_features = np.asarray(gf["features"], dtype=np.float32)
             enc.gf_adjacency = np.asarray(gf["adjacency"], dtype=np.float32)
+            if "layout" in gf:  # older files: zeros (the default)
+                enc.gf_layout = np.asarray(gf["layout"], dtype=np.float32)
         except (OSError, KeyError, ValueError) as err:
             raise DrawingError(path, f"its GF twin {twin} cannot be read ({err})") from err
     return enc
@@ -234,6 +259,56 @@ def append_features(learned: np.ndarray, raw: np.ndarray, reference: Optional[np
                           axis=1).astype(np.float32)
 
 
+def floor_block(name: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """One raw floor block of stacked encodings (:func:`stack_encodings`):
+
+    ``hist`` log(1 + type counts) ``[n, 12]``; ``gf_raw`` / ``gf`` the GF matrices
+    flattened ``[n, 210]``; ``layout`` ``[n, 768]``; ``layout_rot`` ``[n, 120]``.
+    """
+    from utils.retrieval import histogram_embedding, raw_gf_embedding
+
+    if name == "hist":
+        return histogram_embedding(arrays["type_counts"])
+    if name in ("gf_raw", "gf"):
+        return raw_gf_embedding(arrays["gf_features"], arrays["gf_adjacency"])
+    if name == "layout":
+        return layout_embedding(arrays["layout"])
+    if name == "layout_rot":
+        return layout_rot_embedding(arrays["layout"])
+    raise ValueError(f"unknown floor block {name!r}: hist, gf, gf_raw, layout or layout_rot")
+
+
+def combined_embedding(learned: np.ndarray, raw_blocks: Sequence[np.ndarray],
+                       reference_blocks: Optional[Sequence[np.ndarray]] = None,
+                       zscore: Sequence[bool] = (), weight: float = FLOOR_BLOCK_WEIGHT) -> np.ndarray:
+    """A learned embedding that keeps what the floors capture: ``[L2(learned) | w * b_1 | ...]``.
+
+    Each floor block ``b_k`` is z-scored column-wise with the statistics of its
+    reference block (where ``zscore[k]``; the reference is the gallery, >= 2 rows) and
+    L2-normalized, then scaled by ``weight``; the learned block has length 1, so in a
+    cosine similarity each floor block weighs ``weight**2`` against the learned part.
+    ``weight = 0`` gives the learned embedding alone (padded with zeros).
+
+    Args:
+        learned: ``[n, D]``.
+        raw_blocks: floor blocks ``[n, d_k]`` (:func:`floor_block`).
+        reference_blocks: ``[m, d_k]`` per block, or None (no z-scoring).
+        zscore: per block, z-score it (default: all True).
+    Returns:
+        float32 ``[n, D + sum d_k]``.
+    """
+    parts = [_l2(np.asarray(learned, dtype=np.float64)).astype(np.float64)]
+    for k, raw in enumerate(raw_blocks):
+        x = np.asarray(raw, dtype=np.float64)
+        z = zscore[k] if k < len(zscore) else True
+        if z and reference_blocks is not None and len(reference_blocks[k]) >= 2:
+            ref = np.asarray(reference_blocks[k], dtype=np.float64)
+            std = ref.std(0)
+            x = (x - ref.mean(0)) / np.where(std > _EPS, std, 1.0)
+        parts.append(weight * x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS))
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
 def _l2(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)).astype(np.float32)
 
@@ -261,8 +336,10 @@ class Embedder:
 
     def __init__(self, kind: str, identity: str, label: str,
                  fn: Callable[[Sequence[DrawingEncoding]], np.ndarray], needs_gf: bool,
-                 config: Optional[dict] = None):
+                 config: Optional[dict] = None, learned_dim: int = 0):
         self.kind = kind
+        #: ``joint_floors``: columns of the learned part; the rest are raw floor blocks
+        self.learned_dim = learned_dim
         self.config = config
         self.identity = identity
         self.label = label
@@ -289,18 +366,39 @@ class Embedder:
     def finalize(self, emb: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Gallery-level step before comparing: the non-learned kinds z-score with the
         ``reference: [m, D]`` rows (the gallery) and L2-normalize each block; learned
-        kinds are returned unchanged."""
+        kinds are returned unchanged; ``joint_floors`` combines its learned part with its
+        floor blocks z-scored with the reference (:func:`combined_embedding`)."""
         if self.kind in FLOOR_KINDS:
             return standardize_features(emb, reference, FLOOR_BLOCKS[self.kind])
+        if self.kind == "joint_floors":
+            return _finalize_combined(np.asarray(emb), reference, self.learned_dim)
         return np.asarray(emb, dtype=np.float32)
 
 
-def _gf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
+def _split_blocks(x: np.ndarray, learned_dim: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``[n, D + sum d_k]`` -> the learned part and the :data:`COMBINED_BLOCKS` floor blocks."""
+    sizes = [COMBINED_SIZES[name] for name, _ in COMBINED_BLOCKS]
+    cuts = np.cumsum([learned_dim] + sizes)[:-1]
+    parts = np.split(np.asarray(x, dtype=np.float64), cuts, axis=1)
+    return parts[0], parts[1:]
+
+
+def _finalize_combined(emb: np.ndarray, reference: Optional[np.ndarray], learned_dim: int) -> np.ndarray:
+    learned, blocks = _split_blocks(emb, learned_dim)
+    ref_blocks = None if reference is None or len(reference) < 2 else _split_blocks(reference, learned_dim)[1]
+    return combined_embedding(learned, blocks, ref_blocks, [z for _, z in COMBINED_BLOCKS], FLOOR_BLOCK_WEIGHT)
+
+
+def _gf_fn(model: Any, layout: bool = False) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
+    """Embedding function of a GF model; ``layout``: it was trained with ``GF_layout_features``
+    (its node features are the 11 GF columns followed by the drawing's ``gf_layout``)."""
     from model.GF_model import embed_graphs
 
     def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
-        return embed_graphs(model, np.stack([e.gf_features for e in encs]),
-                            np.stack([e.gf_adjacency for e in encs]))
+        feats = np.stack([e.gf_features for e in encs])
+        if layout:
+            feats = np.concatenate([feats, np.stack([e.gf_layout for e in encs])], axis=2)
+        return embed_graphs(model, feats, np.stack([e.gf_adjacency for e in encs]))
     return fn
 
 
@@ -310,6 +408,20 @@ def _deepdxf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]
     def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
         return embed_sequences(model, [e.rows for e in encs])
     return fn
+
+
+def _joint_dim(gf_model: Any, dd_model: Any, layout: bool = False) -> int:
+    """Columns of the joint embedding of these two models (one tiny dummy drawing each)."""
+    from model.DeepDXF_model import embed_sequences
+    from model.GF_model import embed_graphs
+
+    c = len(GF_CLASSES)
+    rows = np.full((1, N_COLUMNS), -1, dtype=np.int32)
+    rows[0, 0] = 0
+    width = c + 1 + (LAYOUT_DIM if layout else 0)
+    g = embed_graphs(gf_model, np.zeros((1, c, width), np.float32), np.zeros((1, c, c), np.float32))
+    d = embed_sequences(dd_model, [rows])
+    return int(g.shape[1] + d.shape[1])
 
 
 def _check_device(device: str) -> None:
@@ -388,8 +500,8 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
                             "was it written by another version of the model code?") from err
     kind = trained.kind
     natural = {"GF": "gf", "DeepDXF": "deepdxf", "joint": "joint"}[kind]
-    chosen = natural if embedding == "auto" else embedding
-    available = {"gf": {"gf"}, "deepdxf": {"deepdxf"}, "joint": {"gf", "deepdxf", "joint"}}[natural]
+    chosen = (AUTO_JOINT if natural == "joint" else natural) if embedding == "auto" else embedding
+    available = {"gf": {"gf"}, "deepdxf": {"deepdxf"}, "joint": {"gf", "deepdxf", "joint", "joint_floors"}}[natural]
     if chosen not in available:
         raise EmbedderError(f"{path} is a {kind} checkpoint: it cannot give a {chosen} embedding "
                             f"(choose --embedding {' or '.join(sorted(available))}, or features/layout/layout_rot)")
@@ -397,20 +509,30 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
     gf_model, dd_model = trained.gf, trained.deepdxf
     label = f"{chosen} model ({path})"
     config = dict(trained.config or {})
+    gf_layout = bool(config.get("GF_layout_features", False))
     if chosen == "gf":
-        return Embedder("gf", identity, label, _gf_fn(gf_model), needs_gf=True, config=config)
+        return Embedder("gf", identity, label, _gf_fn(gf_model, gf_layout), needs_gf=True, config=config)
     if chosen == "deepdxf":
         return Embedder("deepdxf", identity, label, _deepdxf_fn(dd_model), needs_gf=False, config=config)
-    gf_fn, dd_fn = _gf_fn(gf_model), _deepdxf_fn(dd_model)
+    gf_fn, dd_fn = _gf_fn(gf_model, gf_layout), _deepdxf_fn(dd_model)
 
     def joint_fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
         return np.concatenate([_l2(gf_fn(encs)), _l2(dd_fn(encs))], axis=1)
-    return Embedder("joint", identity, label, joint_fn, needs_gf=True, config=config)
+    if chosen == "joint":
+        return Embedder("joint", identity, label, joint_fn, needs_gf=True, config=config)
+
+    def combined_fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        arrays = stack_encodings(encs)
+        return np.concatenate([joint_fn(encs)] + [floor_block(name, arrays) for name, _ in COMBINED_BLOCKS], axis=1)
+    blocks = ",".join(f"{n}{'z' if z else ''}" for n, z in COMBINED_BLOCKS)
+    return Embedder("joint_floors", f"{identity}/{blocks}/w{FLOOR_BLOCK_WEIGHT:g}", label, combined_fn,
+                    needs_gf=True, config=config, learned_dim=_joint_dim(gf_model, dd_model, gf_layout))
 
 
 __all__ = [
     "DXF_SUFFIXES", "H5_SUFFIXES", "SUPPORTED_SUFFIXES", "EMBEDDING_CHOICES", "FLOOR_KINDS", "FLOOR_BLOCKS",
     "floor_raw", "floor_embedder", "stack_encodings", "append_features",
+    "COMBINED_BLOCKS", "FLOOR_BLOCK_WEIGHT", "floor_block", "combined_embedding",
     "DrawingError", "EmbedderError", "DrawingEncoding", "Embedder",
     "gf_twin_path", "load_drawing", "raw_features", "standardize_features", "file_sha1", "make_embedder",
 ]

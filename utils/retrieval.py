@@ -1,6 +1,6 @@
 """Retrieval quality: the judge of every model, and the non-learned floors.
 
-Protocol (``../shared/dxf/leadframe-dev/README.md``): ``groups`` is a list of
+Protocol: ``groups`` is a list of
 groups of drawing names that people consider similar. Every drawing of a group
 with at least two members (present among ``names``) is a query; the other members
 of its group(s) are its positives; the gallery is all other ``n - 1`` drawings

@@ -1,4 +1,4 @@
-"""The grouped train/validation/test split of SPEC §6, saved with every run.
+"""The grouped train/validation/test split, saved with every run.
 
 20 % of the drawings (by group) are held out as the test set; the rest is cut into
 k grouped folds for cross validation. Revisions and pieces of one drawing
@@ -124,7 +124,7 @@ def make_split(
     seed: int = 0,
     group_pattern: str = DEFAULT_GROUP_PATTERN,
 ) -> Split:
-    """Draw the grouped test split and the k grouped folds of SPEC §6.
+    """Draw the grouped test split and the k grouped folds.
 
     Args:
         names: drawing names (no extension); index ``i`` of the result refers to ``names[i]``.

@@ -1,4 +1,4 @@
-"""CGMN-style contrastive graph matching on dense batched graphs (SPEC §4).
+"""CGMN-style contrastive graph matching on dense batched graphs.
 
 After "CGMN: A Contrastive Graph Matching Network for Self-Supervised Graph
 Similarity Learning" (Jin et al., IJCAI 2022), adapted to the 10-node GF graphs.

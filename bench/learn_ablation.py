@@ -1,0 +1,145 @@
+"""Ablations of the learned embedding on the selection split only (never the report split).
+
+    python bench/learn_ablation.py --revisions data/bench/revisions-hard \\
+        --prep data/bench/quality-hard/prep/revisions --output data/bench/ablation \\
+        --variants base views --seeds 0 1 2 --epochs 10
+
+For every training variant (extra ``joint_main.py`` flags, :data:`VARIANTS`) and seed, a
+joint model is trained on the ``train`` split (``bench/quality.py``'s protocol and
+training function; checkpoints cached under ``--output``), then the drawings of the
+``selection-revisions`` set (with the train drawings as distractors when
+``--train_distractors``) are embedded in-process and judged beside every floor:
+
+- learned: ``joint``, its ``gf`` and ``deepdxf`` parts;
+- combined (``utils.embedders.combined_embedding``): ``joint`` plus floor blocks, for
+  each block set of :data:`BLOCK_SETS` and each weight of ``--weights``;
+- floors: histogram, raw GF, standardized histogram + raw GF, layout, layout_rot.
+
+Learned and combined rows are the mean over seeds with a bootstrap 95 % interval over
+queries (of the per-query AP averaged over seeds). The table is printed and written to
+``--output``/ablation.md and ablation.json; the measured tables are kept in
+``bench/learn_ablation.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from bench.quality import (  # noqa: E402
+    Entry, Runner, _link_farm, _short_hash, build_table, format_markdown, protocol_sets, train)
+from dataset.files import atomic_write_text  # noqa: E402
+from utils.embedders import (  # noqa: E402
+    DrawingEncoding, combined_embedding, floor_block, load_drawing, make_embedder, stack_encodings)
+from utils.retrieval import floor_table, retrieval_metrics  # noqa: E402
+
+#: training variants: name -> extra joint_main.py flags
+VARIANTS: dict[str, list[str]] = {
+    "base": [],
+    "views": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror", "--DeepDXF_aug_edit"],
+    "turn": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror"],
+    "gf_layout": ["--GF_layout_features"],
+    "views_gf_layout": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror", "--DeepDXF_aug_edit", "--GF_layout_features"],
+}
+#: floor blocks appended to the joint embedding: name -> ((block, z-scored?), ...)
+BLOCK_SETS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "gf_raw": (("gf_raw", False),),
+    "gf_raw+layout_rot": (("gf_raw", False), ("layout_rot", True)),
+    "hist+gf_raw": (("hist", True), ("gf_raw", False)),
+    "hist+gf_raw+layout_rot": (("hist", True), ("gf_raw", False), ("layout_rot", True)),
+    "hist+gf_z+layout_rot": (("hist", True), ("gf", True), ("layout_rot", True)),
+}
+
+
+def encodings_of(names: Sequence[str], prep: Path) -> list[DrawingEncoding]:
+    """The preprocessed encodings (``prep/DeepDXF/<name>.h5`` with its GF twin) of ``names``."""
+    return [load_drawing(prep / "DeepDXF" / f"{n}.h5") for n in names]
+
+
+def combined_rows(learned: np.ndarray, arrays: dict, weights: Sequence[float]) -> dict[str, np.ndarray]:
+    """``joint + <blocks> w=<weight>`` -> combined embedding ``[n, D + ...]`` (the gallery
+    itself is the z-scoring reference)."""
+    out = {}
+    for set_name, blocks in BLOCK_SETS.items():
+        raw = [floor_block(b, arrays) for b, _ in blocks]
+        for w in weights:
+            out[f"joint + {set_name} (w={w:g})"] = combined_embedding(learned, raw, raw, [z for _, z in blocks], w)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--revisions", default="data/bench/revisions", help="bench/make_revisions.py output")
+    parser.add_argument("--prep", default="data/bench/quality/prep/revisions",
+                        help="its preprocessing (bench/quality.py writes it under <output>/prep/revisions)")
+    parser.add_argument("--output", default="data/bench/ablation", help="cache and result folder")
+    parser.add_argument("--variants", nargs="+", default=["base", "views"], choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--k_folds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+                        help="floor block weights of the combined embeddings")
+    parser.add_argument("--train_distractors", action="store_true",
+                        help="the train drawings join the selection gallery as distractors")
+    parser.add_argument("--train_args", default="", help="extra joint_main.py flags for every variant")
+    parser.add_argument("--n_boot", type=int, default=1000)
+    args = parser.parse_args(argv)
+
+    out, prep, revisions = Path(args.output), Path(args.prep), Path(args.revisions)
+    run = Runner(out, args.threads)
+    t0 = time.perf_counter()
+    train_names, sets = protocol_sets(revisions, prep, None, None, None, args.train_distractors)
+    sel = next(s for s in sets if s.name == "selection-revisions")
+    print(f"train {len(train_names)} drawings; selection gallery {len(sel.names)}, {len(sel.groups)} groups",
+          flush=True)
+    encs = encodings_of(sel.names, prep)
+    arrays = stack_encodings(encs)
+    enc = {"names": sel.names, **{k: arrays[k] for k in ("type_counts", "gf_features", "gf_adjacency", "layout")}}
+    floors = [Entry(label, "floor", [m]) for label, m in floor_table(enc, sel.groups) if m is not None]
+
+    data_dir = _link_farm(out / "train" / _short_hash(sorted(train_names)), sorted(train_names),
+                          {n: prep for n in train_names})
+    md, results = [], {}
+    for variant in args.variants:
+        extra = VARIANTS[variant] + args.train_args.split()
+        runs: dict[str, list[dict]] = {}
+        for seed in args.seeds:
+            tag = f"{variant}-e{args.epochs}-s{seed}-{_short_hash(sorted(train_names) + extra)}"
+            ckpt = train(run, data_dir, out / "models" / f"{tag}.pth", args.epochs, args.k_folds, seed, extra, tag)
+            if ckpt is None:
+                print(f"  note: {variant} seed {seed}: training failed (see {out / 'logs'})")
+                continue
+            joint = make_embedder(ckpt, "joint").embed(encs).astype(np.float64)
+            gf_dim = make_embedder(ckpt, "gf").embed(encs[:1]).shape[1]
+            rows = {"joint": joint, "gf": joint[:, :gf_dim], "deepdxf": joint[:, gf_dim:]}
+            rows.update(combined_rows(joint, arrays, args.weights))
+            for label, emb in rows.items():
+                runs.setdefault(label, []).append(retrieval_metrics(emb, sel.names, sel.groups))
+        entries = floors + [Entry(label, "inductive", ms) for label, ms in runs.items()]
+        table = build_table(entries, n_boot=args.n_boot)
+        results[variant] = table
+        md.append(format_markdown(f"selection-revisions, variant {variant} ({' '.join(extra) or 'defaults'}), "
+                                  f"{args.epochs} epochs", table))
+        print(md[-1], flush=True)
+    header = (f"Selection split only. Joint models trained on the train split ({len(train_names)} drawings), "
+              f"seeds {args.seeds}, {args.epochs} epochs; revisions from {revisions}"
+              + ("; train drawings as distractors" if args.train_distractors else "") + ".")
+    text = header + "\n\n" + "\n\n".join(md) + "\n"
+    atomic_write_text(out / "ablation.md", text)
+    atomic_write_text(out / "ablation.json", json.dumps(results, indent=1, ensure_ascii=False))
+    print(f"wrote {out / 'ablation.md'} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

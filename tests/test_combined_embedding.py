@@ -1,0 +1,92 @@
+"""joint_floors: the joint embedding plus standardized floor blocks (utils.embedders)."""
+import numpy as np
+import pytest
+import torch
+
+from config.cli import config_to_dict
+from config.GF_config import GFConfig
+from dataset.dxf_process_GF import LAYOUT_DIM
+from tests.test_similarity_cli import deepdxf_config, make_corpus
+from utils.checkpoint import save_checkpoint
+from utils.embedders import (COMBINED_BLOCKS, FLOOR_BLOCK_WEIGHT, combined_embedding, floor_block, load_drawing,
+                             make_embedder, stack_encodings)
+
+
+def test_combined_embedding_blocks_have_the_chosen_lengths_and_zscores():
+    rng = np.random.default_rng(0)
+    learned = rng.normal(size=(5, 4)) * 7.0
+    a = rng.normal(loc=100.0, size=(5, 3))
+    b = rng.normal(loc=-5.0, size=(5, 2))
+    out = combined_embedding(learned, [a, b], [a, b], [True, False], weight=0.5)
+    assert out.shape == (5, 9) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out[:, :4], axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out[:, 4:7], axis=1), 0.5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out[:, 7:], axis=1), 0.5, atol=1e-6)
+    z = (a - a.mean(0)) / a.std(0)
+    np.testing.assert_allclose(out[:, 4:7], 0.5 * z / np.linalg.norm(z, axis=1, keepdims=True), atol=1e-5)
+    # block b is not z-scored: only L2-normalized (its direction keeps the raw values' signs)
+    np.testing.assert_allclose(out[:, 7:], 0.5 * b / np.linalg.norm(b, axis=1, keepdims=True), atol=1e-5)
+    # weight 0: the learned part alone decides a cosine ranking
+    zero = combined_embedding(learned, [a, b], [a, b], [True, False], weight=0.0)
+    assert np.abs(zero[:, 4:]).max() == 0.0
+
+
+def _joint_checkpoint(path, layout: bool):
+    from model.DeepDXF_model import build_deepdxf_model
+    from model.GF_model import build_gf_model
+
+    torch.manual_seed(0)
+    gcfg, dcfg = GFConfig(GF_hidden=8, GF_num_layers=1, GF_proj_dim=8, GF_layout_features=layout), deepdxf_config()
+    config = {**config_to_dict(gcfg), **config_to_dict(dcfg)}
+    state = {"gf": build_gf_model(gcfg).state_dict(), "deepdxf": build_deepdxf_model(dcfg).state_dict()}
+    return save_checkpoint(path, "joint", config, state)
+
+
+@pytest.mark.parametrize("layout", [False, True])
+def test_joint_floors_embedder_appends_the_floor_blocks(tmp_path, layout):
+    dxf = make_corpus(tmp_path / "dxf")
+    ckpt = _joint_checkpoint(tmp_path / "joint.pth", layout)
+    encs = [load_drawing(p) for p in dxf]
+    assert encs[0].gf_layout.shape == (10, LAYOUT_DIM) and encs[0].gf_layout.sum() > 0
+    joint = make_embedder(ckpt, "joint").embed(encs)
+    comb = make_embedder(ckpt, "joint_floors")
+    raw = comb.embed(encs)
+    sizes = [floor_block(name, stack_encodings(encs)).shape[1] for name, _ in COMBINED_BLOCKS]
+    assert raw.shape == (3, joint.shape[1] + sum(sizes))
+    np.testing.assert_allclose(raw[:, :joint.shape[1]], joint, atol=1e-6)
+    final = comb.finalize(raw, raw)
+    np.testing.assert_allclose(np.linalg.norm(final[:, :joint.shape[1]], axis=1), 1.0, atol=1e-5)
+    start = joint.shape[1]
+    for (name, _), size in zip(COMBINED_BLOCKS, sizes):
+        norms = np.linalg.norm(final[:, start:start + size], axis=1)
+        np.testing.assert_allclose(norms, FLOOR_BLOCK_WEIGHT, atol=1e-5, err_msg=name)
+        start += size
+
+
+def test_learn_ablation_combines_every_block_set_and_weight():
+    from bench.learn_ablation import BLOCK_SETS, combined_rows
+
+    rng = np.random.default_rng(1)
+    n = 6
+    arrays = {"type_counts": rng.integers(0, 50, size=(n, 12)),
+              "gf_features": rng.random((n, 10, 11)).astype(np.float32),
+              "gf_adjacency": (rng.random((n, 10, 10)) > 0.5).astype(np.float32),
+              "layout": rng.integers(0, 5, size=(n, 12, 8, 8))}
+    learned = rng.normal(size=(n, 5))
+    rows = combined_rows(learned, arrays, [0.5, 2.0])
+    assert len(rows) == 2 * len(BLOCK_SETS)
+    emb = rows["joint + gf_raw (w=2)"]
+    assert emb.shape == (n, 5 + 210)
+    np.testing.assert_allclose(np.linalg.norm(emb[:, 5:], axis=1), 2.0, atol=1e-5)
+    # the raw GF block is not z-scored: it is the flattened matrices, scaled to length 2
+    raw = np.concatenate([arrays["gf_features"].reshape(n, -1), arrays["gf_adjacency"].reshape(n, -1)], axis=1)
+    np.testing.assert_allclose(emb[:, 5:], 2.0 * raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_auto_gives_joint_floors_for_a_joint_checkpoint(tmp_path):
+    from utils.embedders import AUTO_JOINT
+
+    ckpt = _joint_checkpoint(tmp_path / "joint.pth", False)
+    assert AUTO_JOINT == "joint_floors"
+    assert make_embedder(ckpt, "auto").kind == "joint_floors"
+    assert make_embedder(ckpt, "joint").kind == "joint"
