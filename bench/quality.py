@@ -158,37 +158,40 @@ def _short_hash(items: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(items).encode("utf-8")).hexdigest()[:10]
 
 
+def _same_names(folder: Path, names: Sequence[str]) -> bool:
+    """True when ``folder`` was built for exactly ``names`` (its ``.names`` stamp); else
+    the folder is removed so that the caller builds it afresh."""
+    stamp = folder / ".names"
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") == "\n".join(sorted(names)):
+        return True
+    if folder.exists():
+        shutil.rmtree(folder)
+    return False
+
+
 def _link_farm(folder: Path, names: Sequence[str], sources: dict[str, Path]) -> Path:
     """``folder/GF/<name>.npz`` and ``folder/DeepDXF/<name>.h5`` as symlinks to the
     preprocessed files of ``names`` (``sources``: name -> preprocessing output root).
     A folder of the same content is reused."""
-    stamp = folder / ".names"
-    want = "\n".join(sorted(names))
-    if stamp.is_file() and stamp.read_text(encoding="utf-8") == want:
+    if _same_names(folder, names):
         return folder
-    if folder.exists():
-        shutil.rmtree(folder)
     for sub, ext in (("GF", ".npz"), ("DeepDXF", ".h5")):
         (folder / sub).mkdir(parents=True)
         for n in names:
             (folder / sub / f"{n}{ext}").symlink_to((sources[n] / sub / f"{n}{ext}").resolve())
-    stamp.write_text(want, encoding="utf-8")
+    (folder / ".names").write_text("\n".join(sorted(names)), encoding="utf-8")
     return folder
 
 
 def _dxf_farm(folder: Path, names: Sequence[str], dxf_paths: dict[str, Path]) -> Path:
     """``folder/<name>.dxf`` symlinks to the drawings (for exports that need the DXF)."""
-    stamp = folder / ".names"
-    want = "\n".join(sorted(names))
-    if stamp.is_file() and stamp.read_text(encoding="utf-8") == want:
+    if _same_names(folder, names):
         return folder
-    if folder.exists():
-        shutil.rmtree(folder)
     folder.mkdir(parents=True)
     for n in names:
         if n in dxf_paths:
             (folder / f"{n}.dxf").symlink_to(dxf_paths[n].resolve())
-    stamp.write_text(want, encoding="utf-8")
+    (folder / ".names").write_text("\n".join(sorted(names)), encoding="utf-8")
     return folder
 
 
