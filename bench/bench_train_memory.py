@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n| drawings | layout | workers | peak RSS (MB) | train drawings/s | run (s) |\n|---|---|---|---|---|---|")
+    print("\n| drawings | layout | workers | peak RSS (MB) | train drawings/s | run (s) |\n|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['drawings']} | {r['layout']} | {r['num_workers']} | {r['peak_rss_mb']:.0f} | "
               f"{r['train_drawings_per_s']:.0f} | {r['wall_s']:.1f} |")

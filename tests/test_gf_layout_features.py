@@ -1,9 +1,6 @@
 """GF layout node features: rotation-robust occupancy per class, stored in the GF file, used
 by the GF model when GF_layout_features is on."""
-import logging
-
 import numpy as np
-import pytest
 
 from config.GF_config import GF_BASE_FEATURES, GFConfig
 from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, gf_encode, layout_features, save_gf
