@@ -38,13 +38,12 @@ import torch
 from config.cli import config_to_dict, parse_config
 from config.joint_config import JointConfig
 from joint_train import (
-    DistInfo, build_fold, cleanup_distributed, evaluate, explain_loss, joint_state, load_joint_state,
-    schedule_plan, setup_distributed, train_epoch,
+    build_fold, evaluate, explain_loss, joint_state, load_joint_state, schedule_plan, setup_distributed, train_epoch,
 )
 from dataset.pack import ArchiveError
 from model.joint_dataset import JointDataError, JointDataLoader
 from utils.checkpoint import load_checkpoint
-from utils.distributed import broadcast_object
+from utils.distributed import DistInfo, broadcast_object, cleanup_distributed
 from utils.run_log import RunLogger
 from utils.seed import seed_everything
 from utils.splits import Split, make_split

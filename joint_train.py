@@ -23,7 +23,6 @@ joint checkpoint (what SimDeepDXF.py loads).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -39,13 +38,11 @@ from model.GF_model import build_gf_model
 from model.joint_dataset import VAL_SEED, JointLoader
 from model.joint_loss import TASKS, JointBatch, JointObjective, clip_chance
 from utils import amp as amp_util
-from utils.distributed import (  # noqa: F401 (re-exported: tests and bench import them from here)
-    DistInfo, all_reduce_mean, all_reduce_sum, cleanup_distributed, reduce_sums,
-)
+from utils.distributed import DistInfo, all_reduce_mean, all_reduce_sum, reduce_sums
 from utils.distributed import setup_distributed as _setup_distributed
 from utils.dynamic_weight import LossWeighting, UncertaintyWeighting, build_weighting, normalized_weights
 from utils.GF_utils import gf_chance_level
-from utils.schedule import SchedulePlan, make_lr_scheduler, plan_schedule, warmup_cosine  # noqa: F401
+from utils.schedule import SchedulePlan, make_lr_scheduler, plan_schedule
 
 
 def setup_distributed(cfg: JointConfig) -> DistInfo:
@@ -96,11 +93,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: JointConfig, steps_per
 def amp_dtype(cfg: JointConfig, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype of ``--amp``/``--amp_dtype`` on ``device`` (``utils.amp.amp_dtype``)."""
     return amp_util.amp_dtype(cfg.amp, cfg.amp_dtype, device)
-
-
-def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
-    """``utils.amp.autocast``."""
-    return amp_util.autocast(device, dtype)
 
 
 def make_scaler(cfg: JointConfig, device: torch.device) -> torch.amp.GradScaler:
@@ -200,7 +192,7 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
         gen = torch.Generator(device=device).manual_seed(loader.view_generator_seed(batch.part))
         if info.enabled:
             model.require_backward_grad_sync = last
-        with autocast(device, dtype):
+        with amp_util.autocast(device, dtype):
             terms = model(batch, gen)
         losses = torch.stack([terms[t].float() for t in TASKS])
         if weighting.needs_task_gradients and last:
@@ -307,7 +299,7 @@ def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointL
             torch.manual_seed(VAL_SEED + batch.part)
             batch = batch.to(device)
             gen = torch.Generator(device=device).manual_seed(loader.view_generator_seed(batch.part))
-            with autocast(device, dtype):
+            with amp_util.autocast(device, dtype):
                 terms = objective(batch, gen)
             b = batch.n_drawings
             values = {"GF": float(terms["GF"]), "DeepDXF": float(terms["DeepDXF"]), "cross": float(terms["cross"]),
@@ -376,7 +368,7 @@ def load_joint_state(objective: JointObjective, weighting: Optional[LossWeightin
 
 
 __all__ = [
-    "DistInfo", "setup_distributed", "cleanup_distributed", "all_reduce_sum", "all_reduce_mean",
-    "build_joint", "make_optimizer", "make_scheduler", "make_scaler", "amp_dtype", "warmup_cosine",
-    "TrainState", "train_epoch", "evaluate", "joint_state", "load_joint_state",
+    "setup_distributed", "build_joint", "make_optimizer", "schedule_plan", "make_scheduler", "amp_dtype",
+    "make_scaler", "TrainState", "build_fold", "train_epoch", "evaluation_batches", "evaluate", "explain_loss",
+    "joint_state", "load_joint_state",
 ]

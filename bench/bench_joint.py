@@ -26,8 +26,9 @@ import torch.distributed as dist  # noqa: E402
 
 from config.joint_config import JointConfig  # noqa: E402
 from joint_train import (  # noqa: E402
-    DistInfo, TrainState, build_joint, make_optimizer, make_scaler, make_scheduler, train_epoch,
+    TrainState, build_joint, make_optimizer, make_scaler, make_scheduler, train_epoch,
 )
+from utils.distributed import DistInfo  # noqa: E402
 from model.joint_dataset import JointDataLoader  # noqa: E402
 from utils.splits import make_split  # noqa: E402
 

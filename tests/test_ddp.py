@@ -10,11 +10,10 @@ import torch
 import torch.multiprocessing as mp
 
 from config.joint_config import JointConfig
-from joint_train import (
-    DistInfo, TrainState, build_joint, evaluate, make_optimizer, make_scaler, make_scheduler, train_epoch,
-)
+from joint_train import TrainState, build_joint, evaluate, make_optimizer, make_scaler, make_scheduler, train_epoch
 from model.joint_dataset import JointDataLoader
 from tests.synthetic import write_synthetic_joint_corpus
+from utils.distributed import DistInfo
 from utils.splits import make_split
 
 WORLD = 2

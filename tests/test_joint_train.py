@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from config.joint_config import JointConfig
-from joint_train import (
-    DistInfo, TrainState, build_joint, joint_state, make_optimizer, make_scaler, make_scheduler, train_epoch,
-)
+from joint_train import TrainState, build_joint, joint_state, make_optimizer, make_scaler, make_scheduler, train_epoch
 from model.DeepDXF_model import embed_sequences
 from model.GF_model import embed_graphs
 from model.joint_dataset import JointDataLoader
 from model.joint_loss import TASKS, clip_loss
 from tests.synthetic import write_synthetic_joint_corpus
+from utils.distributed import DistInfo
 from utils.checkpoint import load_checkpoint, load_trained_models, save_checkpoint
 from utils.splits import make_split
 

@@ -98,12 +98,6 @@ def test_cleanup_waits_for_every_rank_before_destroying_the_group(monkeypatch):
     assert calls == ["barrier", "destroy"]
 
 
-def test_cleanup_of_joint_train_is_the_same_function():
-    import joint_train
-
-    assert joint_train.cleanup_distributed is distributed.cleanup_distributed
-
-
 # ----------------------------------------------------------------------------- RNG states
 
 def test_rng_state_round_trip_restores_torch_numpy_and_python():
