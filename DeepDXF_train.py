@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {hint}", file=sys.stderr)
         return 2
     try:
-        names, arrays = load_deepdxf_dir(cfg.data_dir)
+        names, arrays = load_deepdxf_dir(cfg.data_dir, lazy=True)  # read batch by batch: memory flat
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -88,14 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(not 0 <= f < split.n_folds for f in folds):
         log.info(f"error: --fold {cfg.fold} is not one of the split's {split.n_folds} folds (0..{split.n_folds - 1})")
         return 2
-    lengths = np.array([a.shape[0] for a in arrays])
+    lengths = arrays.lengths
     chance = nt_xent_chance(cfg.DeepDXF_batch_size)
     log.info(f"DeepDXF: {len(names)} drawings from {cfg.data_dir} (entities: median {int(np.median(lengths))}, "
              f"max {int(lengths.max())}); test {len(split.test)}, {split.n_folds} folds; running fold(s) {folds} "
              f"on {device}, {'autocast ' + str(dtype).replace('torch.', '') if dtype else 'fp32'}; "
              f"chance level of the loss ln(2N-1) = {chance:.4f} for N = {cfg.DeepDXF_batch_size}")
 
-    subset = lambda idx: [arrays[i] for i in idx]  # noqa: E731
+    subset = arrays.subset
     test_loader = make_loader(subset(split.test), cfg, train=False, seed=VAL_VIEW_SEED) if len(split.test) >= 2 else None
     val_chance: dict[str, float] = {}
     run = LoopSettings(cfg.epochs, cfg.patience, cfg.min_delta, "DeepDXF", config_to_dict(cfg),

@@ -271,6 +271,12 @@ def load_h5(path: str | Path) -> tuple[np.ndarray, dict]:
         return f["entities"][()], dict(f.attrs)
 
 
+def h5_length(path: str | Path) -> int:
+    """Rows of one file's ``entities`` (read from the HDF5 header, no row is read)."""
+    with h5py.File(path, "r") as f:
+        return int(f["entities"].shape[0])
+
+
 def load_h5_rows(path: str | Path) -> np.ndarray:
     """Read only ``entities`` of one file (the trainers' light read), as int32 ``[L, N_COLUMNS]``.
 

@@ -20,14 +20,15 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Sequence
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from config.DeepDXF_config import DeepDXFConfig
-from dataset.dxf_process_DeepDXF import KIND_MATRIX, N_PARAMS, TYPE_INDEX, load_h5_rows
+from dataset.dxf_process_DeepDXF import KIND_MATRIX, N_PARAMS, TYPE_INDEX, h5_length, load_h5_rows
 from model.DeepDXF_embedding import ChunkBatch, chunk_rows
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,26 @@ def deepdxf_folder(data_dir: str | Path) -> Path:
     return sub if sub.is_dir() else data_dir
 
 
-def load_deepdxf_dir(data_dir: str | Path) -> tuple[list[str], list[np.ndarray]]:
-    """Read every drawing of a preprocessing output folder once.
+def load_deepdxf_dir(data_dir: str | Path, lazy: bool = False) -> tuple[list[str], Sequence[np.ndarray]]:
+    """The drawings of a preprocessing output folder.
 
     Args:
         data_dir: the ``--output`` of preprocessing (or directly a folder of .h5 files).
+        lazy: return a :class:`DrawingRows` that reads each drawing when it is used
+            (memory independent of the archive) instead of reading every drawing now.
     Returns:
-        (names sorted, arrays int32 [L_i, 14]); drawings without entities are skipped.
+        (names sorted, rows int32 [L_i, 14] per drawing); drawings without entities are skipped.
     """
     folder = deepdxf_folder(data_dir)
     paths = sorted(folder.glob("*.h5"))
     if not paths:
         raise FileNotFoundError(f"no DeepDXF .h5 files in {folder} (run python dataset/dxf_process.py first)")
+    if lazy:
+        lengths = np.array([h5_length(p) for p in paths], dtype=np.int64)
+        keep = np.flatnonzero(lengths > 0)
+        if len(keep) < len(paths):
+            log.info("skipped %d of %d drawings without entities", len(paths) - len(keep), len(paths))
+        return [paths[i].stem for i in keep], DrawingRows([paths[i] for i in keep], lengths[keep])
     names, arrays, empty = [], [], []
     for p in paths:
         rows = load_h5_rows(p)
@@ -285,11 +294,38 @@ def make_view(rows: np.ndarray, cfg: DeepDXFConfig, rng: np.random.Generator) ->
 
 # --------------------------------------------------------------------------- batching
 
+class DrawingRows(Sequence):
+    """The DeepDXF rows of preprocessed drawings, read from their ``.h5`` files when an
+    item is asked for (nothing is kept in memory but the paths and the lengths).
+
+    Args:
+        paths: the ``.h5`` files.
+        lengths: ``int64 [n]`` rows per file (read from the file headers when None).
+    """
+
+    def __init__(self, paths: Sequence[Path], lengths: Optional[np.ndarray] = None) -> None:
+        self.paths = list(paths)
+        self.lengths = (np.array([h5_length(p) for p in self.paths], dtype=np.int64)
+                        if lengths is None else np.asarray(lengths, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Rows ``int32 [L_i, 14]`` of drawing i."""
+        return load_h5_rows(self.paths[i])
+
+    def subset(self, indices: Sequence[int]) -> "DrawingRows":
+        """The drawings ``indices`` (in that order), still read lazily."""
+        return DrawingRows([self.paths[i] for i in indices], self.lengths[np.asarray(indices, dtype=np.int64)])
+
+
 class DeepDXFDataset(Dataset):
-    """Drawings held in memory; item i is ``(i, rows int32 [L_i, 14])``."""
+    """Item i is ``(i, rows int32 [L_i, 14])`` of ``arrays``: a list of arrays in memory,
+    or a lazy :class:`DrawingRows` that reads each drawing when asked."""
 
     def __init__(self, arrays: Sequence[np.ndarray], names: Sequence[str] | None = None) -> None:
-        self.arrays = list(arrays)
+        self.arrays = arrays if isinstance(arrays, DrawingRows) else list(arrays)
         self.names = list(names) if names is not None else [str(i) for i in range(len(self.arrays))]
 
     def __len__(self) -> int:
@@ -300,6 +336,8 @@ class DeepDXFDataset(Dataset):
 
     @property
     def lengths(self) -> np.ndarray:
+        if isinstance(self.arrays, DrawingRows):
+            return self.arrays.lengths
         return np.array([a.shape[0] for a in self.arrays], dtype=np.int64)
 
 
@@ -456,6 +494,7 @@ __all__ = [
     "DeepDXFBatch",
     "DeepDXFCollate",
     "DeepDXFDataset",
+    "DrawingRows",
     "LengthGroupedBatchSampler",
     "deepdxf_folder",
     "load_deepdxf_dir",
