@@ -148,8 +148,8 @@ def _add_field(parser: argparse.ArgumentParser | argparse._ArgumentGroup, f: dat
 
 def build_parser(cls: type, description: str = "") -> argparse.ArgumentParser:
     """An ``argparse.ArgumentParser`` with one flag per field of dataclass ``cls``: the
-    :data:`MAIN_FLAGS` it has in a first group ("main options"), the rest under
-    "advanced options" (in field order)."""
+    :data:`MAIN_FLAGS` it has (or the class's own ``MAIN_FLAGS`` attribute) in a first
+    group ("main options"), the rest under "advanced options" (in field order)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
@@ -159,8 +159,9 @@ def build_parser(cls: type, description: str = "") -> argparse.ArgumentParser:
         usage="%(prog)s [-h] [options]   (main options first, then advanced)",
     )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    main = [fields[n] for n in MAIN_FLAGS if n in fields]
-    rest = [f for n, f in fields.items() if n not in MAIN_FLAGS]
+    main_names = getattr(cls, "MAIN_FLAGS", MAIN_FLAGS)  # a config may name its own main flags
+    main = [fields[n] for n in main_names if n in fields]
+    rest = [f for n, f in fields.items() if n not in main_names]
     if main and rest:
         groups = [(parser.add_argument_group("main options"), main),
                   (parser.add_argument_group("advanced options"), rest)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from dataset.dxf_process_GF import GF_CLASSES
 from dataset.encode import DEFAULT_INPUT, DEFAULT_MAX_LEN
@@ -10,6 +11,8 @@ from dataset.encode import DEFAULT_INPUT, DEFAULT_MAX_LEN
 @dataclass
 class ProcessConfig:
     """DXF folder(s) -> ``GF/``, ``DeepDXF/`` and ``manifest.csv`` under ``output``."""
+
+    MAIN_FLAGS: ClassVar[tuple[str, ...]] = ("input", "output", "workers", "overwrite", "shard", "merge")
 
     input: list[str] = field(default_factory=lambda: [DEFAULT_INPUT], metadata={
         "help": "folders searched recursively for .dxf files (several form one corpus); "

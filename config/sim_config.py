@@ -5,7 +5,7 @@ Every field is a command-line flag of the same name (``config/cli.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 #: the bundled sample corpus: the demo's gallery and the last-resort pair-mode reference
 DEMO_FOLDER = "data/DXF"
@@ -15,6 +15,9 @@ EMBEDDING_CHOICES = ("auto", "gf", "deepdxf", "joint", "joint_floors", "features
 @dataclass
 class SimConfig:
     """Similarity of two drawings, top-k retrieval, export and evaluation."""
+
+    MAIN_FLAGS: ClassVar[tuple[str, ...]] = ("model_path", "file1", "file2", "gallery", "query", "topk", "groups",
+                                             "embedding", "render", "export")
 
     model_path: str = field(default="checkpoints/best_model.pth", metadata={
         "help": "checkpoint of a GF, DeepDXF or joint model (not needed for the non-learned "
