@@ -121,3 +121,24 @@ def test_deepdxf_trainer_defaults_to_one_thread():
     from config.DeepDXF_config import DeepDXFConfig
 
     assert DeepDXFConfig().num_threads == 1
+
+
+@pytest.mark.parametrize("script, main_flags, advanced_flag", [
+    ("SimDeepDXF.py", ("--model_path", "--file1", "--file2", "--gallery", "--query", "--topk", "--groups"), "--n_boot"),
+    ("dataset/dxf_process.py", ("--input", "--output", "--workers", "--shard", "--merge"), "--max_len"),
+])
+def test_retrieval_and_preprocessing_help_put_their_own_main_flags_first(script, main_flags, advanced_flag):
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, script, "--help"], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    main, advanced = text.index("main options:"), text.index("advanced options:")
+    for flag in main_flags:
+        assert main < re.search(rf"\n  {flag}[ ,]", text).start() < advanced, flag
+    assert re.search(rf"\n  {advanced_flag}[ ,]", text).start() > advanced
