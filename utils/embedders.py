@@ -46,6 +46,7 @@ from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, load_gf
 from config.sim_config import EMBEDDING_CHOICES
 from dataset.dxf_read import DrawingError
 from utils.floors import GRID, layout_embedding, layout_grid, layout_rot_embedding
+from utils.retrieval import histogram_embedding, l2_normalize, raw_gf_embedding, zscore_l2
 
 DXF_SUFFIXES = (".dxf",)
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -57,7 +58,6 @@ RAW_GF_DIM = len(GF_CLASSES) * (len(GF_CLASSES) + 1) + len(GF_CLASSES) ** 2
 #: block sizes of each non-learned kind (each block L2-normalized after z-scoring)
 FLOOR_BLOCKS = {"features": (HIST_DIM, RAW_GF_DIM), "layout": (N_TYPES * GRID * GRID,),
                 "layout_rot": (N_TYPES * ((GRID + 1) // 2) * ((GRID + 1) // 2 + 1) // 2,)}
-_EPS = 1e-12
 #: columns of each floor block of ``joint_floors``
 COMBINED_SIZES = {"hist": HIST_DIM, "gf_raw": RAW_GF_DIM, "gf": RAW_GF_DIM, "layout": FLOOR_BLOCKS["layout"][0],
                   "layout_rot": FLOOR_BLOCKS["layout_rot"][0]}
@@ -193,8 +193,6 @@ def load_drawing(path: str | Path, max_len: int = 50_000) -> DrawingEncoding:
 def raw_features(encs: Sequence[DrawingEncoding]) -> np.ndarray:
     """The non-learned features ``[n, 12 + 210]``: log(1 + type counts), then the raw GF
     matrices (features and adjacency flattened); NaN in the GF part where it is missing."""
-    from utils.retrieval import histogram_embedding, raw_gf_embedding
-
     n = len(encs)
     out = np.full((n, HIST_DIM + RAW_GF_DIM), np.nan, dtype=np.float64)
     if n == 0:
@@ -218,15 +216,10 @@ def floor_raw(kind: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
     Returns:
         float64 ``[n, sum(FLOOR_BLOCKS[kind])]``.
     """
-    from utils.retrieval import histogram_embedding, raw_gf_embedding
-
     if kind == "features":
-        return np.concatenate([histogram_embedding(arrays["type_counts"]),
-                               raw_gf_embedding(arrays["gf_features"], arrays["gf_adjacency"])], axis=1)
-    if kind == "layout":
-        return layout_embedding(arrays["layout"])
-    if kind == "layout_rot":
-        return layout_rot_embedding(arrays["layout"])
+        return np.concatenate([floor_block("hist", arrays), floor_block("gf_raw", arrays)], axis=1)
+    if kind in ("layout", "layout_rot"):
+        return floor_block(kind, arrays)
     raise ValueError(f"{kind!r} is not a non-learned embedding ({', '.join(FLOOR_KINDS)})")
 
 
@@ -239,14 +232,11 @@ def standardize_features(raw: np.ndarray, reference: Optional[np.ndarray] = None
     ``utils.retrieval.standardize_blocks`` does. Returns float32 ``[n, sum(blocks)]``.
     """
     x = np.asarray(raw, dtype=np.float64)
-    if reference is not None and len(reference) >= 2:
-        ref = np.asarray(reference, dtype=np.float64)
-        mean, std = ref.mean(0), ref.std(0)
-        x = (x - mean) / np.where(std > _EPS, std, 1.0)
+    ref = np.asarray(reference, dtype=np.float64) if reference is not None and len(reference) >= 2 else None
     out, start = [], 0
     for size in blocks:
-        b = x[:, start:start + size]
-        out.append(b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), _EPS))
+        cols = slice(start, start + size)
+        out.append(zscore_l2(x[:, cols], None if ref is None else ref[:, cols]))
         start += size
     return np.concatenate(out, axis=1).astype(np.float32)
 
@@ -265,8 +255,6 @@ def floor_block(name: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
     ``hist`` log(1 + type counts) ``[n, 12]``; ``gf_raw`` / ``gf`` the GF matrices
     flattened ``[n, 210]``; ``layout`` ``[n, 768]``; ``layout_rot`` ``[n, 120]``.
     """
-    from utils.retrieval import histogram_embedding, raw_gf_embedding
-
     if name == "hist":
         return histogram_embedding(arrays["type_counts"])
     if name in ("gf_raw", "gf"):
@@ -299,18 +287,15 @@ def combined_embedding(learned: np.ndarray, raw_blocks: Sequence[np.ndarray],
     """
     parts = [_l2(np.asarray(learned, dtype=np.float64)).astype(np.float64)]
     for k, raw in enumerate(raw_blocks):
-        x = np.asarray(raw, dtype=np.float64)
         z = zscore[k] if k < len(zscore) else True
-        if z and reference_blocks is not None and len(reference_blocks[k]) >= 2:
-            ref = np.asarray(reference_blocks[k], dtype=np.float64)
-            std = ref.std(0)
-            x = (x - ref.mean(0)) / np.where(std > _EPS, std, 1.0)
-        parts.append(weight * x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS))
+        use = z and reference_blocks is not None and len(reference_blocks[k]) >= 2
+        parts.append(weight * zscore_l2(raw, reference_blocks[k] if use else None))
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)).astype(np.float32)
+    """Unit rows of ``x: [n, d]`` as float32."""
+    return l2_normalize(x).astype(np.float32)
 
 
 def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:

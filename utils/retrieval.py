@@ -97,7 +97,7 @@ def resolve_groups(names: Sequence[str], groups: Iterable[Iterable[str]]) -> tup
 
 
 # -------------------------------------------------------------------- scores
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows of ``x: [n, d]`` scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norms, _EPS)
@@ -111,7 +111,7 @@ def similarity_matrix(a: np.ndarray, b: np.ndarray, method: Method = "cosine") -
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if method == "cosine":
-        return _l2_normalize(a) @ _l2_normalize(b).T
+        return l2_normalize(a) @ l2_normalize(b).T
     if method == "euclidean":
         sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
         return -np.sqrt(np.maximum(sq, 0.0))
@@ -145,7 +145,7 @@ def rank_topk(
     n = g.shape[0]
     k = int(min(max(k, 0), n))
     if method == "cosine":
-        qn = _l2_normalize(q).astype(g.dtype, copy=False)
+        qn = l2_normalize(q).astype(g.dtype, copy=False)
         scores = qn @ g.T
         if not gallery_normalized:  # divide by the row norms instead of copying the gallery
             scores /= np.maximum(np.sqrt(np.einsum("nd,nd->n", g, g)), _EPS)[None, :]
@@ -302,12 +302,20 @@ def standardize_blocks(blocks: Sequence[np.ndarray], fit_rows: Sequence[int] | n
     out = []
     for block in blocks:
         b = np.asarray(block, dtype=np.float64)
-        ref = b if fit_rows is None else b[np.asarray(fit_rows)]
-        mean = ref.mean(0)
-        std = ref.std(0)
-        std = np.where(std > _EPS, std, 1.0)
-        out.append(_l2_normalize((b - mean) / std))
+        out.append(zscore_l2(b, b if fit_rows is None else b[np.asarray(fit_rows)]))
     return np.concatenate(out, axis=1)
+
+
+def zscore_l2(block: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """One floor block made comparable: each column of ``block: [n, d]`` z-scored with the
+    mean/std of ``reference: [m, d]`` (zero std -> 1; None: not z-scored), then each row
+    L2-normalized. float64 ``[n, d]``; the one step every standardized floor shares."""
+    x = np.asarray(block, dtype=np.float64)
+    if reference is not None:
+        ref = np.asarray(reference, dtype=np.float64)
+        std = ref.std(0)
+        x = (x - ref.mean(0)) / np.where(std > _EPS, std, 1.0)
+    return l2_normalize(x)
 
 
 def random_embedding(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -552,6 +560,8 @@ __all__ = [
     "histogram_embedding",
     "raw_gf_embedding",
     "standardize_blocks",
+    "zscore_l2",
+    "l2_normalize",
     "random_embedding",
     "load_encodings",
     "floor_embeddings",
