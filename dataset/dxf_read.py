@@ -89,8 +89,13 @@ def drawing_name(path: str | Path, root: str | Path | None = None) -> str:
     path = Path(path)
     if root is None:
         return path.stem
-    rel = path.relative_to(root).with_suffix("")
-    return "__".join(rel.parts)
+    return name_in_folder(path.parent.relative_to(root).parts, path.stem)
+
+
+def name_in_folder(folder_parts: tuple[str, ...], stem: str) -> str:
+    """:func:`drawing_name` from the parts of a file's folder relative to the root and
+    the file's stem (a folder walk computes the parts once per folder, not per file)."""
+    return "__".join((*folder_parts, stem))
 
 
 def sniff_dxf(path: str | Path) -> None:

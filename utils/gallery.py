@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from dataset.dxf_read import DrawingError, drawing_name
+from dataset.dxf_read import DrawingError, drawing_name, name_in_folder
 from dataset.console import progress_bar
 from dataset.parallel import run_tasks
 from utils.embedders import (
@@ -74,14 +74,12 @@ def collect_files(entries: Sequence[str | Path]) -> list[tuple[Path, str]]:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             folder = Path(dirpath)
-            # drawing_name(path, root) is the folder's relative parts and the file's stem joined
-            # by "__": the parts are computed once per folder (Path objects per file cost more
-            # than the walk itself)
+            # the folder's relative parts once per folder (a Path per file costs more than the walk)
             rel = folder.relative_to(root).parts
             for fn in sorted(filenames):
                 stem, suffix = os.path.splitext(fn)
                 if suffix.lower() in SUPPORTED_SUFFIXES and not fn.startswith("."):
-                    name = stem if suffix.lower() in H5_SUFFIXES else "__".join((*rel, stem))
+                    name = stem if suffix.lower() in H5_SUFFIXES else name_in_folder(rel, stem)
                     found.append((folder / fn, name, root))
     out: list[tuple[Path, str]] = []
     seen: set[str] = set()
