@@ -38,7 +38,8 @@ import torch
 from config.cli import config_to_dict, parse_config
 from config.joint_config import JointConfig
 from joint_train import (
-    build_fold, evaluate, explain_loss, joint_state, load_joint_state, schedule_plan, setup_distributed, train_epoch,
+    EXTRA_TERMS, build_fold, evaluate, explain_loss, extra_weights, joint_state, load_joint_state, schedule_plan,
+    setup_distributed, train_epoch,
 )
 from dataset.pack import ArchiveError
 from model.joint_dataset import JointDataError, JointDataLoader
@@ -104,20 +105,23 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
     st = build_fold(cfg, train_loader, info, fold)
     objective, weighting = st.objective, st.weighting
     plan = schedule_plan(cfg, math.ceil(len(train_loader) / cfg.accumulation_steps))
-    cross = cfg.cross_weight > 0
+    extra = extra_weights(cfg)
+    off = [t for t, w in extra.items() if w <= 0]
     log.info(f"fold {fold}: {len(train_loader.indices)} train / {len(val_loader.indices)} val drawings; "
              f"{train_loader.n_batches} joint batch(es) per epoch"
              + (f" ({len(train_loader)} on this rank)" if info.enabled else "") + ", "
              f"GF {cfg.GF_batch_size} pairs max, DeepDXF batch int({len(train_loader.indices)} / "
              f"{train_loader.n_batches}) = {train_loader.deepdxf_batch_size}; {plan.describe()}; "
-             f"weighting {cfg.weighting}, cross-model term {'weight ' + str(cfg.cross_weight) if cross else 'off'}")
+             f"weighting {cfg.weighting}, cross-model term {'weight ' + str(cfg.cross_weight) if 'cross' not in off else 'off'}, "
+             f"group term {'weight ' + str(cfg.group_weight) if 'group' not in off else 'off'}")
     if plan.warning():
         log.warning(plan.warning())
     log.record_config({"DeepDXF_batch_size": train_loader.deepdxf_batch_size, "warmup_steps": plan.warmup_steps,
                        "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps})
 
     def drop_cross(metrics: dict[str, float]) -> dict[str, float]:
-        return metrics if cross else {k: v for k, v in metrics.items() if "cross" not in k}
+        """The metrics without those of the extra terms that are off."""
+        return {k: v for k, v in metrics.items() if not any(t in k for t in off)}
 
     def one_epoch(epoch: int) -> dict[str, float]:
         train_loader.set_epoch(epoch)
@@ -132,7 +136,7 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
         metrics = evaluate(objective, weighting, loader, cfg, info)
         if part == "val":
             log.set_chance_levels({"val_loss": metrics["chance_loss"],
-                                   **{f"val_{t}_loss": metrics[f"chance_{t}"] for t in ("GF", "DeepDXF", "cross")}})
+                                   **{f"val_{t}_loss": metrics[f"chance_{t}"] for t in ("GF", "DeepDXF", *EXTRA_TERMS)}})
         return drop_cross(metrics)
 
     def load_train_state(state: dict[str, Any]) -> None:
@@ -145,10 +149,11 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
         load_model_state=lambda state: load_joint_state(objective, weighting, state),
         train_state=st.state_dict, load_train_state=load_train_state,
         row_extra=weighting.log_values,
-        describe=lambda part, m: explain_loss(m, weighting, cfg.cross_weight),
+        describe=lambda part, m: explain_loss(m, weighting, extra),
         result_extra=lambda: {"skipped_steps": st.skipped_steps,
                               "deepdxf_batch_size": train_loader.deepdxf_batch_size},
-        bar_keys={"GF": "val_GF_loss", "DeepDXF": "val_DeepDXF_loss", **({"cross": "val_cross_loss"} if cross else {}),
+        bar_keys={"GF": "val_GF_loss", "DeepDXF": "val_DeepDXF_loss",
+                  **{t: f"val_{t}_loss" for t in EXTRA_TERMS if t not in off},
                   "w_GF": "w_GF", "w_DeepDXF": "w_DeepDXF"},
     )
 
@@ -223,11 +228,12 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
     extra = {
         "test_terms_per_fold": {str(r.fold): r.test_metrics for r in results},
         "chance_level": {k: v for r in results[-1:] for k, v in r.test_metrics.items() if k.startswith("chance")},
-        "chance_formula": "GF: mean ln(2n-1) over graphs (n real nodes); DeepDXF: ln(2B-1); cross: ln(B); B = drawings per batch",
-        "test_loss_formula": "sum_i w_i L_i + cross_weight * cross, w normalized to sum to 2 (the uncertainty "
+        "chance_formula": "GF: mean ln(2n-1) over graphs (n real nodes); DeepDXF: ln(2B-1); cross: ln(B); group: ln(2B-1); "
+                           "B = drawings per batch",
+        "test_loss_formula": "sum_i w_i L_i + cross_weight * cross + group_weight * group, w normalized to sum to 2 (the uncertainty "
                              "regularizer sum log sigma^2 is part of the training objective only)",
         "skipped_steps": sum(r.extra.get("skipped_steps", 0) for r in results),
-        "weighting": cfg.weighting, "cross_weight": cfg.cross_weight,
+        "weighting": cfg.weighting, "cross_weight": cfg.cross_weight, "group_weight": cfg.group_weight,
         "n_drawings": len(data.names), "n_test": len(data.split.test), "data_dir": cfg.data_dir,
         "data_layout": data.layout,
         "world_size": info.world_size, "run_name": cfg.run_name,

@@ -5,8 +5,8 @@ The training step, in the spirit of nanoGPT's ``train.py``::
     for each window of accumulation_steps micro-batches:
         for each micro-batch (the same drawings for both models):
             model.require_backward_grad_sync = last micro-step    # DDP only
-            with autocast:  terms = model(batch)                   # GF, DeepDXF, cross
-            total = weighting([GF, DeepDXF]) + cross_weight * cross
+            with autocast:  terms = model(batch)                   # GF, DeepDXF, cross, group
+            total = weighting([GF, DeepDXF]) + cross_weight * cross + group_weight * group
             scaler.scale(total / micro_batches_in_window).backward()
         scaler.unscale_(optimizer); clip each model's gradients
         skip the step (and count it) if a loss or a gradient norm is NaN/inf
@@ -36,7 +36,7 @@ from model.DeepDXF_loss import nt_xent_chance
 from model.DeepDXF_model import build_deepdxf_model
 from model.GF_model import build_gf_model
 from model.joint_dataset import VAL_SEED, JointLoader
-from model.joint_loss import TASKS, JointBatch, JointObjective, clip_chance
+from model.joint_loss import TASKS, JointBatch, JointObjective, clip_chance, group_chance
 from utils import amp as amp_util
 from utils.distributed import DistInfo, all_reduce_mean, all_reduce_sum, reduce_sums
 from utils.distributed import setup_distributed as _setup_distributed
@@ -57,7 +57,8 @@ def build_joint(cfg: JointConfig, deepdxf_batch_size: Optional[int] = None) -> t
     """The joint model (both models + cross heads) and the loss weighting, fresh, on the CPU."""
     dx_cfg = cfg.deepdxf_config(deepdxf_batch_size)
     objective = JointObjective(build_gf_model(cfg.gf_config()), build_deepdxf_model(dx_cfg), dx_cfg,
-                               cfg.cross_weight, cfg.cross_temperature, cfg.cross_dim)
+                               cfg.cross_weight, cfg.cross_temperature, cfg.cross_dim,
+                               cfg.group_weight, cfg.group_temperature)
     weighting = build_weighting(cfg.weighting, list(TASKS), fixed_weights=[cfg.w_GF, cfg.w_DeepDXF],
                                 dwa_temperature=cfg.dwa_temperature, gradnorm_alpha=cfg.gradnorm_alpha)
     return objective, weighting
@@ -78,6 +79,20 @@ def make_optimizer(objective: JointObjective, weighting: LossWeighting, cfg: Joi
     for g in groups:
         g["initial_lr"] = g["lr"]
     return torch.optim.AdamW(groups)
+
+
+#: the loss terms added with a fixed weight after the weighted GF and DeepDXF losses
+EXTRA_TERMS = ("cross", "group")
+
+
+def extra_weights(cfg: JointConfig) -> dict[str, float]:
+    """The fixed weight of each of :data:`EXTRA_TERMS` (0 = the term is off)."""
+    return {"cross": cfg.cross_weight, "group": cfg.group_weight}
+
+
+def _extra_sum(terms: dict[str, Any], weights: dict[str, float]) -> Any:
+    """``sum_t weight_t * terms[t]`` over the terms that are on (0 when none)."""
+    return sum((w * terms[t] for t, w in weights.items() if w > 0), 0.0)
 
 
 def schedule_plan(cfg: JointConfig, steps_per_epoch: int) -> SchedulePlan:
@@ -165,7 +180,7 @@ def _grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: DistInfo) -> dict[str, float]:
     """One pass over ``loader`` (this rank's batches). Returns the epoch's metrics, reduced over ranks.
 
-    Keys: ``train_loss`` (sum_i w_i L_i + cross_weight * cross with the weights normalized to sum to T,
+    Keys: ``train_loss`` (sum_i w_i L_i + the fixed-weight extra terms, the weights normalized to sum to T,
     as the validation loss), ``objective`` (what was minimized), ``train_<term>_loss``, ``lr``,
     ``lr_GF``, ``grad_norm_GF``, ``grad_norm_DeepDXF``, ``drawings_per_s``, ``skipped_steps``,
     ``seconds_train``.
@@ -177,7 +192,8 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
     n = len(loader)
     model.train()
     weighting.train()
-    sums = dict.fromkeys(("GF", "DeepDXF", "cross", "shown", "objective", "grad_norm_GF", "grad_norm_DeepDXF",
+    extra = extra_weights(cfg)
+    sums = dict.fromkeys(("GF", "DeepDXF", *EXTRA_TERMS, "shown", "objective", "grad_norm_GF", "grad_norm_DeepDXF",
                           "micro_batches", "drawings", "steps", "skipped"), 0.0)
     t0 = time.time()
     bad = False
@@ -200,15 +216,16 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
             weighting.observe(losses, [list(obj.gf.parameters()), list(obj.deepdxf.parameters())],
                               reduce=(lambda t: all_reduce_mean(t, info)) if info.enabled else None,
                               grad_scale=st.scaler.get_scale() if st.scaler.is_enabled() else 1.0)
-        total = weighting(losses) + cfg.cross_weight * terms["cross"]
+        total = weighting(losses) + _extra_sum(terms, extra)
         bad = bad or not bool(torch.isfinite(total))
         st.scaler.scale(total / window).backward()
         with torch.no_grad():
             w = normalized_weights(weighting).to(losses.device)
-            shown = (w * losses).sum() + cfg.cross_weight * terms["cross"].float()
+            shown = (w * losses).sum() + _extra_sum({t: terms[t].float() for t in EXTRA_TERMS}, extra)
         sums["GF"] += float(losses[0].detach())
         sums["DeepDXF"] += float(losses[1].detach())
-        sums["cross"] += float(terms["cross"].detach())
+        for t in EXTRA_TERMS:
+            sums[t] += float(terms[t].detach())
         sums["shown"] += float(shown)
         sums["objective"] += float(total.detach())
         sums["micro_batches"] += 1
@@ -248,12 +265,13 @@ def train_epoch(st: TrainState, loader: JointLoader, cfg: JointConfig, info: Dis
     skipped = int(sums["skipped"])
     st.skipped_steps += skipped
     mb = sums["micro_batches"]
-    mean = {k: (sums[k] / mb if mb else float("nan")) for k in ("GF", "DeepDXF", "cross", "shown", "objective")}
+    mean = {k: (sums[k] / mb if mb else float("nan")) for k in ("GF", "DeepDXF", *EXTRA_TERMS, "shown", "objective")}
     steps = max(sums["steps"], 1)
     lrs = {g.get("name"): g["lr"] for g in st.optimizer.param_groups}
     return {
         "train_loss": mean["shown"], "objective": mean["objective"],
-        "train_GF_loss": mean["GF"], "train_DeepDXF_loss": mean["DeepDXF"], "train_cross_loss": mean["cross"],
+        "train_GF_loss": mean["GF"], "train_DeepDXF_loss": mean["DeepDXF"],
+        **{f"train_{t}_loss": mean[t] for t in EXTRA_TERMS},
         "lr": lrs.get("DeepDXF", float("nan")), "lr_GF": lrs.get("GF", float("nan")),
         "grad_norm_GF": sums["grad_norm_GF"] / steps, "grad_norm_DeepDXF": sums["grad_norm_DeepDXF"] / steps,
         "drawings_per_s": sums["drawings"] / max(seconds, 1e-9), "skipped_steps": skipped,
@@ -281,8 +299,8 @@ def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointL
     views, as DeepDXF_train.py evaluates). Every batch counts once (see
     :func:`evaluation_batches`), weighted by its drawings, so 2 ranks give the loss of
     1 process. Returns ``loss`` (the combined loss with the current weights normalized
-    to sum to T, plus cross_weight * cross), ``GF_loss``, ``DeepDXF_loss``,
-    ``cross_loss``, their chance levels ``chance_GF``... and ``chance_loss`` (the same
+    to sum to T, plus the fixed-weight extra terms), ``GF_loss``, ``DeepDXF_loss``,
+    ``cross_loss``, ``group_loss``, their chance levels ``chance_GF``... and ``chance_loss`` (the same
     combination of the chance levels); NaN when empty.
     """
     device = info.device
@@ -292,7 +310,7 @@ def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointL
     objective.deepdxf.train()
     if objective.heads is not None:
         objective.heads.eval()
-    names = ("GF", "DeepDXF", "cross", "chance_GF", "chance_DeepDXF", "chance_cross")
+    names = ("GF", "DeepDXF", *EXTRA_TERMS, "chance_GF", "chance_DeepDXF", *(f"chance_{t}" for t in EXTRA_TERMS))
     sums = dict.fromkeys(names + ("drawings",), 0.0)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for batch in evaluation_batches(loader):
@@ -302,9 +320,10 @@ def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointL
             with amp_util.autocast(device, dtype):
                 terms = objective(batch, gen)
             b = batch.n_drawings
-            values = {"GF": float(terms["GF"]), "DeepDXF": float(terms["DeepDXF"]), "cross": float(terms["cross"]),
+            values = {**{t: float(terms[t]) for t in ("GF", "DeepDXF", *EXTRA_TERMS)},
                       "chance_GF": gf_chance_level(batch.gf_graphs[2].cpu()) if b else 0.0,
-                      "chance_DeepDXF": nt_xent_chance(b), "chance_cross": clip_chance(b)}
+                      "chance_DeepDXF": nt_xent_chance(b), "chance_cross": clip_chance(b),
+                      "chance_group": group_chance(b)}
             for k, v in values.items():
                 sums[k] += v * b
             sums["drawings"] += b
@@ -314,16 +333,21 @@ def evaluate(objective: JointObjective, weighting: LossWeighting, loader: JointL
     nd = sums["drawings"]
     m = {k: (sums[k] / nd if nd else float("nan")) for k in names}
     w = normalized_weights(weighting).tolist()
-    loss = w[0] * m["GF"] + w[1] * m["DeepDXF"] + cfg.cross_weight * m["cross"]
-    chance = w[0] * m["chance_GF"] + w[1] * m["chance_DeepDXF"] + cfg.cross_weight * m["chance_cross"]
-    return {"loss": loss, "GF_loss": m["GF"], "DeepDXF_loss": m["DeepDXF"], "cross_loss": m["cross"],
+    extra = extra_weights(cfg)
+    loss = w[0] * m["GF"] + w[1] * m["DeepDXF"] + _extra_sum(m, extra)
+    chance = (w[0] * m["chance_GF"] + w[1] * m["chance_DeepDXF"]
+              + _extra_sum({t: m[f"chance_{t}"] for t in EXTRA_TERMS}, extra))
+    return {"loss": loss, "GF_loss": m["GF"], "DeepDXF_loss": m["DeepDXF"],
+            **{f"{t}_loss": m[t] for t in EXTRA_TERMS},
             **{k: v for k, v in m.items() if k.startswith("chance")}, "chance_loss": chance}
 
 
-def explain_loss(metrics: dict[str, float], weighting: LossWeighting, cross_weight: float) -> str:
+def explain_loss(metrics: dict[str, float], weighting: LossWeighting, extra: dict[str, float]) -> str:
     """How a combined validation/test loss adds up, in words::
 
         1.02·GF 0.95 + 0.98·DeepDXF 1.98 + 0.5·cross 0.31 (weights normalized to sum to 2; ...)
+
+    ``extra``: the fixed weight of each extra term (:func:`extra_weights`); terms at 0 are left out.
 
     The terms are the weights normalized to sum to T times each loss (so runs with
     different weightings compare); for ``uncertainty`` the note gives the raw weights
@@ -331,16 +355,15 @@ def explain_loss(metrics: dict[str, float], weighting: LossWeighting, cross_weig
     """
     w = normalized_weights(weighting).tolist()
     parts = [f"{w[0]:.3f}·GF {metrics['GF_loss']:.4f}", f"{w[1]:.3f}·DeepDXF {metrics['DeepDXF_loss']:.4f}"]
-    if cross_weight > 0:
-        parts.append(f"{cross_weight:g}·cross {metrics['cross_loss']:.4f}")
+    parts += [f"{w_t:g}·{t} {metrics[f'{t}_loss']:.4f}" for t, w_t in extra.items() if w_t > 0]
     note = f"weights normalized to sum to {len(w)}"
     if isinstance(weighting, UncertaintyWeighting):
         raw = weighting.weights().tolist()
         reg = float(weighting.log_vars.detach().sum())
         note += (f"; the training objective is exp(-s)·L + s per loss: raw weights {raw[0]:.3f}, {raw[1]:.3f} "
                  f"and log σ² terms {reg:+.4f}")
-    chances = [f"{k.replace('chance_', '')} {metrics[k]:.4f}" for k in ("chance_GF", "chance_DeepDXF", "chance_cross")
-               if k in metrics and (cross_weight > 0 or k != "chance_cross")]
+    shown = ["GF", "DeepDXF"] + [t for t, w_t in extra.items() if w_t > 0]
+    chances = [f"{t} {metrics[f'chance_{t}']:.4f}" for t in shown if f"chance_{t}" in metrics]
     if chances:
         note += "; chance " + ", ".join(chances)
     return " + ".join(parts) + f" ({note})"
@@ -369,6 +392,6 @@ def load_joint_state(objective: JointObjective, weighting: Optional[LossWeightin
 
 __all__ = [
     "setup_distributed", "build_joint", "make_optimizer", "schedule_plan", "make_scheduler", "amp_dtype",
-    "make_scaler", "TrainState", "build_fold", "train_epoch", "evaluation_batches", "evaluate", "explain_loss",
+    "make_scaler", "TrainState", "build_fold", "EXTRA_TERMS", "extra_weights", "train_epoch", "evaluation_batches", "evaluate", "explain_loss",
     "joint_state", "load_joint_state",
 ]

@@ -48,6 +48,9 @@ VARIANTS: dict[str, list[str]] = {
     "turn": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror"],
     "gf_layout": ["--GF_layout_features"],
     "views_gf_layout": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror", "--DeepDXF_aug_edit", "--GF_layout_features"],
+    "group": ["--group_weight", "1"],
+    "group4": ["--group_weight", "4"],
+    "group_views": ["--group_weight", "1", "--DeepDXF_aug_turn", "--DeepDXF_aug_mirror", "--DeepDXF_aug_edit"],
 }
 #: floor blocks appended to the joint embedding: name -> ((block, z-scored?), ...)
 BLOCK_SETS: dict[str, tuple[tuple[str, bool], ...]] = {

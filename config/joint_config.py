@@ -85,6 +85,12 @@ class JointConfig(GFConfig, DeepDXFConfig):
     cross_temperature: float = field(default=0.1, metadata={"help": "temperature of the cross-model term"})
     cross_dim: int = field(default=64, metadata={"help": "size of the shared space of the cross-model projection heads"})
 
+    # --- group term -----------------------------------------------------------
+    group_weight: float = field(default=0.0, metadata={"help": "weight of the term that pulls the joint embeddings of one group "
+                          "(a drawing and its revisions or pieces, by --group_pattern) together and away from other groups; "
+                          "batches then keep groups together (0 = off)"})
+    group_temperature: float = field(default=0.1, metadata={"help": "temperature of the group term"})
+
     # --- run control ----------------------------------------------------------
     resume: bool = field(default=False, metadata={"help": "continue the run --run_name (default: the latest joint run) from checkpoints/<run>/last.pth"})
     stop_after_epochs: int = field(default=0, metadata={"help": "leave after this many epochs of this process, as if interrupted (for testing --resume; 0 = off)"})
@@ -101,6 +107,10 @@ class JointConfig(GFConfig, DeepDXFConfig):
             raise ValueError(f"cross_weight must be >= 0, got {self.cross_weight}")
         if self.cross_temperature <= 0:
             raise ValueError(f"cross_temperature must be > 0, got {self.cross_temperature}")
+        if self.group_weight < 0:
+            raise ValueError(f"group_weight must be >= 0, got {self.group_weight}")
+        if self.group_temperature <= 0:
+            raise ValueError(f"group_temperature must be > 0, got {self.group_temperature}")
         if self.dwa_temperature <= 0:
             raise ValueError(f"dwa_temperature must be > 0, got {self.dwa_temperature}")
 

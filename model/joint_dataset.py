@@ -20,6 +20,11 @@ a drawing of another part). Views are seeded per (seed, epoch, part), so a batch
 looks the same whatever the number of processes, accumulation steps or DataLoader
 workers.
 
+With the group term on (``--group_weight`` > 0) an epoch's order is drawn by group:
+the groups (a source and its revisions, by ``--group_pattern``) are shuffled and
+their drawings follow each other, so the drawings of a group land in one batch
+(except where a cut falls inside a group) and the term sees them together.
+
 The pieces, in ``torch.utils.data`` terms (bulk loading: the sampler yields whole
 batches, so automatic batching is off, ``batch_size=None``):
 
@@ -77,9 +82,11 @@ class SplitLike(Protocol):
         names: the drawings the indices refer to.
         test: indices of the test drawings.
         folds: ``folds[i] = (train indices, validation indices)``.
+        groups: the group of each name (``--group_pattern``), in ``names``' order.
     """
 
     names: list[str]
+    groups: list[str]
     test: list[int]
     folds: list[tuple[list[int], list[int]]]
 
@@ -91,12 +98,21 @@ class SplitLike(Protocol):
 SplitMaker = Callable[[Sequence[str], float, int, int, str], SplitLike]
 
 
-def epoch_parts(n: int, n_batches: int, seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
-    """The batches (as positions 0..n-1) of one epoch: a seeded permutation cut into ``n_batches`` parts."""
+def epoch_parts(n: int, n_batches: int, seed: int, epoch: int, shuffle: bool = True,
+                groups: Optional[np.ndarray] = None) -> list[np.ndarray]:
+    """The batches (as positions 0..n-1) of one epoch: a seeded permutation cut into ``n_batches`` parts.
+
+    ``groups``: [n] int group ids; given, the permutation keeps each group's positions
+    together (groups in a random order, a random order inside each group).
+    """
     if n == 0:
         return []
     rng = np.random.default_rng([seed, epoch if shuffle else 0])
     order = rng.permutation(n)
+    if groups is not None:
+        _, dense = np.unique(np.asarray(groups), return_inverse=True)
+        group_rank = rng.permutation(int(dense.max()) + 1)
+        order = order[np.argsort(group_rank[dense[order]], kind="stable")]
     return [p for p in np.array_split(order, max(1, min(n_batches, n))) if len(p)]
 
 
@@ -138,12 +154,14 @@ class PartRequest:
         view_seed: ``(seed, epoch, k)``.
         index: [B] int64 joint-drawing indices, in batch order.
         partner: the joint index paired with the odd leftover (the part's last drawing), -1 when B is even.
+        groups: [B] int64 group ids of the drawings (group term on), else None.
     """
 
     part: int
     view_seed: tuple[int, int, int]
     index: np.ndarray
     partner: int = -1
+    groups: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -177,14 +195,17 @@ class PartSampler(Sampler[PartRequest]):
             around; False (evaluation): parts r, r + W, ... < n_parts, each part once
             over all ranks.
         sorted_indices: ``np.unique(indices)`` when the caller has it already.
+        groups: [len(indices)] int64 group ids of ``indices`` (group term on): parts keep
+            groups together (:func:`epoch_parts`) and carry their ids.
 
-    Memory: ``indices`` and their sorted copy (int64), nothing per drawing else.
+    Memory: ``indices``, their sorted copy and ``groups`` (int64), nothing per drawing else.
     """
 
     def __init__(self, indices: Sequence[int] | np.ndarray, n_batches: int, seed: int, shuffle: bool = True,
                  rank: int = 0, world_size: int = 1, max_steps: int = 0, wrap: bool = True,
-                 sorted_indices: Optional[np.ndarray] = None) -> None:
+                 sorted_indices: Optional[np.ndarray] = None, groups: Optional[np.ndarray] = None) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
         self.sorted = np.unique(self.indices) if sorted_indices is None else sorted_indices
         self.n_batches = n_batches
         self.seed = seed
@@ -213,16 +234,17 @@ class PartSampler(Sampler[PartRequest]):
         if not mine:
             return
         epoch = self.epoch if self.shuffle else 0
-        parts = epoch_parts(len(self.indices), self.n_batches, self.seed, self.epoch, self.shuffle)
+        parts = epoch_parts(len(self.indices), self.n_batches, self.seed, self.epoch, self.shuffle, self.groups)
         for k in mine:
             index = self.indices[parts[k]]
+            groups = None if self.groups is None else self.groups[parts[k]]
             seed = view_seed_of(self.seed, epoch, k)
             partner = -1
             if len(index) % 2:  # the odd leftover meets a drawing of another part
                 rng = np.random.default_rng(list(seed))
                 n_others = len(self.sorted) - len(index)
                 partner = _nth_other(self.sorted, index, int(rng.choice(n_others))) if n_others > 0 else int(index[0])
-            yield PartRequest(k, seed, index, partner)
+            yield PartRequest(k, seed, index, partner, groups)
 
 
 class JointDataset(Dataset):
@@ -292,7 +314,8 @@ class JointCollate:
         rng = np.random.default_rng(int(np.random.SeedSequence(list(req.view_seed)).generate_state(1)[0]))
         dx: DeepDXFBatch = two_view_batch([(int(i), r) for i, r in zip(req.index, data.rows)], self.cfg, rng)
         index = torch.from_numpy(np.ascontiguousarray(req.index))
-        return JointBatch(gf_pairs, (feats[:b], adj[:b], mask[:b]), dx, index, req.part)
+        group = None if req.groups is None else torch.from_numpy(np.ascontiguousarray(req.groups))
+        return JointBatch(gf_pairs, (feats[:b], adj[:b], mask[:b]), dx, index, req.part, group)
 
 
 class JointLoader:
@@ -306,6 +329,8 @@ class JointLoader:
         seed: seed of order and views.
         rank, world_size: DDP sharding of the batches.
         max_steps: at most this many batches per rank and epoch (0 = all).
+        groups: [len(indices)] int64 group ids of ``indices`` for the group term
+            (batches keep groups together and carry the ids); None: off.
 
     ``len(loader)`` is the number of batches this rank gets; :attr:`n_batches` the
     global number; :attr:`deepdxf_batch_size` the derived DeepDXF batch size.
@@ -313,9 +338,11 @@ class JointLoader:
     """
 
     def __init__(self, dataset: JointDataset, indices: Sequence[int], cfg: JointConfig, shuffle: bool = True,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, max_steps: int = 0) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, max_steps: int = 0,
+                 groups: Optional[np.ndarray] = None) -> None:
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
         self._sorted = np.unique(self.indices)
         self.cfg = cfg
         self.shuffle = shuffle
@@ -336,7 +363,7 @@ class JointLoader:
     def sampler(self, wrap: bool = True) -> PartSampler:
         """This epoch's :class:`PartSampler` (``wrap=False``: evaluation, every part once over the ranks)."""
         s = PartSampler(self.indices, self.n_batches, self.seed, self.shuffle, self.rank, self.world_size,
-                        self.max_steps, wrap, sorted_indices=self._sorted)
+                        self.max_steps, wrap, sorted_indices=self._sorted, groups=self.groups)
         s.set_epoch(self.epoch)
         return s
 
@@ -433,6 +460,12 @@ class JointDataLoader:
         self.split: SplitLike = split
         self.names: list[str] = split.names
         self.dataset = JointDataset(self.archive, ids, layout=cfg.GF_layout_features)
+        #: [n] int64 group id of every joint drawing when the group term is on, else None
+        self.group_ids: Optional[np.ndarray] = None
+        if cfg.group_weight > 0:
+            first_seen: dict[str, int] = {}
+            self.group_ids = np.fromiter((first_seen.setdefault(g, len(first_seen)) for g in split.groups),
+                                         dtype=np.int64, count=len(split.groups))
 
     @property
     def layout(self) -> str:
@@ -451,8 +484,9 @@ class JointDataLoader:
                 f"test {len(self.split.test)}, {self.split.n_folds} folds")
 
     def _loader(self, indices: Sequence[int], shuffle: bool, seed: int, max_steps: int = 0) -> JointLoader:
+        groups = None if self.group_ids is None else self.group_ids[np.asarray(indices, dtype=np.int64)]
         return JointLoader(self.dataset, indices, self.cfg, shuffle=shuffle, seed=seed,
-                           rank=self.rank, world_size=self.world_size, max_steps=max_steps)
+                           rank=self.rank, world_size=self.world_size, max_steps=max_steps, groups=groups)
 
     def get_fold_loaders(self, fold: int) -> tuple[JointLoader, JointLoader]:
         """(train, validation) loaders of ``fold``; training reshuffles with ``set_epoch``."""

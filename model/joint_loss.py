@@ -16,6 +16,20 @@ drawing together against the other drawings of the batch:
 pooling, with gradient) of the un-augmented graphs, ``e`` the mean of the DeepDXF pooled encoder outputs of
 the two views. The heads belong to the joint model (saved in its checkpoint).
 
+The **group term** (``group_weight`` > 0) shapes the similarity embedding itself:
+the joint embedding of a drawing, ``j = [normalize(g) ; normalize(e)]`` (GF graph
+embedding of a GF view, DeepDXF pooled embedding of a DeepDXF view: what
+``SimDeepDXF.py --embedding joint`` compares), is pulled towards every drawing of its
+group in the batch (a source and its revisions, named by ``--group_pattern``) and
+away from the other groups, with the supervised contrastive loss of Khosla et al.
+(2020) over the 2B views of the batch:
+
+    L_group = mean_i  -1/|P(i)| sum_{p in P(i)} log( exp(s_ip) / sum_{a != i} exp(s_ia) )
+
+``s = j j^T / tau`` and ``P(i)`` the other views of i's group (its own other view is
+always one, so a batch without revisions gives plain NT-Xent on the joint embedding).
+Without the term, revisions of one drawing in a batch are each other's negatives.
+
 :class:`JointObjective` is one ``nn.Module`` holding both models and the heads, so
 that one ``DistributedDataParallel`` wraps everything and every gradient flows
 through its ``forward``.
@@ -34,6 +48,7 @@ from model.DeepDXF_dataset import DeepDXFBatch
 from model.DeepDXF_loss import nt_xent_chance, nt_xent_loss  # noqa: F401  (the DeepDXF loss, re-exported)
 from model.DeepDXF_model import deepdxf_step_loss
 from model.GF_model import gf_step_loss
+from model.layers.DenseGraphMatching import augment_view
 
 TASKS = ("GF", "DeepDXF")
 
@@ -55,6 +70,45 @@ def clip_loss(a: Tensor, b: Tensor, temperature: float = 0.1) -> Tensor:
         logits = a @ b.T / temperature
         labels = torch.arange(a.shape[0], device=a.device)
         return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def group_contrastive_loss(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
+    """Supervised contrastive loss (SupCon, "L_out") of embeddings with group labels, in float32.
+
+    Args:
+        z: [M, D] embeddings (normalized here).
+        labels: [M] int64 group ids; rows with the same id are positives of each other.
+        temperature: tau > 0.
+    Returns:
+        scalar float32: the mean over anchors that have a positive of
+        ``-mean_{p in P(i)} log softmax_{a != i}(s_ia)[p]``; 0 (with gradient) when no
+        anchor has one.
+    """
+    if z.dim() != 2 or labels.shape != z.shape[:1]:
+        raise ValueError(f"z must be [M, D] and labels [M], got {tuple(z.shape)} and {tuple(labels.shape)}")
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        zf = F.normalize(z.float(), dim=-1)
+        m = zf.shape[0]
+        eye = torch.eye(m, dtype=torch.bool, device=z.device)
+        logits = (zf @ zf.T / temperature).masked_fill(eye, -1e9)
+        log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        pos = (labels[:, None] == labels[None, :]) & ~eye  # [M, M]
+        n_pos = pos.sum(1)
+        has = n_pos > 0
+        if not bool(has.any()):
+            return zf.sum() * 0.0
+        per_anchor = -(log_p * pos).sum(1)[has] / n_pos[has]
+        return per_anchor.mean()
+
+
+def group_chance(batch_size: int) -> float:
+    """The group term of embeddings that know nothing (all 2B - 1 candidates alike): ln(2B - 1)."""
+    return math.log(max(2 * batch_size - 1, 1))
+
+
+def joint_embedding(g: Tensor, e: Tensor) -> Tensor:
+    """The joint similarity embedding ``[normalize(g) ; normalize(e)]``: g [B, Dg], e [B, De] -> [B, Dg + De]."""
+    return torch.cat([F.normalize(g.float(), dim=-1), F.normalize(e.float(), dim=-1)], dim=-1)
 
 
 def clip_chance(batch_size: int) -> float:
@@ -84,6 +138,7 @@ class JointBatch:
         deepdxf: ``DeepDXFBatch`` of the same B drawings in the same order.
         index: [B] drawing indices (into the joint dataset's names).
         part: index of this batch in the epoch (seeds its views).
+        group: [B] int64 group ids of the drawings (the group term's labels), or None.
     """
 
     gf_pairs: tuple[Tensor, ...]
@@ -91,6 +146,7 @@ class JointBatch:
     deepdxf: DeepDXFBatch
     index: Tensor
     part: int = 0
+    group: Optional[Tensor] = None
 
     @property
     def n_drawings(self) -> int:
@@ -98,7 +154,8 @@ class JointBatch:
 
     def to(self, device: torch.device | str) -> "JointBatch":
         return JointBatch(tuple(t.to(device) for t in self.gf_pairs), tuple(t.to(device) for t in self.gf_graphs),
-                          self.deepdxf.to(device), self.index.to(device), self.part)
+                          self.deepdxf.to(device), self.index.to(device), self.part,
+                          None if self.group is None else self.group.to(device))
 
 
 class JointObjective(nn.Module):
@@ -110,11 +167,16 @@ class JointObjective(nn.Module):
         deepdxf_cfg: its config (temperature).
         cross_weight: > 0 builds the heads (the term's weight itself is applied by the trainer).
         cross_temperature, cross_dim: of the cross-model term.
+        group_weight: > 0 computes the group term (its weight is applied by the trainer).
+        group_temperature: of the group term.
     """
 
     def __init__(self, gf: nn.Module, deepdxf: nn.Module, deepdxf_cfg, cross_weight: float = 0.0,
-                 cross_temperature: float = 0.1, cross_dim: int = 64) -> None:
+                 cross_temperature: float = 0.1, cross_dim: int = 64, group_weight: float = 0.0,
+                 group_temperature: float = 0.1) -> None:
         super().__init__()
+        self.group_on = group_weight > 0
+        self.group_temperature = group_temperature
         self.gf = gf
         self.deepdxf = deepdxf
         self.deepdxf_cfg = deepdxf_cfg
@@ -127,7 +189,7 @@ class JointObjective(nn.Module):
             self.heads = CrossModelHeads(d_gf, deepdxf.embed_dim, cross_dim)
 
     def forward(self, batch: JointBatch, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
-        """Loss terms (float32 scalars): ``GF``, ``DeepDXF`` and ``cross`` (0 when off)."""
+        """Loss terms (float32 scalars): ``GF``, ``DeepDXF``, ``cross`` and ``group`` (0 when off)."""
         l_gf = gf_step_loss(self.gf, batch.gf_pairs, generator).float()
         l_dx, (e1, e2) = deepdxf_step_loss(self.deepdxf, batch.deepdxf, self.deepdxf_cfg, return_embeddings=True)
         out = {"GF": l_gf, "DeepDXF": l_dx.float()}
@@ -137,8 +199,27 @@ class JointObjective(nn.Module):
             out["cross"] = clip_loss(a, b, self.cross_temperature)
         else:
             out["cross"] = l_gf.new_zeros(())
+        out["group"] = self.group_term(batch, e1, e2, generator) if self.group_on else l_gf.new_zeros(())
         return out
 
+    def group_term(self, batch: JointBatch, e1: Tensor, e2: Tensor,
+                   generator: Optional[torch.Generator] = None) -> Tensor:
+        """The group term of a batch: SupCon over the joint embeddings of two views per drawing.
 
-__all__ = ["TASKS", "clip_loss", "clip_chance", "CrossModelHeads", "JointBatch",
+        GF views: ``augment_view`` of the batch's graphs with the GF model's rates; DeepDXF
+        views: the pooled embeddings ``e1``, ``e2`` [B, De] of the DeepDXF step. Labels:
+        ``batch.group`` (each drawing its own group when None).
+        """
+        x, adj, mask = batch.gf_graphs
+        gf = self.gf
+        rates = (gf.feature_mask_rate, gf.edge_drop_rate, gf.edge_add_rate)
+        views = [augment_view(x, adj, mask, *rates, generator=generator) for _ in range(2)]
+        g = gf.encode(torch.cat([v[0] for v in views]), torch.cat([v[1] for v in views]), torch.cat([mask, mask]))
+        j = joint_embedding(g, torch.cat([e1, e2]))
+        group = batch.group if batch.group is not None else torch.arange(x.shape[0], device=x.device)
+        return group_contrastive_loss(j, torch.cat([group, group]), self.group_temperature)
+
+
+__all__ = ["TASKS", "clip_loss", "clip_chance", "CrossModelHeads", "JointBatch", "group_chance",
+           "group_contrastive_loss", "joint_embedding",
            "JointObjective", "nt_xent_loss", "nt_xent_chance"]

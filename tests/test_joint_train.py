@@ -115,7 +115,7 @@ def test_cross_term_reaches_both_models_and_matches_clip_formula(corpus):
     train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
     obj, _ = build_joint(cfg, train.deepdxf_batch_size)
     out = obj(next(iter(train)))
-    assert set(out) == {"GF", "DeepDXF", "cross"} and all(v.dtype == torch.float32 for v in out.values())
+    assert set(out) == {"GF", "DeepDXF", "cross", "group"} and all(v.dtype == torch.float32 for v in out.values())
     out["cross"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.gf.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.deepdxf.parameters())
@@ -248,7 +248,7 @@ def test_printed_test_loss_adds_up(corpus):
     st = _state(cfg, train)
     train_epoch(st, train, cfg, DistInfo())  # the weights move away from 1
     m = evaluate(st.objective, st.weighting, val, cfg, DistInfo())
-    text = explain_loss(m, st.weighting, cfg.cross_weight)
+    text = explain_loss(m, st.weighting, {"cross": cfg.cross_weight, "group": cfg.group_weight})
     terms = re.findall(r"([0-9.]+)·(GF|DeepDXF|cross) ([0-9.]+)", text)
     assert [t[1] for t in terms] == ["GF", "DeepDXF", "cross"]
     assert sum(float(w) * float(v) for w, _, v in terms) == pytest.approx(m["loss"], abs=2e-3)
