@@ -88,7 +88,7 @@ class JointConfig(GFConfig, DeepDXFConfig):
     # --- group term -----------------------------------------------------------
     group_weight: float = field(default=0.0, metadata={"help": "weight of the term that pulls the joint embeddings of one group "
                           "(a drawing and its revisions or pieces, by --group_pattern) together and away from other groups; "
-                          "batches then keep groups together (0 = off)"})
+                          "batches then keep groups together (0 = off; on held-out lead-frame revisions it did not help: bench/learn_ablation.md)"})
     group_temperature: float = field(default=0.1, metadata={"help": "temperature of the group term"})
 
     # --- run control ----------------------------------------------------------
