@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.quality import (  # noqa: E402
-    Entry, Runner, _link_farm, _short_hash, build_table, format_markdown, protocol_sets, train)
+    Entry, Runner, _link_farm, _short_hash, build_table, extra_training, format_markdown, protocol_sets, train)
 from dataset.files import atomic_write_text  # noqa: E402
 from utils.embedders import (  # noqa: E402
     DrawingEncoding, combined_embedding, floor_block, load_drawing, make_embedder, stack_encodings)
@@ -95,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train_distractors", action="store_true",
                         help="the train drawings join the selection gallery as distractors")
     parser.add_argument("--train_args", default="", help="extra joint_main.py flags for every variant")
+    parser.add_argument("--extra_train", nargs="*", default=[],
+                        help="preprocessed folders (dataset/dxf_process.py output) whose drawings join the training "
+                             "set, e.g. revisions of other drawings made with bench/make_revisions.py --fractions 1 0 0")
     parser.add_argument("--n_boot", type=int, default=1000)
     args = parser.parse_args(argv)
 
@@ -110,14 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     enc = {"names": sel.names, **{k: arrays[k] for k in ("type_counts", "gf_features", "gf_adjacency", "layout")}}
     floors = [Entry(label, "floor", [m]) for label, m in floor_table(enc, sel.groups) if m is not None]
 
-    data_dir = _link_farm(out / "train" / _short_hash(sorted(train_names)), sorted(train_names),
-                          {n: prep for n in train_names})
+    sources = extra_training([Path(d) for d in args.extra_train], exclude=set(train_names) | set(sel.names))
+    sources.update({n: prep for n in train_names})
+    fit_names = sorted(sources)
+    if args.extra_train:
+        print(f"training set: {len(train_names)} train drawings + {len(fit_names) - len(train_names)} from "
+              f"{', '.join(args.extra_train)}", flush=True)
+    data_dir = _link_farm(out / "train" / _short_hash(fit_names), fit_names, sources)
     md, results = [], {}
     for variant in args.variants:
         extra = VARIANTS[variant] + args.train_args.split()
         runs: dict[str, list[dict]] = {}
         for seed in args.seeds:
-            tag = f"{variant}-e{args.epochs}-s{seed}-{_short_hash(sorted(train_names) + extra)}"
+            tag = f"{variant}-e{args.epochs}-s{seed}-{_short_hash(fit_names + extra)}"
             ckpt = train(run, data_dir, out / "models" / f"{tag}.pth", args.epochs, args.k_folds, seed, extra, tag)
             if ckpt is None:
                 print(f"  note: {variant} seed {seed}: training failed (see {out / 'logs'})")
@@ -134,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         md.append(format_markdown(f"selection-revisions, variant {variant} ({' '.join(extra) or 'defaults'}), "
                                   f"{args.epochs} epochs", table))
         print(md[-1], flush=True)
-    header = (f"Selection split only. Joint models trained on the train split ({len(train_names)} drawings), "
+    header = (f"Selection split only. Joint models trained on the train split ({len(train_names)} drawings"
+              + (f" + {len(fit_names) - len(train_names)} from {', '.join(args.extra_train)}" if args.extra_train else "")
+              + "), "
               f"seeds {args.seeds}, {args.epochs} epochs; revisions from {revisions}"
               + ("; train drawings as distractors" if args.train_distractors else "") + ".")
     text = header + "\n\n" + "\n\n".join(md) + "\n"

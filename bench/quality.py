@@ -318,6 +318,19 @@ def protocol_sets(revisions: Path, prep_rev: Path, human: Optional[Path], distra
     return train_names, sets
 
 
+def extra_training(folders: Sequence[Path], exclude: set[str]) -> dict[str, Path]:
+    """``{name: folder}`` of the drawings preprocessed in ``folders`` (both encodings), for
+    training only; names in ``exclude`` (evaluation drawings) and repeats are left out."""
+    out: dict[str, Path] = {}
+    for folder in folders:
+        if not (folder / "GF").is_dir():
+            raise FileNotFoundError(f"{folder}: no GF/ folder: run python dataset/dxf_process.py --output {folder}")
+        for n in sorted(_prepared(folder)):
+            if n not in exclude:
+                out.setdefault(n, folder)
+    return out
+
+
 def parse_checkpoints(items: Sequence[str]) -> dict[str, list[Path]]:
     """``ROW=PATH`` items -> ``{row: [paths]}``; ROW is ``inductive`` or
     ``transductive:<set>`` (one item per seed)."""
@@ -408,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="add the train drawings to each revision gallery as distractors (a larger, harder "
                              "search; the inductive model has then seen the distractors, never the queries)")
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="evaluation sets")
+    parser.add_argument("--extra_train", nargs="*", default=[],
+                        help="preprocessed folders whose drawings join every model's training set (never searched), "
+                             "e.g. revisions of other drawings: bench/make_revisions.py --fractions 1 0 0, then "
+                             "dataset/dxf_process.py")
     parser.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args(argv)
 
@@ -450,15 +467,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = args.train_args.split()
     models: dict[str, list[Path]] = {}  # row key -> checkpoints over seeds
 
+    searched = {n for s in sets for n in s.names}
+    try:
+        extra_src = extra_training([Path(d) for d in args.extra_train], exclude=searched | set(train_names))
+    except FileNotFoundError as err:
+        print(f"error: --extra_train {err}", file=sys.stderr)
+        return 2
+    if extra_src:
+        print(f"extra training drawings: {len(extra_src)} from {', '.join(args.extra_train)}", flush=True)
+    fit_names = train_names + sorted(extra_src)
+
     def model_rows() -> list[tuple[str, list[str], dict[str, Path]]]:
         rows = []
         if "inductive" in args.rows:
-            rows.append(("inductive", train_names, {n: prep_rev for n in train_names}))
+            rows.append(("inductive", fit_names, {**extra_src, **{n: prep_rev for n in train_names}}))
         if "transductive" in args.rows:
             for s in sets:
-                names = dict.fromkeys(train_names)
+                names = dict.fromkeys(fit_names)
                 names.update(dict.fromkeys(s.names))
-                src = {n: prep_rev for n in train_names}
+                src = {**extra_src, **{n: prep_rev for n in train_names}}
                 src.update(s.prep)  # same name = same drawing: the searched copy is used
                 rows.append((f"transductive:{s.name}", list(names), src))
         return rows
@@ -483,8 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ------------------------------------------------------------ exports + tables
     print("embeddings", flush=True)
     cache = out / "cache"
-    results: dict = {"sets": {}, "train_drawings": len(train_names), "epochs": args.epochs,
-                     "seeds": args.seeds, "checkpoints": {k: [str(p) for p in v] for k, v in models.items()}}
+    results: dict = {"sets": {}, "train_drawings": len(train_names), "extra_train_drawings": len(extra_src),
+                     "extra_train": args.extra_train, "epochs": args.epochs, "seeds": args.seeds, "checkpoints": {k: [str(p) for p in v] for k, v in models.items()}}
     md: list[str] = []
     for s in sets:
         h5_dir = _link_farm(out / "sets" / s.name, s.names, s.prep) / "DeepDXF"
@@ -522,7 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = ("Retrieval quality (mAP over queries, cosine; 95% CI: bootstrap over queries). "
               + (f"Learned rows: joint models ({args.epochs} epochs when trained here), mean ± std over "
                  f"{n_seeds} seed(s)." if models else "No learned rows.")
-              + f" Train split: {len(train_names)} drawings."
+              + f" Train split: {len(train_names)} drawings"
+              + (f" (+ {len(extra_src)} extra training drawings)." if extra_src else ".")
               + (" Revision galleries include the train drawings as distractors." if args.train_distractors else "")
               + (" Fewer than 3 seeds: not for reporting." if models and n_seeds < 3 else ""))
     text = header + "\n\n" + "\n\n".join(md) + "\n"

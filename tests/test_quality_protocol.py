@@ -12,6 +12,7 @@ from bench.quality import (
     FLOOR_TO_BEAT,
     Entry,
     _link_farm,
+    extra_training,
     build_table,
     format_markdown,
     metrics_on,
@@ -167,3 +168,18 @@ def test_train_distractors_join_the_revision_galleries_but_not_the_queries(tmp_p
     sel = next(s for s in sets if s.name == "selection-revisions")
     assert set(train) <= set(sel.names) and len(sel.names) == len(train) + 6
     assert all(not n.startswith("T") for g in sel.groups for n in g)
+
+
+def test_extra_training_takes_drawings_with_both_encodings_and_never_an_evaluation_drawing(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder, names in ((one, ["x", "y", "q"]), (two, ["y", "z"])):
+        (folder / "GF").mkdir(parents=True)
+        (folder / "DeepDXF").mkdir()
+        for n in names:
+            (folder / "GF" / f"{n}.npz").write_bytes(b"")
+            (folder / "DeepDXF" / f"{n}.h5").write_bytes(b"")
+    (one / "GF" / "only_gf.npz").write_bytes(b"")
+    got = extra_training([one, two], exclude={"q"})
+    assert got == {"x": one, "y": one, "z": two}  # the first folder wins a repeated name
+    with pytest.raises(FileNotFoundError, match="dxf_process"):
+        extra_training([tmp_path / "missing"], exclude=set())
