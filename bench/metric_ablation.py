@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.learn_ablation import encodings_of  # noqa: E402
-from bench.quality import Entry, build_table, format_markdown, protocol_sets  # noqa: E402
+from bench.quality import Entry, build_table, extra_training, format_markdown, protocol_sets  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
 from model.joint_loss import group_contrastive_loss  # noqa: E402
 from utils.embedders import floor_block, stack_encodings  # noqa: E402
@@ -98,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default="data/bench/metric", help="result folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--reg", type=float, nargs="+", default=[1e-3, 1e-2], help="pull towards the initial map")
+    parser.add_argument("--extra_train", nargs="*", default=[],
+                        help="preprocessed folders whose drawings (with their groups) join the training set")
     parser.add_argument("--n_boot", type=int, default=1000)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -105,7 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prep = Path(args.prep)
     train_names, sets = protocol_sets(Path(args.revisions), prep, None, None, None, train_distractors=True)
     sel = next(s for s in sets if s.name == "selection-revisions")
-    train_arrays = stack_encodings(encodings_of(train_names, prep))
+    extra = extra_training([Path(d) for d in args.extra_train], exclude=set(train_names) | set(sel.names))
+    train_encs = encodings_of(train_names, prep)
+    for folder in dict.fromkeys(extra.values()):
+        train_encs += encodings_of([n for n, f in extra.items() if f == folder], folder)
+    train_names = train_names + [n for folder in dict.fromkeys(extra.values()) for n, f in extra.items() if f == folder]
+    train_arrays = stack_encodings(train_encs)
     sel_arrays = stack_encodings(encodings_of(sel.names, prep))
     ids: dict[str, int] = {}
     train_groups = np.array([ids.setdefault(group_of(n), len(ids)) for n in train_names])
