@@ -27,6 +27,11 @@ def test_group_names():
     assert group_of("SOP-c_rev0") == "SOP-c"
     assert group_of("QFN21LA(Cu) -508 Rev1_5") == "QFN21LA(Cu) -508"
     assert group_of("PREV2") == "PREV2"  # "REV" glued to a word is not a revision
+    # a revision of a piece joins its piece's group; a suffix without a revision marker goes once
+    assert group_of("011L185090DCE_1__rev0") == group_of("011L185090DCE_1") == "011L185090DCE"
+    assert group_of("STD-55.5x229.4 REV 0__rev1") == group_of("STD-55.5x229.4 REV 0") == "STD-55.5x229.4"
+    assert group_of("4222105_4230076_0117") == "4222105_4230076"
+    assert group_of("4222105_4230076_0117__rev2") == "4222105_4230076"
     assert group_of("QFN-a") != group_of("QFN-b")
 
 

@@ -24,12 +24,28 @@ from config.split_config import DEFAULT_GROUP_PATTERN
 VAL_FRACTION_SINGLE = 0.1  # validation share when k_folds == 1
 
 
-def group_of(name: str, pattern: str = DEFAULT_GROUP_PATTERN) -> str:
-    """The group of a drawing name: ``re.sub(pattern, "", name)`` (case-insensitive).
+#: a revision marker inside a removed suffix (" Rev1", "__rev2", "REV C", "-r2")
+_REVISION_MARKER = re.compile(r"(?<![A-Za-z0-9])(?:rev\.?\s*[A-Za-z0-9]{1,3}|r\d{1,3})", re.IGNORECASE)
 
+
+def group_of(name: str, pattern: str = DEFAULT_GROUP_PATTERN) -> str:
+    """The group of a drawing name: ``re.sub(pattern, "", name)`` (case-insensitive),
+    repeated while the removed suffix holds a revision marker.
+
+    The repetition puts a revision of a piece with its piece's group:
+    ``"X_1__rev0"`` -> ``"X_1"`` -> ``"X"`` (the group of ``"X_1"``), and
+    ``"S REV 0__rev1"`` -> ``"S REV 0"`` -> ``"S"``. A suffix without a revision
+    marker is removed once (``"4222105_4230076_0117"`` -> ``"4222105_4230076"``).
     Falls back to the whole name if the substitution leaves nothing.
     """
-    group = re.sub(pattern, "", name, flags=re.IGNORECASE)
+    group = name
+    while True:
+        shorter = re.sub(pattern, "", group, flags=re.IGNORECASE)
+        if not shorter or shorter == group:
+            break
+        removed, group = group[len(shorter):], shorter
+        if not _REVISION_MARKER.search(removed):
+            break
     return group if group else name
 
 
