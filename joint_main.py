@@ -44,6 +44,7 @@ from joint_train import (
 from dataset.pack import ArchiveError
 from model.joint_dataset import JointDataError, JointDataLoader
 from utils.checkpoint import load_checkpoint
+from utils.val_retrieval import pick_validation_drawings, validation_retrieval
 from utils.distributed import DistInfo, broadcast_object, cleanup_distributed
 from utils.run_log import RunLogger
 from utils.seed import seed_everything
@@ -131,9 +132,20 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
             log.info(f"fold {fold} epoch {epoch}: skipped {row['skipped_steps']} step(s) with NaN/inf loss or gradients")
         return drop_cross(row)
 
+    retrieval_drawings = {
+        part: pick_validation_drawings(idx, data.split.groups, cfg.val_retrieval, cfg.seed) if cfg.val_retrieval else []
+        for part, idx in (("val", val_loader.indices), ("test", data.split.test))}
+    if cfg.val_retrieval:
+        n_val = len(retrieval_drawings["val"])
+        log.info(f"fold {fold}: retrieval check on {n_val} validation drawing(s)" if n_val else
+                 f"fold {fold}: no retrieval check: no two validation drawings share a group (--group_pattern)")
+
     def evaluate_part(part: str) -> dict[str, float]:
         loader = data.get_test_loaders() if part == "test" else val_loader
         metrics = evaluate(objective, weighting, loader, cfg, info)
+        if retrieval_drawings[part]:
+            metrics.update(validation_retrieval(objective, data.dataset, data.names, data.split.groups,
+                                                retrieval_drawings[part]))
         if part == "val":
             log.set_chance_levels({"val_loss": metrics["chance_loss"],
                                    **{f"val_{t}_loss": metrics[f"chance_{t}"] for t in ("GF", "DeepDXF", *EXTRA_TERMS)}})
@@ -149,13 +161,22 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
         load_model_state=lambda state: load_joint_state(objective, weighting, state),
         train_state=st.state_dict, load_train_state=load_train_state,
         row_extra=weighting.log_values,
-        describe=lambda part, m: explain_loss(m, weighting, extra),
+        describe=lambda part, m: explain_loss(m, weighting, extra) + describe_retrieval(m),
         result_extra=lambda: {"skipped_steps": st.skipped_steps,
                               "deepdxf_batch_size": train_loader.deepdxf_batch_size},
         bar_keys={"GF": "val_GF_loss", "DeepDXF": "val_DeepDXF_loss",
                   **{t: f"val_{t}_loss" for t in EXTRA_TERMS if t not in off},
+                  **({"mAP": "val_retrieval_mAP", "floor": "val_floor_mAP"} if retrieval_drawings["val"] else {}),
                   "w_GF": "w_GF", "w_DeepDXF": "w_DeepDXF"},
     )
+
+
+def describe_retrieval(metrics: dict[str, float]) -> str:
+    """``"; retrieval mAP 0.80 (raw GF floor 0.92)"`` when the metrics hold the retrieval check, else ``""``."""
+    m, f = metrics.get("retrieval_mAP", math.nan), metrics.get("floor_mAP", math.nan)
+    if not math.isfinite(m):
+        return ""
+    return f"; retrieval mAP {m:.3f} (raw GF floor {f:.3f}{': below the floor' if m < f else ''})"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:

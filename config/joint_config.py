@@ -91,6 +91,11 @@ class JointConfig(GFConfig, DeepDXFConfig):
                           "batches then keep groups together (0 = off; on held-out lead-frame revisions it did not help: bench/learn_ablation.md)"})
     group_temperature: float = field(default=0.1, metadata={"help": "temperature of the group term"})
 
+    # --- retrieval check -------------------------------------------------------
+    val_retrieval: int = field(default=500, metadata={"help": "each validation pass and the test also search up to this many "
+                          "of their drawings with each other (groups by --group_pattern: pieces, revisions) and log the mAP "
+                          "of the joint embedding beside the raw GF floor's (0 = off; NaN when no group has two members)"})
+
     # --- run control ----------------------------------------------------------
     resume: bool = field(default=False, metadata={"help": "continue the run --run_name (default: the latest joint run) from checkpoints/<run>/last.pth"})
     stop_after_epochs: int = field(default=0, metadata={"help": "leave after this many epochs of this process, as if interrupted (for testing --resume; 0 = off)"})
@@ -109,6 +114,8 @@ class JointConfig(GFConfig, DeepDXFConfig):
             raise ValueError(f"cross_temperature must be > 0, got {self.cross_temperature}")
         if self.group_weight < 0:
             raise ValueError(f"group_weight must be >= 0, got {self.group_weight}")
+        if self.val_retrieval < 0:
+            raise ValueError(f"val_retrieval must be >= 0, got {self.val_retrieval}")
         if self.group_temperature <= 0:
             raise ValueError(f"group_temperature must be > 0, got {self.group_temperature}")
         if self.dwa_temperature <= 0:
