@@ -144,6 +144,36 @@ def format_markdown(title: str, table: dict) -> str:
     return "\n".join(lines)
 
 
+def verdict(table: dict, label: str, kind: str = "inductive") -> Optional[dict]:
+    """Does the row ``label``/``kind`` of a :func:`build_table` result beat the floor to
+    beat by more than the half-width of that floor's 95 % interval?
+
+    Returns ``{"label", "kind", "mAP", "floor", "floor_mAP", "difference", "half_width",
+    "beats"}`` (``beats``: difference > half-width), or None when the table has no
+    such row or no floor to beat.
+    """
+    rows = table["rows"]
+    row = next((r for r in rows if r["label"] == label and r["kind"] == kind), None)
+    floor = next((r for r in rows if r["floor_to_beat"]), None)
+    if row is None or floor is None:
+        return None
+    lo, hi = floor["mAP_CI95"]
+    half = (hi - lo) / 2 if not (math.isnan(lo) or math.isnan(hi)) else float("nan")
+    diff = row["mAP"] - floor["mAP"]
+    return {"label": label, "kind": kind, "mAP": row["mAP"], "floor": floor["label"], "floor_mAP": floor["mAP"],
+            "difference": diff, "half_width": half, "beats": bool(diff > half)}
+
+
+def format_verdict(set_name: str, v: dict) -> str:
+    """One sentence for :func:`verdict`'s result."""
+    head = (f"{set_name}: {v['label']} ({v['kind']}) {v['mAP']:.3f} vs {v['floor']} {v['floor_mAP']:.3f}: "
+            f"{v['difference']:+.3f}, floor interval half-width {v['half_width']:.3f}")
+    if v["beats"]:
+        return head + ": **beats the floor**."
+    short = v["half_width"] - v["difference"]
+    return head + f": **does not beat the floor** ({short:.3f} short of a clear win)."
+
+
 def metrics_on(names: Sequence[str], emb: np.ndarray, keep: Sequence[str],
                groups: Sequence[Sequence[str]]) -> dict:
     """:func:`retrieval_metrics` of the rows of ``emb: [n, d]`` whose names are in
@@ -513,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict = {"sets": {}, "train_drawings": len(train_names), "extra_train_drawings": len(extra_src),
                      "extra_train": args.extra_train, "epochs": args.epochs, "seeds": args.seeds, "checkpoints": {k: [str(p) for p in v] for k, v in models.items()}}
     md: list[str] = []
+    verdicts: list[str] = []
     for s in sets:
         h5_dir = _link_farm(out / "sets" / s.name, s.names, s.prep) / "DeepDXF"
         dxf_dir = _dxf_farm(out / "sets" / f"{s.name}-dxf", s.names, s.dxf)
@@ -544,6 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = build_table(entries, n_boot=args.n_boot)
         results["sets"][s.name] = table
         md.append(format_markdown(s.name, table))
+        v = verdict(table, args.learned[0]) if args.learned else None
+        if v is not None and s.name.startswith("report"):
+            table["verdict"] = v
+            verdicts.append("- " + format_verdict(s.name, v))
 
     n_seeds = max((len(v) for v in models.values()), default=0)
     header = ("Retrieval quality (mAP over queries, cosine; 95% CI: bootstrap over queries). "
@@ -554,6 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (" Revision galleries include the train drawings as distractors." if args.train_distractors else "")
               + (" Fewer than 3 seeds: not for reporting." if models and n_seeds < 3 else ""))
     text = header + "\n\n" + "\n\n".join(md) + "\n"
+    if verdicts:
+        text += (f"\n### Verdict: does {args.learned[0]} beat the floor to beat by more than its interval?\n\n"
+                 + "\n".join(verdicts) + "\n")
     print()
     print(text)
     atomic_write_text(out / "quality.md", text)

@@ -183,3 +183,16 @@ def test_extra_training_takes_drawings_with_both_encodings_and_never_an_evaluati
     assert got == {"x": one, "y": one, "z": two}  # the first folder wins a repeated name
     with pytest.raises(FileNotFoundError, match="dxf_process"):
         extra_training([tmp_path / "missing"], exclude=set())
+
+
+def test_verdict_needs_more_than_the_floor_interval_half_width():
+    from bench.quality import format_verdict, verdict
+
+    floor = {"label": "raw GF matrices", "kind": "floor", "mAP": 0.80, "mAP_CI95": [0.70, 0.90], "floor_to_beat": True}
+    tie = {"label": "joint", "kind": "inductive", "mAP": 0.85, "mAP_CI95": [0.8, 0.9], "floor_to_beat": False}
+    win = {"label": "joint", "kind": "inductive", "mAP": 0.95, "mAP_CI95": [0.9, 1.0], "floor_to_beat": False}
+    v = verdict({"rows": [floor, tie]}, "joint")
+    assert v["difference"] == pytest.approx(0.05) and v["half_width"] == pytest.approx(0.10) and not v["beats"]
+    assert "does not beat the floor** (0.050 short" in format_verdict("report-revisions", v)
+    assert verdict({"rows": [floor, win]}, "joint")["beats"]
+    assert verdict({"rows": [floor, tie]}, "gf") is None
