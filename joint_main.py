@@ -113,14 +113,14 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
              + (f" ({len(train_loader)} on this rank)" if info.enabled else "") + ", "
              f"GF {cfg.GF_batch_size} pairs max, DeepDXF batch int({len(train_loader.indices)} / "
              f"{train_loader.n_batches}) = {train_loader.deepdxf_batch_size}; {plan.describe()}; "
-             f"weighting {cfg.weighting}, cross-model term {'weight ' + str(cfg.cross_weight) if 'cross' not in off else 'off'}, "
-             f"group term {'weight ' + str(cfg.group_weight) if 'group' not in off else 'off'}")
+             f"weighting {cfg.weighting}; "
+             + ", ".join(f"{t} term " + (f"weight {w:g}" if t not in off else "off") for t, w in extra.items()))
     if plan.warning():
         log.warning(plan.warning())
     log.record_config({"DeepDXF_batch_size": train_loader.deepdxf_batch_size, "warmup_steps": plan.warmup_steps,
                        "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps})
 
-    def drop_cross(metrics: dict[str, float]) -> dict[str, float]:
+    def drop_off_terms(metrics: dict[str, float]) -> dict[str, float]:
         """The metrics without those of the extra terms that are off."""
         return {k: v for k, v in metrics.items() if not any(t in k for t in off)}
 
@@ -130,7 +130,7 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
         weighting.end_epoch(torch.tensor([row["train_GF_loss"], row["train_DeepDXF_loss"]]))
         if row["skipped_steps"]:
             log.info(f"fold {fold} epoch {epoch}: skipped {row['skipped_steps']} step(s) with NaN/inf loss or gradients")
-        return drop_cross(row)
+        return drop_off_terms(row)
 
     retrieval_drawings = {
         part: pick_validation_drawings(idx, data.split.groups, cfg.val_retrieval, cfg.seed) if cfg.val_retrieval else []
@@ -149,7 +149,7 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
         if part == "val":
             log.set_chance_levels({"val_loss": metrics["chance_loss"],
                                    **{f"val_{t}_loss": metrics[f"chance_{t}"] for t in ("GF", "DeepDXF", *EXTRA_TERMS)}})
-        return drop_cross(metrics)
+        return drop_off_terms(metrics)
 
     def load_train_state(state: dict[str, Any]) -> None:
         if not st.load_state_dict(state) and st.scaler.is_enabled():

@@ -92,7 +92,7 @@ class JointConfig(GFConfig, DeepDXFConfig):
     group_temperature: float = field(default=0.1, metadata={"help": "temperature of the group term"})
 
     # --- retrieval check -------------------------------------------------------
-    val_retrieval: int = field(default=500, metadata={"help": "each validation pass and the test also search up to this many "
+    val_retrieval: int = field(default=200, metadata={"help": "each validation pass and the test also search up to this many "
                           "of their drawings with each other (groups by --group_pattern: pieces, revisions) and log the mAP "
                           "of the joint embedding beside the raw GF floor's (0 = off; NaN when no group has two members)"})
 
