@@ -78,6 +78,24 @@ def combined_rows(learned: np.ndarray, arrays: dict, weights: Sequence[float]) -
     return out
 
 
+def selection_set(name: str, names: Sequence[str], groups: Sequence[Sequence[str]], prep: Path) -> dict:
+    """An evaluation set: its drawings' encodings, stacked arrays and floor rows."""
+    encs = encodings_of(names, prep)
+    arrays = stack_encodings(encs)
+    enc = {"names": list(names), **{k: arrays[k] for k in ("type_counts", "gf_features", "gf_adjacency", "layout")}}
+    floors = [Entry(label, "floor", [m]) for label, m in floor_table(enc, groups) if m is not None]
+    return {"name": name, "names": list(names), "groups": [list(g) for g in groups], "encs": encs,
+            "arrays": arrays, "floors": floors}
+
+
+def kinds_set(folder: Path, prep: Path) -> dict:
+    """The ``selection-kinds`` set: ``folder/groups.json`` restricted to the drawings ``prep`` holds."""
+    have = {p.stem for p in (prep / "DeepDXF").glob("*.h5")} & {p.stem for p in (prep / "GF").glob("*.npz")}
+    groups = [[n for n in g if n in have] for g in json.loads((folder / "groups.json").read_text(encoding="utf-8"))]
+    groups = [g for g in groups if len(g) >= 2]
+    return selection_set("selection-kinds", sorted(n for g in groups for n in g), groups, prep)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -98,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra_train", nargs="*", default=[],
                         help="preprocessed folders (dataset/dxf_process.py output) whose drawings join the training "
                              "set, e.g. revisions of other drawings made with bench/make_revisions.py --fractions 1 0 0")
+    parser.add_argument("--kinds", default="",
+                        help="a second selection set for 'same kind': a folder with groups.json (drawing names) and "
+                             "its preprocessing in --kinds_prep (e.g. a symbol library's categories)")
+    parser.add_argument("--kinds_prep", default="", help="dataset/dxf_process.py output of --kinds")
     parser.add_argument("--n_boot", type=int, default=1000)
     args = parser.parse_args(argv)
 
@@ -108,10 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sel = next(s for s in sets if s.name == "selection-revisions")
     print(f"train {len(train_names)} drawings; selection gallery {len(sel.names)}, {len(sel.groups)} groups",
           flush=True)
-    encs = encodings_of(sel.names, prep)
-    arrays = stack_encodings(encs)
-    enc = {"names": sel.names, **{k: arrays[k] for k in ("type_counts", "gf_features", "gf_adjacency", "layout")}}
-    floors = [Entry(label, "floor", [m]) for label, m in floor_table(enc, sel.groups) if m is not None]
+    eval_sets = [selection_set("selection-revisions", sel.names, sel.groups, prep)]
+    if args.kinds:
+        eval_sets.append(kinds_set(Path(args.kinds), Path(args.kinds_prep)))
+        print(f"selection-kinds: {len(eval_sets[-1]['names'])} drawings, {len(eval_sets[-1]['groups'])} groups",
+              flush=True)
 
     sources = extra_training([Path(d) for d in args.extra_train], exclude=set(train_names) | set(sel.names))
     sources.update({n: prep for n in train_names})
@@ -123,25 +146,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     md, results = [], {}
     for variant in args.variants:
         extra = VARIANTS[variant] + args.train_args.split()
-        runs: dict[str, list[dict]] = {}
+        runs: dict[str, dict[str, list[dict]]] = {es["name"]: {} for es in eval_sets}
         for seed in args.seeds:
             tag = f"{variant}-e{args.epochs}-s{seed}-{_short_hash(fit_names + extra)}"
             ckpt = train(run, data_dir, out / "models" / f"{tag}.pth", args.epochs, args.k_folds, seed, extra, tag)
             if ckpt is None:
                 print(f"  note: {variant} seed {seed}: training failed (see {out / 'logs'})")
                 continue
-            joint = make_embedder(ckpt, "joint").embed(encs).astype(np.float64)
-            gf_dim = make_embedder(ckpt, "gf").embed(encs[:1]).shape[1]
-            rows = {"joint": joint, "gf": joint[:, :gf_dim], "deepdxf": joint[:, gf_dim:]}
-            rows.update(combined_rows(joint, arrays, args.weights))
-            for label, emb in rows.items():
-                runs.setdefault(label, []).append(retrieval_metrics(emb, sel.names, sel.groups))
-        entries = floors + [Entry(label, "inductive", ms) for label, ms in runs.items()]
-        table = build_table(entries, n_boot=args.n_boot)
-        results[variant] = table
-        md.append(format_markdown(f"selection-revisions, variant {variant} ({' '.join(extra) or 'defaults'}), "
-                                  f"{args.epochs} epochs", table))
-        print(md[-1], flush=True)
+            for es in eval_sets:
+                joint = make_embedder(ckpt, "joint").embed(es["encs"]).astype(np.float64)
+                gf_dim = make_embedder(ckpt, "gf").embed(es["encs"][:1]).shape[1]
+                rows = {"joint": joint, "gf": joint[:, :gf_dim], "deepdxf": joint[:, gf_dim:]}
+                rows.update(combined_rows(joint, es["arrays"], args.weights))
+                for label, emb in rows.items():
+                    runs[es["name"]].setdefault(label, []).append(retrieval_metrics(emb, es["names"], es["groups"]))
+        for es in eval_sets:
+            entries = es["floors"] + [Entry(label, "inductive", ms) for label, ms in runs[es["name"]].items()]
+            table = build_table(entries, n_boot=args.n_boot)
+            results[f"{es['name']}/{variant}"] = table
+            md.append(format_markdown(f"{es['name']}, variant {variant} ({' '.join(extra) or 'defaults'}), "
+                                      f"{args.epochs} epochs", table))
+            print(md[-1], flush=True)
     header = (f"Selection split only. Joint models trained on the train split ({len(train_names)} drawings"
               + (f" + {len(fit_names) - len(train_names)} from {', '.join(args.extra_train)}" if args.extra_train else "")
               + "), "

@@ -196,3 +196,19 @@ def test_verdict_needs_more_than_the_floor_interval_half_width():
     assert "does not beat the floor** (0.050 short" in format_verdict("report-revisions", v)
     assert verdict({"rows": [floor, win]}, "joint")["beats"]
     assert verdict({"rows": [floor, tie]}, "gf") is None
+
+
+def test_kinds_set_keeps_preprocessed_members_of_groups_of_two_or_more(tmp_path):
+    from bench.learn_ablation import kinds_set
+    from tests.synthetic import write_synthetic_joint_corpus
+
+    names = write_synthetic_joint_corpus(tmp_path / "prep", 8, seed=0, max_len=20)
+    folder = tmp_path / "kinds"
+    folder.mkdir()
+    groups = [names[:3], names[3:5] + ["not_preprocessed"], [names[5], "missing_too"], names[6:]]
+    (folder / "groups.json").write_text(json.dumps(groups), encoding="utf-8")
+    s = kinds_set(folder, tmp_path / "prep")
+    assert s["name"] == "selection-kinds"
+    assert s["groups"] == [names[:3], names[3:5], names[6:]]  # the lone preprocessed member's group is dropped
+    assert s["names"] == sorted(names[:5] + names[6:])
+    assert any(e.label.startswith("raw GF") for e in s["floors"]) and len(s["encs"]) == 7
