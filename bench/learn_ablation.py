@@ -13,7 +13,9 @@ training function; checkpoints cached under ``--output``), then the drawings of 
 - learned: ``joint``, its ``gf`` and ``deepdxf`` parts;
 - combined (``utils.embedders.combined_embedding``): ``joint`` plus floor blocks, for
   each block set of :data:`BLOCK_SETS` and each weight of ``--weights``;
-- floors: histogram, raw GF, standardized histogram + raw GF, layout, layout_rot.
+- floors: histogram, raw GF, standardized histogram + raw GF, layout, layout_rot;
+- with ``--untrained``: the same networks before training (fresh weights of the seed),
+  what training has to beat to have added anything.
 
 Learned and combined rows are the mean over seeds with a bootstrap 95 % interval over
 queries (of the per-query AP averaged over seeds). The table is printed and written to
@@ -39,7 +41,8 @@ from bench.quality import (  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
 from utils.embedders import (  # noqa: E402
     DrawingEncoding, combined_embedding, floor_block, load_drawing, make_embedder, stack_encodings)
-from utils.retrieval import floor_table, retrieval_metrics  # noqa: E402
+from utils.checkpoint import load_checkpoint  # noqa: E402
+from utils.retrieval import floor_table, l2_normalize, retrieval_metrics  # noqa: E402
 
 #: training variants: name -> extra joint_main.py flags
 VARIANTS: dict[str, list[str]] = {
@@ -76,6 +79,23 @@ def combined_rows(learned: np.ndarray, arrays: dict, weights: Sequence[float]) -
         for w in weights:
             out[f"joint + {set_name} (w={w:g})"] = combined_embedding(learned, raw, raw, [z for _, z in blocks], w)
     return out
+
+
+def untrained_rows(ckpt: Path, encs: Sequence[DrawingEncoding], seed: int) -> dict[str, np.ndarray]:
+    """``joint``/``gf``/``deepdxf`` of the checkpoint's networks *before training*: the same
+    config, fresh weights drawn with ``seed`` (a floor for what training adds)."""
+    import torch
+
+    from model.DeepDXF_model import deepdxf_model_from_config, embed_sequences
+    from model.GF_model import embed_graphs, gf_model_from_config
+
+    config = load_checkpoint(ckpt)["config"]
+    torch.manual_seed(seed)
+    gf, dd = gf_model_from_config(config).eval(), deepdxf_model_from_config(config).eval()
+    g = embed_graphs(gf, np.stack([e.gf_features for e in encs]), np.stack([e.gf_adjacency for e in encs]))
+    d = embed_sequences(dd, [e.rows for e in encs])
+    return {"joint, untrained": np.concatenate([l2_normalize(g), l2_normalize(d)], axis=1),
+            "gf, untrained": g, "deepdxf, untrained": d}
 
 
 def selection_set(name: str, names: Sequence[str], groups: Sequence[Sequence[str]], prep: Path) -> dict:
@@ -120,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a second selection set for 'same kind': a folder with groups.json (drawing names) and "
                              "its preprocessing in --kinds_prep (e.g. a symbol library's categories)")
     parser.add_argument("--kinds_prep", default="", help="dataset/dxf_process.py output of --kinds")
+    parser.add_argument("--untrained", action="store_true",
+                        help="also judge each model's networks before training (same config, fresh weights of the seed)")
     parser.add_argument("--n_boot", type=int, default=1000)
     args = parser.parse_args(argv)
 
@@ -158,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 gf_dim = make_embedder(ckpt, "gf").embed(es["encs"][:1]).shape[1]
                 rows = {"joint": joint, "gf": joint[:, :gf_dim], "deepdxf": joint[:, gf_dim:]}
                 rows.update(combined_rows(joint, es["arrays"], args.weights))
+                if args.untrained:
+                    rows.update(untrained_rows(ckpt, es["encs"], seed))
                 for label, emb in rows.items():
                     runs[es["name"]].setdefault(label, []).append(retrieval_metrics(emb, es["names"], es["groups"]))
         for es in eval_sets:

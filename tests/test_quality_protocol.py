@@ -212,3 +212,26 @@ def test_kinds_set_keeps_preprocessed_members_of_groups_of_two_or_more(tmp_path)
     assert s["groups"] == [names[:3], names[3:5], names[6:]]  # the lone preprocessed member's group is dropped
     assert s["names"] == sorted(names[:5] + names[6:])
     assert any(e.label.startswith("raw GF") for e in s["floors"]) and len(s["encs"]) == 7
+
+
+def test_untrained_rows_are_the_checkpoints_networks_with_fresh_seeded_weights(tmp_path):
+    from bench.learn_ablation import encodings_of, untrained_rows
+    from config.cli import config_to_dict
+    from config.joint_config import JointConfig
+    from joint_train import build_joint, joint_state
+    from tests.synthetic import write_synthetic_joint_corpus
+    from utils.checkpoint import save_checkpoint
+
+    names = write_synthetic_joint_corpus(tmp_path / "prep", 6, seed=1, max_len=20)
+    cfg = JointConfig(GF_hidden=8, GF_proj_dim=8, GF_num_layers=1, DeepDXF_d_model=8, DeepDXF_heads=2,
+                      DeepDXF_layers=1, DeepDXF_proj_dim=8, DeepDXF_size_dim=4, DeepDXF_chunk_len=16)
+    obj, weighting = build_joint(cfg, 4)
+    ckpt = save_checkpoint(tmp_path / "m.pth", "joint", config_to_dict(cfg), joint_state(obj, weighting))
+    encs = encodings_of(names, tmp_path / "prep")
+    a, b, c = untrained_rows(ckpt, encs, 0), untrained_rows(ckpt, encs, 0), untrained_rows(ckpt, encs, 1)
+    assert set(a) == {"joint, untrained", "gf, untrained", "deepdxf, untrained"}
+    g, d, j = a["gf, untrained"], a["deepdxf, untrained"], a["joint, untrained"]
+    assert g.shape == (6, 10 * 8) and d.shape[0] == 6 and j.shape == (6, g.shape[1] + d.shape[1])
+    assert np.allclose(np.linalg.norm(j, axis=1), math.sqrt(2), atol=1e-5)  # two unit halves
+    assert np.array_equal(a["joint, untrained"], b["joint, untrained"])  # seeded
+    assert not np.allclose(a["gf, untrained"], c["gf, untrained"])  # another seed: other weights
