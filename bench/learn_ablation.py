@@ -37,12 +37,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.quality import (  # noqa: E402
-    Entry, Runner, _link_farm, _short_hash, build_table, extra_training, format_markdown, protocol_sets, train)
+    Entry, Runner, _link_farm, _prepared, _short_hash, build_table, extra_training, format_markdown, protocol_sets,
+    train)
 from dataset.files import atomic_write_text  # noqa: E402
 from utils.embedders import (  # noqa: E402
-    DrawingEncoding, combined_embedding, floor_block, load_drawing, make_embedder, stack_encodings)
+    DrawingEncoding, combined_embedding, floor_block, joint_vectors, load_drawing, make_embedder, stack_encodings)
 from utils.checkpoint import load_checkpoint  # noqa: E402
-from utils.retrieval import floor_table, l2_normalize, retrieval_metrics  # noqa: E402
+from utils.retrieval import floor_table, retrieval_metrics  # noqa: E402
 
 #: training variants: name -> extra joint_main.py flags
 VARIANTS: dict[str, list[str]] = {
@@ -94,7 +95,7 @@ def untrained_rows(ckpt: Path, encs: Sequence[DrawingEncoding], seed: int) -> di
     gf, dd = gf_model_from_config(config).eval(), deepdxf_model_from_config(config).eval()
     g = embed_graphs(gf, np.stack([e.gf_features for e in encs]), np.stack([e.gf_adjacency for e in encs]))
     d = embed_sequences(dd, [e.rows for e in encs])
-    return {"joint, untrained": np.concatenate([l2_normalize(g), l2_normalize(d)], axis=1),
+    return {"joint, untrained": joint_vectors(g, d),
             "gf, untrained": g, "deepdxf, untrained": d}
 
 
@@ -110,7 +111,7 @@ def selection_set(name: str, names: Sequence[str], groups: Sequence[Sequence[str
 
 def kinds_set(folder: Path, prep: Path) -> dict:
     """The ``selection-kinds`` set: ``folder/groups.json`` restricted to the drawings ``prep`` holds."""
-    have = {p.stem for p in (prep / "DeepDXF").glob("*.h5")} & {p.stem for p in (prep / "GF").glob("*.npz")}
+    have = _prepared(prep)
     groups = [[n for n in g if n in have] for g in json.loads((folder / "groups.json").read_text(encoding="utf-8"))]
     groups = [g for g in groups if len(g) >= 2]
     return selection_set("selection-kinds", sorted(n for g in groups for n in g), groups, prep)
@@ -175,9 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ckpt is None:
                 print(f"  note: {variant} seed {seed}: training failed (see {out / 'logs'})")
                 continue
+            joint_embedder = make_embedder(ckpt, "joint")
+            gf_dim = make_embedder(ckpt, "gf").embed(eval_sets[0]["encs"][:1]).shape[1]
             for es in eval_sets:
-                joint = make_embedder(ckpt, "joint").embed(es["encs"]).astype(np.float64)
-                gf_dim = make_embedder(ckpt, "gf").embed(es["encs"][:1]).shape[1]
+                joint = joint_embedder.embed(es["encs"]).astype(np.float64)
                 rows = {"joint": joint, "gf": joint[:, :gf_dim], "deepdxf": joint[:, gf_dim:]}
                 rows.update(combined_rows(joint, es["arrays"], args.weights))
                 if args.untrained:

@@ -108,10 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_names, sets = protocol_sets(Path(args.revisions), prep, None, None, None, train_distractors=True)
     sel = next(s for s in sets if s.name == "selection-revisions")
     extra = extra_training([Path(d) for d in args.extra_train], exclude=set(train_names) | set(sel.names))
+    by_folder: dict[Path, list[str]] = {}
+    for n, folder in extra.items():
+        by_folder.setdefault(folder, []).append(n)
     train_encs = encodings_of(train_names, prep)
-    for folder in dict.fromkeys(extra.values()):
-        train_encs += encodings_of([n for n, f in extra.items() if f == folder], folder)
-    train_names = train_names + [n for folder in dict.fromkeys(extra.values()) for n, f in extra.items() if f == folder]
+    for folder, names in by_folder.items():
+        train_encs += encodings_of(names, folder)
+        train_names = train_names + names
     train_arrays = stack_encodings(train_encs)
     sel_arrays = stack_encodings(encodings_of(sel.names, prep))
     ids: dict[str, int] = {}

@@ -293,6 +293,12 @@ def combined_embedding(learned: np.ndarray, raw_blocks: Sequence[np.ndarray],
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
+def joint_vectors(gf: np.ndarray, deepdxf: np.ndarray) -> np.ndarray:
+    """The ``joint`` embedding from its parts: ``[L2(gf) | L2(deepdxf)]``, gf ``[n, Dg]``,
+    deepdxf ``[n, De]`` -> float32 ``[n, Dg + De]`` (two unit blocks)."""
+    return np.concatenate([_l2(gf), _l2(deepdxf)], axis=1)
+
+
 def _l2(x: np.ndarray) -> np.ndarray:
     """Unit rows of ``x: [n, d]`` as float32."""
     return l2_normalize(x).astype(np.float32)
@@ -502,7 +508,7 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
     gf_fn, dd_fn = _gf_fn(gf_model, gf_layout), _deepdxf_fn(dd_model)
 
     def joint_fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
-        return np.concatenate([_l2(gf_fn(encs)), _l2(dd_fn(encs))], axis=1)
+        return joint_vectors(gf_fn(encs), dd_fn(encs))
     if chosen == "joint":
         return Embedder("joint", identity, label, joint_fn, needs_gf=True, config=config)
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from model.DeepDXF_model import embed_sequences
 from model.GF_model import embed_graphs
-from utils.retrieval import l2_normalize, raw_gf_embedding, retrieval_metrics
+from utils.embedders import joint_vectors
+from utils.retrieval import raw_gf_embedding, retrieval_metrics
 
 
 def pick_validation_drawings(indices: Sequence[int], groups: Sequence[str], max_drawings: int,
@@ -71,7 +72,7 @@ def validation_retrieval(objective: Any, dataset: Any, names: Sequence[str], gro
     adj = np.stack([a for _, a in graphs]).astype(np.float32)
     g = embed_graphs(objective.gf, feats, adj)
     e = embed_sequences(objective.deepdxf, [dataset.rows(int(i)) for i in drawings])
-    joint = np.concatenate([l2_normalize(g), l2_normalize(e)], axis=1)
+    joint = joint_vectors(g, e)
     picked = [names[int(i)] for i in drawings]
     members: dict[str, list[str]] = {}
     for i, n in zip(drawings, picked):
