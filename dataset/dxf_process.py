@@ -35,7 +35,7 @@ import h5py
 from config.cli import parse_config
 from config.process_config import ProcessConfig, parse_shard
 from dataset.console import progress_bar
-from dataset.dxf_read import TYPE_ALIASES, drawing_name
+from dataset.dxf_read import TYPE_ALIASES, find_drawings
 from dataset.encode import DEFAULT_INPUT, EncodeTask, failed_row, output_paths, process_file
 from dataset.files import atomic_write_text
 from dataset.parallel import run_tasks
@@ -61,21 +61,14 @@ class ManifestError(ValueError):
 
 
 def find_dxf_files(roots: list[str]) -> list[tuple[Path, str]]:
-    """All ``.dxf`` files (any case) under ``roots``, recursively, with their drawing
-    names; a name seen twice gets its root folder's name as prefix."""
-    found: list[tuple[Path, str]] = []
-    seen: set[str] = set()
-    for root in roots:
-        root_path = Path(root)
-        files = [root_path] if root_path.is_file() else sorted(
-            p for p in root_path.rglob("*") if p.suffix.lower() == ".dxf" and p.is_file())
-        for path in files:
-            name = path.stem if root_path.is_file() else drawing_name(path, root_path)
-            if name in seen:
-                name = f"{root_path.name}__{name}"
-            seen.add(name)
-            found.append((path, name))
-    return found
+    """All ``.dxf`` files (any case) under ``roots`` with their drawing names
+    (:func:`dataset.dxf_read.find_drawings`: recursive, hidden files skipped, a name seen
+    twice gets its root folder's name as prefix); clashes are reported on stderr."""
+    files, clashes = find_drawings(roots, (".dxf",))
+    if clashes:
+        print(f"note: {len(clashes)} drawing names occur more than once (e.g. {clashes[0]!r}); the later ones "
+              "are prefixed with their input folder's name", file=sys.stderr)
+    return files
 
 
 def shard_of(name: str, n_shards: int) -> int:

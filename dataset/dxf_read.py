@@ -13,11 +13,14 @@ transformed by the insert's matrix: it covers the transformed block content.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import ezdxf
@@ -96,6 +99,61 @@ def name_in_folder(folder_parts: tuple[str, ...], stem: str) -> str:
     """:func:`drawing_name` from the parts of a file's folder relative to the root and
     the file's stem (a folder walk computes the parts once per folder, not per file)."""
     return "__".join((*folder_parts, stem))
+
+
+def find_drawings(entries: Sequence[str | Path], suffixes: Sequence[str] = (".dxf",),
+                  stem_named: Sequence[str] = ()) -> tuple[list[tuple[Path, str]], list[str]]:
+    """The files with ``suffixes`` (any case) under ``entries``, with their drawing names.
+
+    The one folder walk of the toolkit (preprocessing and galleries use it). Folders are
+    searched recursively in sorted order, hidden folders and files (``.name``) skipped;
+    a file given directly is taken as it is and named by its stem. A file in a folder is
+    named :func:`drawing_name` of its path under that folder, or by its stem when its
+    suffix is in ``stem_named`` (``.h5`` files are named by preprocessing already).
+
+    A name seen twice gets its folder's name as a prefix (``<folder>__<name>``), then
+    ``#2``, ``#3``, ... while it still clashes, so no two files share a name (a shared
+    name would overwrite an output file).
+
+    Returns:
+        ``([(path, name), ...], clashes)``: ``clashes`` lists the names seen more than once.
+
+    Raises:
+        FileNotFoundError: an entry that is neither a file nor a folder.
+    """
+    wanted = {s.lower() for s in suffixes}
+    by_stem = {s.lower() for s in stem_named}
+    found: list[tuple[Path, str, Optional[Path]]] = []  # (path, name before clashes, folder)
+    for entry in entries:
+        root = Path(entry)
+        if root.is_file():
+            found.append((root, root.stem, None))
+            continue
+        if not root.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "neither a file nor a folder", str(root))
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            folder = Path(dirpath)
+            rel = folder.relative_to(root).parts  # once per folder: a Path per file costs more than the walk
+            for fn in sorted(filenames):
+                stem, suffix = os.path.splitext(fn)
+                if suffix.lower() in wanted and not fn.startswith("."):
+                    name = stem if suffix.lower() in by_stem else name_in_folder(rel, stem)
+                    found.append((folder / fn, name, root))
+    out: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+    clashes: list[str] = []
+    for path, name, root in found:
+        if name in seen:
+            clashes.append(name)
+            if root is not None:
+                name = f"{root.resolve().name}__{name}"
+            base, k = name, 2
+            while name in seen:
+                name, k = f"{base}#{k}", k + 1
+        seen.add(name)
+        out.append((path, name))
+    return out, clashes
 
 
 def sniff_dxf(path: str | Path) -> None:

@@ -51,6 +51,7 @@ depend on W.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Protocol, Sequence
@@ -194,7 +195,6 @@ class PartSampler(Sampler[PartRequest]):
         wrap: True (training): every rank gets ``ceil(n_parts / W)`` parts, wrapping
             around; False (evaluation): parts r, r + W, ... < n_parts, each part once
             over all ranks.
-        sorted_indices: ``np.unique(indices)`` when the caller has it already.
         groups: [len(indices)] int64 group ids of ``indices`` (group term on): parts keep
             groups together (:func:`epoch_parts`) and carry their ids.
 
@@ -203,10 +203,10 @@ class PartSampler(Sampler[PartRequest]):
 
     def __init__(self, indices: Sequence[int] | np.ndarray, n_batches: int, seed: int, shuffle: bool = True,
                  rank: int = 0, world_size: int = 1, max_steps: int = 0, wrap: bool = True,
-                 sorted_indices: Optional[np.ndarray] = None, groups: Optional[np.ndarray] = None) -> None:
+                 groups: Optional[np.ndarray] = None) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
         self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
-        self.sorted = np.unique(self.indices) if sorted_indices is None else sorted_indices
+        self.sorted = np.unique(self.indices)
         self.n_batches = n_batches
         self.seed = seed
         self.shuffle = shuffle
@@ -218,6 +218,12 @@ class PartSampler(Sampler[PartRequest]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def evaluation_copy(self) -> "PartSampler":
+        """The same order with ``wrap=False``: every part once over all ranks."""
+        other = copy.copy(self)
+        other.wrap = False
+        return other
 
     def part_numbers(self) -> list[int]:
         """This rank's part numbers, in the order they are trained."""
@@ -341,31 +347,39 @@ class JointLoader:
                  seed: int = 0, rank: int = 0, world_size: int = 1, max_steps: int = 0,
                  groups: Optional[np.ndarray] = None) -> None:
         self.dataset = dataset
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
-        self._sorted = np.unique(self.indices)
         self.cfg = cfg
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.max_steps = max_steps
         self.num_workers = int(getattr(cfg, "num_workers", 0))
-        self.epoch = 0
-        n = len(self.indices)
+        n = len(indices)
         self.n_batches = math.ceil(n / (2 * cfg.GF_batch_size)) if n else 0
         self.deepdxf_batch_size = int(n / self.n_batches) if self.n_batches else 0
         self.collate = JointCollate(cfg.deepdxf_config(self.deepdxf_batch_size or None))
+        # The order (drawings, groups, seed, epoch, sharding) lives in one sampler.
+        self.part_sampler = PartSampler(indices, self.n_batches, seed, shuffle, rank, world_size, max_steps,
+                                        wrap=True, groups=groups)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """[n] int64 joint indices of this loader's drawings."""
+        return self.part_sampler.indices
+
+    @property
+    def seed(self) -> int:
+        return self.part_sampler.seed
+
+    @property
+    def epoch(self) -> int:
+        return self.part_sampler.epoch
+
+    @property
+    def shuffle(self) -> bool:
+        return self.part_sampler.shuffle
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.part_sampler.set_epoch(epoch)
 
     def sampler(self, wrap: bool = True) -> PartSampler:
         """This epoch's :class:`PartSampler` (``wrap=False``: evaluation, every part once over the ranks)."""
-        s = PartSampler(self.indices, self.n_batches, self.seed, self.shuffle, self.rank, self.world_size,
-                        self.max_steps, wrap, sorted_indices=self._sorted, groups=self.groups)
-        s.set_epoch(self.epoch)
-        return s
+        return self.part_sampler if wrap else self.part_sampler.evaluation_copy()
 
     def parts(self) -> list[tuple[int, np.ndarray]]:
         """``(part number, drawing indices)`` of this rank for the current epoch."""

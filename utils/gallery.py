@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from dataset.dxf_read import DrawingError, drawing_name, name_in_folder
+from dataset.dxf_read import DrawingError, find_drawings
 from dataset.console import progress_bar
 from dataset.parallel import run_tasks
 from utils.embedders import (
@@ -63,37 +63,10 @@ def collect_files(entries: Sequence[str | Path]) -> list[tuple[Path, str]]:
     Raises:
         GalleryError: an entry that is neither a file nor a folder.
     """
-    found: list[tuple[Path, str, Optional[Path]]] = []  # (path, name before clashes, gallery folder)
-    for entry in entries:
-        root = Path(entry)
-        if root.is_file():
-            found.append((root, drawing_name(root), None))
-            continue
-        if not root.is_dir():
-            raise GalleryError(f"gallery folder not found: {root}")
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            folder = Path(dirpath)
-            # the folder's relative parts once per folder (a Path per file costs more than the walk)
-            rel = folder.relative_to(root).parts
-            for fn in sorted(filenames):
-                stem, suffix = os.path.splitext(fn)
-                if suffix.lower() in SUPPORTED_SUFFIXES and not fn.startswith("."):
-                    name = stem if suffix.lower() in H5_SUFFIXES else name_in_folder(rel, stem)
-                    found.append((folder / fn, name, root))
-    out: list[tuple[Path, str]] = []
-    seen: set[str] = set()
-    clashes: list[str] = []
-    for path, name, root in found:
-        if name in seen:
-            clashes.append(name)
-            if root is not None:
-                name = f"{root.resolve().name}__{name}"
-            base, k = name, 2
-            while name in seen:
-                name, k = f"{base}#{k}", k + 1
-        seen.add(name)
-        out.append((path, name))
+    try:
+        out, clashes = find_drawings(entries, SUPPORTED_SUFFIXES, stem_named=H5_SUFFIXES)
+    except FileNotFoundError as e:
+        raise GalleryError(f"gallery folder not found: {e.filename}") from None
     if clashes:
         warn(f"{len(clashes)} drawing names occur more than once in the gallery (e.g. {clashes[0]!r}); "
              "the later ones are prefixed with their gallery folder's name")
