@@ -90,3 +90,20 @@ def test_auto_gives_joint_floors_for_a_joint_checkpoint(tmp_path):
     assert AUTO_JOINT == "joint_floors"
     assert make_embedder(ckpt, "auto").kind == "joint_floors"
     assert make_embedder(ckpt, "joint").kind == "joint"
+
+
+def test_joint_vectors_are_the_training_formula_with_two_unit_blocks():
+    from model.joint_loss import joint_embedding
+    from utils.embedders import joint_vectors
+    rng = np.random.default_rng(1)
+    gf = rng.normal(size=(4, 6)) * 9.0
+    dx = rng.normal(size=(4, 3)).astype(np.float32)
+    gf[2] = 0.0  # an all-zero part stays zero, not NaN
+    out = joint_vectors(gf, dx)
+    assert out.shape == (4, 9) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 6:], dx / np.linalg.norm(dx, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out[[0, 1, 3], :6], axis=1), 1.0, atol=1e-6)
+    assert np.all(out[2, :6] == 0.0)
+    with torch.no_grad():
+        want = joint_embedding(torch.from_numpy(gf), torch.from_numpy(dx)).numpy()
+    np.testing.assert_array_equal(out, want)

@@ -295,8 +295,14 @@ def combined_embedding(learned: np.ndarray, raw_blocks: Sequence[np.ndarray],
 
 def joint_vectors(gf: np.ndarray, deepdxf: np.ndarray) -> np.ndarray:
     """The ``joint`` embedding from its parts: ``[L2(gf) | L2(deepdxf)]``, gf ``[n, Dg]``,
-    deepdxf ``[n, De]`` -> float32 ``[n, Dg + De]`` (two unit blocks)."""
-    return np.concatenate([_l2(gf), _l2(deepdxf)], axis=1)
+    deepdxf ``[n, De]`` -> float32 ``[n, Dg + De]`` (two unit blocks).
+
+    The formula is the training one, :func:`model.joint_loss.joint_embedding`, so the
+    searched vectors are the trained ones."""
+    import torch  # only with learned parts, when torch is loaded already
+
+    from model.joint_loss import joint_embedding
+    return joint_embedding(torch.from_numpy(np.asarray(gf)), torch.from_numpy(np.asarray(deepdxf))).numpy()
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
