@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from config.DeepDXF_config import DeepDXFConfig
 from config.cli import config_to_dict, parse_config
+from dataset.pack import ArchiveError
 from model.DeepDXF_dataset import load_deepdxf_dir, make_loader
 from model.DeepDXF_loss import nt_xent_chance
 from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         names, arrays = load_deepdxf_dir(cfg.data_dir, lazy=True)  # read batch by batch: memory flat
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ArchiveError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if len(names) < 4:
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     lengths = arrays.lengths
     chance = nt_xent_chance(cfg.DeepDXF_batch_size)
-    log.info(f"DeepDXF: {len(names)} drawings from {cfg.data_dir} (entities: median {int(np.median(lengths))}, "
+    log.info(f"DeepDXF: {len(names)} drawings from the {arrays.describe()} (entities: median {int(np.median(lengths))}, "
              f"max {int(lengths.max())}); test {len(split.test)}, {split.n_folds} folds; running fold(s) {folds} "
              f"on {device}, {'autocast ' + str(dtype).replace('torch.', '') if dtype else 'fp32'}; "
              f"chance level of the loss ln(2N-1) = {chance:.4f} for N = {cfg.DeepDXF_batch_size}")

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if len(graphs) < 4:
-        print(f"error: {len(graphs)} drawing(s) in {cfg.data_dir}/GF: at least 4 are needed for a split", file=sys.stderr)
+        print(f"error: {len(graphs)} drawing(s) in the {graphs.source}: at least 4 are needed for a split", file=sys.stderr)
         return 2
 
     split = make_split(graphs.names, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     chance = gf_chance_level(graphs.mask)
     log.set_chance_levels({"val_loss": chance})
-    log.info(f"GF: {len(graphs)} drawings from {cfg.data_dir}/GF; test {len(split.test)}, "
+    log.info(f"GF: {len(graphs)} drawings from the {graphs.source}; test {len(split.test)}, "
              f"{split.n_folds} folds; running fold(s) {folds} on {device}; "
              f"chance level of the loss ln(2n-1) = {chance:.4f}")
     test_loader = GFPairLoader(graphs.subset(split.test), cfg.GF_batch_size, shuffle=False, seed=cfg.seed)

@@ -4,6 +4,7 @@
     python bench/bench_gf.py --epochs_measured 50  # the whole fold, no extrapolation
     python bench/bench_gf.py --threads 1 2         # compare torch thread counts
     python bench/bench_gf.py --dev                 # retrieval on the lead-frame dev set, untrained vs trained
+    python bench/bench_gf.py --load 20000          # GF_main's start: reading the graphs, folders vs packed
 
 One fold is what ``GF_main.py`` runs per fold with the default settings: the 20 %
 test split and 10 folds of ``utils/splits.py`` (so ~72 % of the graphs train, ~8 %
@@ -11,6 +12,10 @@ validate), ``GF_batch_size=45`` pairs, AdamW with gradient clipping, a validatio
 loss every epoch. The script times ``--epochs_measured`` epochs (after one warm-up
 step) and extrapolates to ``--epochs`` (50); it says when it extrapolated.
 The target (issue 3) is ≤ 10 minutes per 50-epoch fold on 2 CPU cores.
+
+``--load N``: writes N synthetic drawings (both encodings) to a temporary folder and
+times ``load_gf_graphs`` from the per-drawing ``GF/*.npz`` files and from the packed
+shards of ``dataset/pack.py`` (warm file cache both times).
 
 ``--dev``: self-supervised training on every preprocessed real drawing of
 ``--real_dir`` (no labels are used; the 26 labelled ones are among them), then mAP
@@ -135,6 +140,34 @@ def dev_retrieval(real_dir: str, groups_path: Path, seeds: int, epochs: int, cfg
     return 0
 
 
+def time_loading(n: int) -> int:
+    """Seconds to read ``n`` graphs from per-drawing files and from packed shards."""
+    import tempfile
+
+    from dataset.pack import pack
+    from model.GF_dataset import load_gf_graphs
+    from tests.synthetic import write_synthetic_joint_corpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        write_synthetic_joint_corpus(tmp, n, max_len=8)
+        print(f"wrote {n} synthetic drawings in {time.perf_counter() - t0:.1f} s")
+        load_gf_graphs(tmp)  # warm the file cache
+        t0 = time.perf_counter()
+        folders = load_gf_graphs(tmp)
+        t_folders = time.perf_counter() - t0
+        pack(tmp, progress=False)
+        load_gf_graphs(tmp)
+        t0 = time.perf_counter()
+        packed = load_gf_graphs(tmp)
+        t_packed = time.perf_counter() - t0
+        assert packed.names == folders.names and torch.equal(packed.features, folders.features)
+    print("| graphs | per-drawing GF/*.npz (s) | packed shards (s) | ratio |")
+    print("|---|---|---|---|")
+    print(f"| {n} | {t_folders:.2f} | {t_packed:.3f} | {t_folders / max(t_packed, 1e-9):.0f}x |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n_graphs", type=int, default=16000)
@@ -147,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", default=str(DEV_GROUPS), help="--dev: JSON list of groups of similar drawings")
     p.add_argument("--seeds", type=int, default=3, help="--dev: seeds")
     p.add_argument("--dev_epochs", type=int, default=30, help="--dev: training epochs")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="time reading N graphs from per-drawing files vs packed shards instead of training")
     args = p.parse_args(argv)
+    if args.load:
+        return time_loading(args.load)
     cfg = GFConfig(epochs=args.epochs, GF_batch_size=args.GF_batch_size)
     if args.dev:
         return dev_retrieval(args.real_dir, Path(args.groups), args.seeds, args.dev_epochs, cfg)

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from config.DeepDXF_config import DeepDXFConfig
 from dataset.dxf_process_DeepDXF import KIND_MATRIX, N_PARAMS, TYPE_INDEX, h5_length, load_h5_rows
+from dataset.pack import PackedArchive, packed_archive
 from model.DeepDXF_embedding import ChunkBatch, chunk_rows
 
 log = logging.getLogger(__name__)
@@ -57,15 +58,23 @@ def deepdxf_folder(data_dir: str | Path) -> Path:
 
 
 def load_deepdxf_dir(data_dir: str | Path, lazy: bool = False) -> tuple[list[str], Sequence[np.ndarray]]:
-    """The drawings of a preprocessing output folder.
+    """The drawings of a preprocessing output folder: its packed shards when
+    ``<data_dir>/packed`` holds any (``dataset/pack.py``), else its ``.h5`` files.
 
     Args:
         data_dir: the ``--output`` of preprocessing (or directly a folder of .h5 files).
-        lazy: return a :class:`DrawingRows` that reads each drawing when it is used
+        lazy: return a :class:`LazyRows` that reads each drawing when it is used
             (memory independent of the archive) instead of reading every drawing now.
     Returns:
         (names sorted, rows int32 [L_i, 14] per drawing); drawings without entities are skipped.
     """
+    packed = packed_archive(data_dir)
+    if packed is not None:
+        lengths = packed.lengths()
+        keep = np.flatnonzero(lengths > 0)
+        names = packed.names()
+        rows = ArchiveRows(packed, keep, lengths[keep])
+        return [names[i] for i in keep], (rows if lazy else [rows[i] for i in range(len(rows))])
     folder = deepdxf_folder(data_dir)
     paths = sorted(folder.glob("*.h5"))
     if not paths:
@@ -294,7 +303,44 @@ def make_view(rows: np.ndarray, cfg: DeepDXFConfig, rng: np.random.Generator) ->
 
 # --------------------------------------------------------------------------- batching
 
-class DrawingRows(Sequence):
+class LazyRows(Sequence):
+    """DeepDXF rows read when an item is asked for: ``rows[i]`` is ``int32 [L_i, 14]``;
+    ``lengths`` (``int64 [n]``) is known up front; ``subset`` keeps the laziness."""
+
+    lengths: np.ndarray
+
+    def subset(self, indices: Sequence[int]) -> "LazyRows":
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Where the rows are read, for logs."""
+        raise NotImplementedError
+
+
+class ArchiveRows(LazyRows):
+    """The rows of drawings ``indices`` of a packed archive (``dataset.pack.PackedArchive``),
+    read from its shards when asked (nothing in memory but indices and lengths)."""
+
+    def __init__(self, archive: PackedArchive, indices: np.ndarray, lengths: np.ndarray) -> None:
+        self.archive = archive
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.archive.rows(int(self.indices[i]))
+
+    def subset(self, indices: Sequence[int]) -> "ArchiveRows":
+        ix = np.asarray(indices, dtype=np.int64)
+        return ArchiveRows(self.archive, self.indices[ix], self.lengths[ix])
+
+    def describe(self) -> str:
+        return self.archive.describe()
+
+
+class DrawingRows(LazyRows):
     """The DeepDXF rows of preprocessed drawings, read from their ``.h5`` files when an
     item is asked for (nothing is kept in memory but the paths and the lengths).
 
@@ -319,13 +365,16 @@ class DrawingRows(Sequence):
         """The drawings ``indices`` (in that order), still read lazily."""
         return DrawingRows([self.paths[i] for i in indices], self.lengths[np.asarray(indices, dtype=np.int64)])
 
+    def describe(self) -> str:
+        return f"per-drawing folder {self.paths[0].parent}" if self.paths else "no drawings"
+
 
 class DeepDXFDataset(Dataset):
     """Item i is ``(i, rows int32 [L_i, 14])`` of ``arrays``: a list of arrays in memory,
-    or a lazy :class:`DrawingRows` that reads each drawing when asked."""
+    or a lazy :class:`LazyRows` that reads each drawing when asked."""
 
     def __init__(self, arrays: Sequence[np.ndarray], names: Sequence[str] | None = None) -> None:
-        self.arrays = arrays if isinstance(arrays, DrawingRows) else list(arrays)
+        self.arrays = arrays if isinstance(arrays, LazyRows) else list(arrays)
         self.names = list(names) if names is not None else [str(i) for i in range(len(self.arrays))]
 
     def __len__(self) -> int:
@@ -336,7 +385,7 @@ class DeepDXFDataset(Dataset):
 
     @property
     def lengths(self) -> np.ndarray:
-        if isinstance(self.arrays, DrawingRows):
+        if isinstance(self.arrays, LazyRows):
             return self.arrays.lengths
         return np.array([a.shape[0] for a in self.arrays], dtype=np.int64)
 
@@ -494,7 +543,9 @@ __all__ = [
     "DeepDXFBatch",
     "DeepDXFCollate",
     "DeepDXFDataset",
+    "ArchiveRows",
     "DrawingRows",
+    "LazyRows",
     "LengthGroupedBatchSampler",
     "deepdxf_folder",
     "load_deepdxf_dir",

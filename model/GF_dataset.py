@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from dataset.dxf_process_GF import LAYOUT_DIM, load_gf
+from dataset.pack import ArchiveError, PackedArchive, packed_archive
 from model.layers.DenseGraphMatching import node_mask
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,14 @@ class GFGraphs:
         features: ``[G, 10, 11]`` float32.
         adjacency: ``[G, 10, 10]`` float32, symmetric 0/1.
         mask: ``[G, 10]`` bool, classes present in the drawing.
+        source: where they were read (packed archive or GF folder), for logs.
     """
 
     names: list[str]
     features: Tensor
     adjacency: Tensor
     mask: Tensor
+    source: str = ""  # where they were read, for logs
 
     def __len__(self) -> int:
         return len(self.names)
@@ -58,11 +61,13 @@ class GFGraphs:
     def subset(self, indices: Sequence[int]) -> "GFGraphs":
         """The graphs at ``indices`` (e.g. one side of a split)."""
         idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.features.device)
-        return GFGraphs([self.names[i] for i in idx.tolist()], self.features[idx], self.adjacency[idx], self.mask[idx])
+        return GFGraphs([self.names[i] for i in idx.tolist()], self.features[idx], self.adjacency[idx], self.mask[idx],
+                        self.source)
 
     def to(self, device: str | torch.device) -> "GFGraphs":
         """A copy on ``device``."""
-        return GFGraphs(self.names, self.features.to(device), self.adjacency.to(device), self.mask.to(device))
+        return GFGraphs(self.names, self.features.to(device), self.adjacency.to(device), self.mask.to(device),
+                        self.source)
 
 
 def gf_dir(data_dir: str | Path) -> Path:
@@ -71,7 +76,8 @@ def gf_dir(data_dir: str | Path) -> Path:
 
 
 def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None, layout: bool = False) -> GFGraphs:
-    """Load every ``<data_dir>/GF/*.npz`` (sorted by name), or only ``names``.
+    """Load every ``<data_dir>/GF/*.npz`` (sorted by name), or only ``names``; from the
+    packed shards instead when ``<data_dir>/packed`` holds any (``dataset/pack.py``).
 
     ``layout``: append each file's ``layout`` array ``[10, LAYOUT_DIM]`` to the node
     features (``[G, 10, 11 + LAYOUT_DIM]``, see :func:`with_layout`); the node mask
@@ -80,6 +86,12 @@ def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None, 
     Raises:
         GFDataError: the folder is missing or empty, or a file has the wrong shape.
     """
+    try:
+        packed = packed_archive(data_dir)
+    except ArchiveError as err:
+        raise GFDataError(str(err)) from err
+    if packed is not None:
+        return _packed_graphs(packed, names, layout)
     folder = gf_dir(data_dir)
     if not folder.is_dir():
         raise GFDataError(
@@ -104,7 +116,31 @@ def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None, 
     mask = node_mask(features, adjacency)
     if layout:
         features = torch.cat([features, torch.from_numpy(read_layout(paths))], dim=2)
-    return GFGraphs([p.stem for p in paths], features, adjacency, mask)
+    return GFGraphs([p.stem for p in paths], features, adjacency, mask, f"per-drawing folder {folder}")
+
+
+def _packed_graphs(archive: PackedArchive, names: Optional[Sequence[str]], layout: bool) -> GFGraphs:
+    """:func:`load_gf_graphs` from a packed archive (one bulk read per shard), in name order."""
+    try:
+        all_names = archive.names()
+        feats, adjs, lays = archive.graph_arrays(layout)
+    except (OSError, KeyError) as err:
+        raise GFDataError(f"{archive.folder}: packed shards that cannot be read ({err}); pack again") from err
+    finally:
+        archive.close()
+    where = {n: i for i, n in enumerate(all_names)}
+    wanted = sorted(all_names) if names is None else list(names)
+    missing = [n for n in wanted if n not in where]
+    if missing:
+        raise GFDataError(f"{archive.folder}: {len(missing)} drawing(s) not in the packed archive, e.g. {missing[0]!r}")
+    if not wanted:
+        raise GFDataError(f"{archive.folder}: the packed archive holds no drawing")
+    idx = np.fromiter((where[n] for n in wanted), dtype=np.int64, count=len(wanted))
+    features, adjacency = torch.from_numpy(feats[idx]), torch.from_numpy(adjs[idx])
+    mask = node_mask(features, adjacency)
+    if layout:
+        features = torch.cat([features, torch.from_numpy(lays[idx])], dim=2)
+    return GFGraphs(wanted, features, adjacency, mask, archive.describe())
 
 
 def read_layout(paths: Sequence[Path]) -> np.ndarray:
