@@ -278,6 +278,7 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
     rec = RevisionRecord(plan=asdict(plan), n_source=len(msp))
     cx, cy, w, h = extents if extents is not None else drawing_extents(doc)
     _ensure_handle_seed(doc)
+    _place_dimension_blocks(msp)
 
     if plan.explode_fraction > 0:
         inserts = [e for e in msp if e.dxftype() == "INSERT"]
@@ -359,6 +360,33 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
             rec.version_note = f"kept {doc.dxfversion} ({type(err).__name__}: {err})"[:200]
     rec.n_result = len(msp)
     return rec
+
+
+def _place_dimension_blocks(msp) -> int:
+    """Move each DIMENSION's geometry block content to where its ``insert`` (group 12)
+    places it and drop ``insert``; returns how many were moved.
+
+    ezdxf transforms a DIMENSION's block content only when it has no ``insert``; with
+    one, a turn or a units change would move the measured points but leave the drawn
+    dimension where it was, which no CAD program does (it redraws the dimension). Real
+    lead-frame drawings place most dimension blocks this way. A block shared by several
+    DIMENSIONs is left as it is."""
+    dims = [d for d in msp.query("DIMENSION") if d.dxf.hasattr("insert") and d.dxf.hasattr("geometry")]
+    users: dict[str, int] = {}
+    for d in msp.query("DIMENSION"):
+        if d.dxf.hasattr("geometry"):
+            users[d.dxf.geometry] = users.get(d.dxf.geometry, 0) + 1
+    moved = 0
+    for d in dims:
+        block = d.get_geometry_block()
+        if block is None or users.get(d.dxf.geometry, 0) != 1:
+            continue
+        offset = d.ocs().to_wcs(d.dxf.insert)
+        if offset.magnitude > 0:
+            eztransform.inplace(list(block), Matrix44.translate(offset.x, offset.y, offset.z))
+        d.dxf.discard("insert")
+        moved += 1
+    return moved
 
 
 def _box_centres(doc, entities: Sequence) -> np.ndarray:

@@ -35,6 +35,7 @@ import h5py
 from config.cli import parse_config
 from config.process_config import ProcessConfig, parse_shard
 from dataset.console import progress_bar
+from dataset.dxf_process_DeepDXF import FORMAT_VERSION
 from dataset.dxf_read import TYPE_ALIASES, find_drawings
 from dataset.encode import DEFAULT_INPUT, EncodeTask, failed_row, output_paths, process_file
 from dataset.files import atomic_write_text
@@ -175,7 +176,8 @@ def earlier_rows(output: Path, manifest: Path) -> dict[str, dict]:
 
 def is_unchanged(task: EncodeTask, previous: dict | None) -> bool:
     """True when an earlier run already handled this exact file (same size and mtime)
-    and, for an ``ok`` drawing, both encodings are still there. A file that failed for a
+    and, for an ``ok`` drawing, both encodings are still there, written by this encoding
+    version (``FORMAT_VERSION``). A file that failed for a
     reason of the run (timed out, its worker died) is tried again."""
     if previous is None:
         return False
@@ -190,7 +192,8 @@ def is_unchanged(task: EncodeTask, previous: dict | None) -> bool:
         return False
     try:
         with h5py.File(h5_path, "r") as f:
-            return int(f.attrs.get("source_mtime_ns", -1)) == task.mtime_ns
+            return (int(f.attrs.get("source_mtime_ns", -1)) == task.mtime_ns
+                    and int(f.attrs.get("format_version", -1)) == FORMAT_VERSION)  # older encodings: again
     except OSError:
         return False
 

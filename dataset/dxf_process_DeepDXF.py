@@ -56,7 +56,10 @@ import numpy as np
 from dataset.dxf_read import MAX_ABS_COORD
 from dataset.files import atomic_write
 
-FORMAT_VERSION = 1
+#: Version of both encodings (written into every .h5; older outputs are encoded again by a
+#: rerun of preprocessing). 2: DIMENSION boxes at their block's insert point, box tests
+#: tolerant to floating-point noise.
+FORMAT_VERSION = 2
 
 DEEPDXF_TYPES: tuple[str, ...] = (
     "LINE", "CIRCLE", "ARC", "LWPOLYLINE", "TEXT", "MTEXT",

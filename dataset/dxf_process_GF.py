@@ -42,6 +42,21 @@ LAYOUT_DIM = LAYOUT_RINGS + ((LAYOUT_GRID + 1) // 2) * ((LAYOUT_GRID + 1) // 2 +
 
 #: Upper bound on candidate pairs held in memory at once by :func:`count_overlaps`.
 PAIR_CHUNK = 4_000_000
+#: Box coordinates closer than this share of the drawing's size (the larger of its
+#: extent and its largest coordinate) count as equal when testing overlap and
+#: containment: floating-point noise of a rotation, a units change or a move (1e-16
+#: relative) must not turn touching boxes into separate ones or a contained box
+#: into an overlapping one.
+BOX_TOLERANCE = 1e-9
+
+
+def box_tolerance(boxes: np.ndarray) -> float:
+    """The absolute tolerance of :data:`BOX_TOLERANCE` for ``boxes: [n, 4]`` (finite rows)."""
+    finite = boxes[np.isfinite(boxes).all(axis=1)]
+    if len(finite) == 0:
+        return 0.0
+    extent = max(finite[:, 2].max() - finite[:, 0].min(), finite[:, 3].max() - finite[:, 1].min())
+    return BOX_TOLERANCE * max(float(extent), float(np.abs(finite).max()))
 
 
 def class_indices(types: list[str], classes: tuple[str, ...] = GF_CLASSES) -> np.ndarray:
@@ -50,13 +65,13 @@ def class_indices(types: list[str], classes: tuple[str, ...] = GF_CLASSES) -> np
     return np.fromiter((lookup.get(t, -1) for t in types), dtype=np.int64, count=len(types))
 
 
-def _sweep_candidates(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sweep_candidates(lo: np.ndarray, hi: np.ndarray, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Sort by ``lo``; for each box, the range of later boxes whose ``lo`` is within its
-    interval. Returns ``(order, counts)``: box ``order[k]`` pairs with
+    interval widened by ``eps``. Returns ``(order, counts)``: box ``order[k]`` pairs with
     ``order[k+1 .. k+counts[k]]``."""
     order = np.argsort(lo, kind="stable")
     lo_sorted = lo[order]
-    ends = np.searchsorted(lo_sorted, hi[order], side="right")
+    ends = np.searchsorted(lo_sorted, hi[order] + eps, side="right")
     counts = ends - np.arange(len(order)) - 1
     return order, np.maximum(counts, 0)
 
@@ -82,9 +97,10 @@ def count_overlaps(boxes: np.ndarray, cls: np.ndarray, n_classes: int) -> tuple[
     if len(idx) < 2:
         return overlap, overlapped
     b, c = boxes[idx], cls[idx]
+    eps = box_tolerance(b)
     # Sweep along the axis that yields fewer candidate pairs.
-    order_x, counts_x = _sweep_candidates(b[:, 0], b[:, 2])
-    order_y, counts_y = _sweep_candidates(b[:, 1], b[:, 3])
+    order_x, counts_x = _sweep_candidates(b[:, 0], b[:, 2], eps)
+    order_y, counts_y = _sweep_candidates(b[:, 1], b[:, 3], eps)
     order, counts = (order_x, counts_x) if counts_x.sum() <= counts_y.sum() else (order_y, counts_y)
 
     flat = np.zeros(n_classes * n_classes, dtype=np.int64)
@@ -101,12 +117,12 @@ def count_overlaps(boxes: np.ndarray, cls: np.ndarray, n_classes: int) -> tuple[
             offsets = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
             i, j = order[pos], order[pos + 1 + offsets]
             bi, bj = b[i], b[j]
-            intersect = ((bi[:, 0] <= bj[:, 2]) & (bj[:, 0] <= bi[:, 2])
-                         & (bi[:, 1] <= bj[:, 3]) & (bj[:, 1] <= bi[:, 3]))
-            i_contains_j = ((bi[:, 0] <= bj[:, 0]) & (bi[:, 1] <= bj[:, 1])
-                            & (bi[:, 2] >= bj[:, 2]) & (bi[:, 3] >= bj[:, 3]))
-            j_contains_i = ((bj[:, 0] <= bi[:, 0]) & (bj[:, 1] <= bi[:, 1])
-                            & (bj[:, 2] >= bi[:, 2]) & (bj[:, 3] >= bi[:, 3]))
+            intersect = ((bi[:, 0] <= bj[:, 2] + eps) & (bj[:, 0] <= bi[:, 2] + eps)
+                         & (bi[:, 1] <= bj[:, 3] + eps) & (bj[:, 1] <= bi[:, 3] + eps))
+            i_contains_j = ((bi[:, 0] <= bj[:, 0] + eps) & (bi[:, 1] <= bj[:, 1] + eps)
+                            & (bi[:, 2] + eps >= bj[:, 2]) & (bi[:, 3] + eps >= bj[:, 3]))
+            j_contains_i = ((bj[:, 0] <= bi[:, 0] + eps) & (bj[:, 1] <= bi[:, 1] + eps)
+                            & (bj[:, 2] + eps >= bi[:, 2]) & (bj[:, 3] + eps >= bi[:, 3]))
             hit = intersect & ~i_contains_j & ~j_contains_i & (c[i] != c[j])
             i, j = i[hit], j[hit]
             flat += np.bincount(c[i] * n_classes + c[j], minlength=n_classes * n_classes)

@@ -271,10 +271,15 @@ class BoxComputer:
             return (c.x - r, c.y - r, c.x + r, c.y + r)
         if dxftype == "ARC" and plain:
             return arc_box(dxf.center.x, dxf.center.y, abs(dxf.radius), dxf.start_angle, dxf.end_angle)
-        if dxftype == "DIMENSION" and dxf.hasattr("geometry") and dxf.geometry in self.doc.blocks:
-            # the rendered dimension block is in world coordinates already
+        if dxftype == "DIMENSION" and plain and dxf.hasattr("geometry") and dxf.geometry in self.doc.blocks:
+            # The rendered dimension block is in world coordinates, placed at the optional
+            # `insert` (group 12), as ezdxf's virtual_entities() and CAD programs place it;
+            # most real lead-frame dimensions have one.
             content = self.block_box(dxf.geometry)
-            return None if content is None else tuple(content)
+            if content is None:
+                return None
+            dx, dy = (dxf.insert.x, dxf.insert.y) if dxf.hasattr("insert") else (0.0, 0.0)
+            return (content[0] + dx, content[1] + dy, content[2] + dx, content[3] + dy)
         if dxftype == "LWPOLYLINE" and plain:
             # lwpoints.values: float64 [n * 5] = (x, y, start width, end width, bulge) per vertex
             return lwpolyline_box(np.asarray(e.lwpoints.values, dtype=np.float64).reshape(-1, 5)[:, [0, 1, 4]],

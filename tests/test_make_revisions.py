@@ -70,6 +70,32 @@ def test_rotation_by_180_about_centre_mirrors_through_the_centre(tiny):
     assert cx != pytest.approx(0.0)  # the centre is not the origin: the two modes differ
 
 
+def test_a_turn_turns_dimensions_whose_block_is_placed_by_insert(tmp_path):
+    """Real drawings place dimension blocks with `insert`; ezdxf alone would leave their
+    graphics behind when the drawing turns."""
+    from ezdxf.math import Matrix44
+
+    doc = ezdxf.new("R2010")
+    msp = doc.modelspace()
+    msp.add_line((0, 0), (40, 0))
+    dim = msp.add_linear_dim(base=(10, 30), p1=(10, 10), p2=(40, 10))
+    dim.render()
+    for e in dim.dimension.get_geometry_block():
+        e.transform(Matrix44.translate(-100, -50, 0))
+    dim.dimension.dxf.insert = (100, 50, 0)
+    src = tmp_path / "dim.dxf"
+    doc.saveas(src)
+    before = read_drawing(src)
+    k = list(before.types).index("DIMENSION")
+    doc = ezdxf.readfile(src)
+    apply_plan(doc, RevisionPlan(rotate=180, rotate_about="origin"), random.Random(0))
+    out = tmp_path / "dim turned.dxf"
+    doc.saveas(out)
+    after = read_drawing(out)
+    b = before.boxes[k]
+    assert after.boxes[k] == pytest.approx([-b[2], -b[3], -b[0], -b[1]], abs=1e-6)
+
+
 def test_unit_change_scales_circle_radius_and_sets_insunits(tiny):
     doc = ezdxf.readfile(tiny)
     apply_plan(doc, RevisionPlan(scale=INCH), random.Random(0))

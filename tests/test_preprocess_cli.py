@@ -136,6 +136,24 @@ def test_resume_skips_unchanged_and_redoes_changed(tmp_path, capsys):
     assert "since the last run" not in capsys.readouterr().out
 
 
+def test_resume_encodes_again_what_an_older_encoding_version_wrote(tmp_path, capsys):
+    import h5py
+    src = tmp_path / "in"
+    src.mkdir()
+    write_drawing(src / "a.dxf")
+    write_drawing(src / "b.dxf")
+    out = tmp_path / "out"
+    run(ProcessConfig(input=[str(src)], output=str(out), workers=1))
+    with h5py.File(out / "DeepDXF" / "a.h5", "r+") as f:
+        f.attrs["format_version"] = f.attrs["format_version"] - 1  # as an older toolkit wrote it
+    capsys.readouterr()
+    run(ProcessConfig(input=[str(src)], output=str(out), workers=1))
+    assert "1 unchanged since the last run" in capsys.readouterr().out
+    _rows, attrs = load_h5(out / "DeepDXF" / "a.h5")
+    from dataset.dxf_process_DeepDXF import FORMAT_VERSION
+    assert attrs["format_version"] == FORMAT_VERSION
+
+
 def test_cli_help_and_missing_input(tmp_path):
     script = str(REPO / "dataset" / "dxf_process.py")
     help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=tmp_path)

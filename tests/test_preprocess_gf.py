@@ -171,3 +171,43 @@ def test_lwpolyline_box_includes_its_arcs(tmp_path):
     path = tmp_path / "bulge.dxf"
     doc.saveas(path)
     np.testing.assert_allclose(read_drawing(path).boxes[0], [0, -1, 2, 0], atol=1e-12)
+
+
+def test_dimension_box_sits_at_its_block_insert_point(tmp_path):
+    """Most real lead-frame dimensions place their geometry block with `insert` (group 12)."""
+    from ezdxf import bbox as ezbbox
+    from ezdxf.math import Matrix44
+
+    doc = ezdxf.new()
+    msp = doc.modelspace()
+    dim = msp.add_linear_dim(base=(10, 30), p1=(10, 10), p2=(40, 10))
+    dim.render()
+    block = dim.dimension.get_geometry_block()
+    for e in block:  # the same picture, stored as CAD programs often store it: block at the origin + insert
+        e.transform(Matrix44.translate(-100, -50, 0))
+    dim.dimension.dxf.insert = (100, 50, 0)
+    msp.add_line((0, 0), (50, 0))
+    path = tmp_path / "dim insert.dxf"
+    doc.saveas(path)
+    d = read_drawing(path)
+    k = list(d.types).index("DIMENSION")
+    want = ezbbox.extents([ezdxf.readfile(path).modelspace().query("DIMENSION")[0]])  # ezdxf renders it there too
+    np.testing.assert_allclose(d.boxes[k], [want.extmin.x, want.extmin.y, want.extmax.x, want.extmax.y], atol=1e-9)
+    assert 9.0 < d.boxes[k][0] < 11.0 and d.boxes[k][3] > 29.0  # around the measured points, not near (-90, -40)
+
+
+def test_float_noise_of_a_transform_does_not_change_touching_or_containment():
+    cls = np.array([0, 1, 2])
+    exact = np.array([[0.0, 0.0, 10.0, 10.0],       # class 0
+                      [10.0, 2.0, 20.0, 8.0],       # class 1: touches class 0 at x = 10
+                      [2.0, 2.0, 10.0, 10.0]])      # class 2: inside class 0, sharing two edges
+    noisy = exact.copy()
+    noisy[1, 0] += 3e-14     # a gap of rounding noise (a turn or a units change makes such)
+    noisy[2, 2] += 3e-14     # pokes out of its container by rounding noise
+    for boxes in (exact, noisy, noisy * 25.4 + 1e5):
+        overlap, flags = count_overlaps(boxes, cls, 3)
+        assert overlap[0, 1] == 1 and overlap[0, 2] == 0 and overlap[1, 2] == 1, boxes
+        np.testing.assert_array_equal(flags, [True, True, True])
+    apart = exact.copy()
+    apart[1, [0, 2]] += 1e-3  # a real gap stays a gap
+    assert count_overlaps(apart, cls, 3)[0][0, 1] == 0

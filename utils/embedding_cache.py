@@ -50,7 +50,7 @@ from utils.embedding_store import (EXACT_BELOW, EmbeddingStore, ShardedRows, Sto
 from utils.floors import GRID
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 3  # 3: sqlite + append-only shards (2: JSON + npz tables)
+CACHE_VERSION = 4  # 4: encodings of format 2; 3: sqlite + append-only shards (2: JSON + npz tables)
 _C = len(GF_CLASSES)
 APP_NAME = "dxf-similarity"
 ENC_SHARD_ROWS = 1 << 13  # 20 MB per shard (allocated whole, sparse where the file system allows)
