@@ -66,7 +66,8 @@ COMBINED_SIZES = {"hist": HIST_DIM, "gf_raw": RAW_GF_DIM, "gf": RAW_GF_DIM, "lay
 #: see bench/learn_ablation.md: adding the histogram or layout_rot lowered revision mAP)
 COMBINED_BLOCKS: tuple[tuple[str, bool], ...] = (("gf_raw", False),)
 #: length of each appended floor block relative to the unit-length learned block
-#: (selection split: 0.5 -> 0.860, 1 -> 0.892, 2 -> 0.921, 4 -> 0.924 mAP, 3 seeds)
+#: (selection split, encoding format 2: 0.5 -> 0.887, 1 -> 0.910, 2 -> 0.932, 4 -> 0.938, 8 -> 0.940
+#: mAP, 3 seeds; raw GF floor 0.938)
 FLOOR_BLOCK_WEIGHT = 4.0
 #: what ``--embedding auto`` gives for a joint checkpoint: the best learned embedding on the
 #: selection split of ``bench/learn_ablation.py`` (see ``bench/learn_ablation.md``)
