@@ -9,7 +9,12 @@ Boxes are axis-aligned bounding boxes in world coordinates. Simple entities
 (LINE, CIRCLE, LWPOLYLINE without arcs, 2D POINT-like geometry) use direct
 formulas; everything else goes through :mod:`ezdxf.bbox`. An INSERT's box is the
 block content's box (computed once per block with ``ezdxf.bbox`` and cached),
-transformed by the insert's matrix: it covers the transformed block content.
+transformed by the insert's matrix: it covers the transformed block content. A
+DIMENSION's box is its rendered block's box, moved to the block's ``insert`` point
+(group 12) when it has one, as ezdxf and CAD programs draw it.
+
+:func:`find_drawings` is the one folder walk (preprocessing and galleries) and
+:func:`drawing_name` the one naming rule.
 """
 from __future__ import annotations
 
