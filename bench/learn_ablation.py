@@ -41,7 +41,8 @@ from bench.quality import (  # noqa: E402
     train)
 from dataset.files import atomic_write_text  # noqa: E402
 from utils.embedders import (  # noqa: E402
-    DrawingEncoding, combined_embedding, floor_block, joint_vectors, load_drawing, make_embedder, stack_encodings)
+    DrawingEncoding, combined_embedding, deepdxf_embedding_fn, floor_block, gf_embedding_fn, joint_vectors, load_drawing,
+    make_embedder, stack_encodings)
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.retrieval import floor_table, retrieval_metrics  # noqa: E402
 
@@ -87,14 +88,15 @@ def untrained_rows(ckpt: Path, encs: Sequence[DrawingEncoding], seed: int) -> di
     config, fresh weights drawn with ``seed`` (a floor for what training adds)."""
     import torch
 
-    from model.DeepDXF_model import deepdxf_model_from_config, embed_sequences
-    from model.GF_model import embed_graphs, gf_model_from_config
+    from model.DeepDXF_model import deepdxf_model_from_config
+    from model.GF_model import gf_model_from_config
 
     config = load_checkpoint(ckpt)["config"]
     torch.manual_seed(seed)
     gf, dd = gf_model_from_config(config).eval(), deepdxf_model_from_config(config).eval()
-    g = embed_graphs(gf, np.stack([e.gf_features for e in encs]), np.stack([e.gf_adjacency for e in encs]))
-    d = embed_sequences(dd, [e.rows for e in encs])
+    # the trained embedders' own functions (GF layout node features included when configured)
+    g = gf_embedding_fn(gf, bool(config.get("GF_layout_features", False)))(list(encs))
+    d = deepdxf_embedding_fn(dd)(list(encs))
     return {"joint, untrained": joint_vectors(g, d),
             "gf, untrained": g, "deepdxf, untrained": d}
 

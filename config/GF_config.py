@@ -56,9 +56,10 @@ class GFConfig:
 
     # --- model -------------------------------------------------------------
     GF_in_channels: int = field(default=GF_BASE_FEATURES, metadata={"help": "node feature size (1 free count + 10 overlap columns; GF_layout_features adds its columns)"})
-    GF_layout_features: bool = field(default=False, metadata={
+    GF_layout_features: bool = field(default=True, metadata={
         "help": "append to each node the rotation-robust spatial occupancy of its class (rings around the centre and a "
-                "grid pooled over turns/flips, the 'layout' array of the GF files) to the 11 GF features"})
+                "grid pooled over turns/flips, the 'layout' array of the GF files) to the 11 GF features "
+                "(--no-GF_layout_features: the 11 GF features alone)"})
     GF_hidden: int = field(default=32, metadata={"help": "node state size (input projection and GGNN)"})
     GF_num_layers: int = field(default=3, metadata={"help": "GGNN propagation steps"})
     GF_proj_dim: int = field(default=32, metadata={"help": "projection head output size (loss only)"})

@@ -36,8 +36,9 @@ def build_gf_model(cfg: GFConfig) -> DenseGraphMatching:
 
 def gf_model_from_config(config: dict[str, Any]) -> DenseGraphMatching:
     """The GF model of a plain config dict (a ``GFConfig`` or a flat ``JointConfig`` as saved
-    in a checkpoint; keys that are not ``GFConfig`` fields are ignored). Fresh weights."""
-    return build_gf_model(config_from_dict(GFConfig, config))
+    in a checkpoint; keys that are not ``GFConfig`` fields are ignored). Fresh weights.
+    A config without ``GF_layout_features`` predates it: the 11 GF features alone."""
+    return build_gf_model(config_from_dict(GFConfig, {"GF_layout_features": False, **config}))
 
 
 def gf_step_loss(

@@ -72,7 +72,31 @@ def test_gf_encode_stores_layout_and_keeps_the_spec_features(tmp_path):
 
 
 def test_layout_flag_widens_the_gf_input():
-    assert GFConfig().GF_in_channels == GF_BASE_FEATURES
+    # on by default since encoding format 2 (bench/learn_ablation.md, round 3)
+    assert GFConfig().GF_in_channels == GF_BASE_FEATURES + LAYOUT_DIM
+    assert GFConfig(GF_layout_features=False).GF_in_channels == GF_BASE_FEATURES
     assert GFConfig(GF_layout_features=True).GF_in_channels == GF_BASE_FEATURES + LAYOUT_DIM
     # a config read back from a checkpoint is not widened twice
     assert GFConfig(GF_layout_features=True, GF_in_channels=18).GF_in_channels == 18
+
+
+def test_a_checkpoint_config_from_before_the_flag_builds_the_11_feature_model():
+    from model.GF_model import gf_model_from_config
+    old = {"GF_hidden": 8, "GF_num_layers": 1, "GF_proj_dim": 8, "GF_in_channels": GF_BASE_FEATURES}
+    assert gf_model_from_config(old).encoder.input[0].in_features == GF_BASE_FEATURES
+    assert gf_model_from_config({**old, "GF_layout_features": True, "GF_in_channels": 18}).encoder.input[0].in_features == 18
+
+
+def test_cross_term_heads_fit_a_gf_model_with_layout_features():
+    import torch
+
+    from config.DeepDXF_config import DeepDXFConfig
+    from model.DeepDXF_model import build_deepdxf_model
+    from model.GF_model import build_gf_model
+    from model.joint_loss import JointObjective
+    dcfg = DeepDXFConfig(DeepDXF_d_model=8, DeepDXF_heads=2, DeepDXF_layers=1, DeepDXF_proj_dim=8, DeepDXF_size_dim=4)
+    gf = build_gf_model(GFConfig(GF_hidden=8, GF_num_layers=1, GF_proj_dim=8, GF_layout_features=True))
+    objective = JointObjective(gf, build_deepdxf_model(dcfg), dcfg, cross_weight=0.5, cross_dim=4)
+    assert objective.heads is not None
+    assert objective.heads.gf[0].normalized_shape == (10 * 8,)
+    assert torch.isfinite(objective.heads.gf(torch.zeros(2, 80))).all()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from config.GF_config import GFConfig
+from dataset.dxf_process_GF import LAYOUT_DIM
 from model.GF_model import build_gf_model, embed_graphs
 from tests.synthetic import save_gf_npz, synthetic_gf_graphs
 from utils.checkpoint import load_checkpoint, load_trained_models
@@ -35,7 +36,9 @@ def test_cli_run_writes_checkpoint_metrics_and_summary(tmp_path):
     assert (tmp_path / "ckpt" / "best_model.pth").is_file()
     model = load_trained_models(tmp_path / "ckpt" / "t" / "best_model.pth").gf
     g = synthetic_gf_graphs(3, seed=5)
-    assert embed_graphs(model, g.features.numpy(), g.adjacency.numpy()).shape == (3, 10 * 16)
+    assert ckpt["config"]["GF_layout_features"] is True  # the default: 11 GF features + the class layout
+    feats = np.concatenate([g.features.numpy(), np.zeros((3, 10, LAYOUT_DIM), np.float32)], axis=2)
+    assert embed_graphs(model, feats, g.adjacency.numpy()).shape == (3, 10 * 16)
 
     run = tmp_path / "logs" / "t"
     with open(run / "metrics.csv", newline="") as fh:
@@ -111,7 +114,7 @@ def test_fit_fold_stops_early_and_tests_the_best_weights(tmp_path):
 
 def test_embedding_ignores_absent_classes_and_is_batch_independent():
     torch.manual_seed(0)
-    model = build_gf_model(GFConfig(GF_hidden=16)).eval()
+    model = build_gf_model(GFConfig(GF_hidden=16, GF_layout_features=False)).eval()
     g = synthetic_gf_graphs(8, seed=2)
     all_at_once = embed_graphs(model, g.features, g.adjacency)
     one_by_one = np.concatenate([embed_graphs(model, g.features[i:i + 1], g.adjacency[i:i + 1]) for i in range(8)])

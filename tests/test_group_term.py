@@ -89,7 +89,7 @@ def corpus(tmp_path_factory):
 def _cfg(root, **kw):
     base = dict(data_dir=str(root), k_folds=2, GF_batch_size=3, GF_hidden=8, GF_proj_dim=8, GF_num_layers=1,
                 DeepDXF_d_model=8, DeepDXF_heads=2, DeepDXF_layers=1, DeepDXF_proj_dim=8, DeepDXF_size_dim=4,
-                DeepDXF_chunk_len=16, group_weight=1.0, warmup_steps=0)
+                DeepDXF_chunk_len=16, group_weight=1.0, warmup_steps=0, GF_layout_features=False)
     base.update(kw)
     return JointConfig(**base)
 

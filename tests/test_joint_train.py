@@ -37,7 +37,7 @@ def _cfg(root, **kw):
     base = dict(data_dir=str(root), k_folds=2, GF_batch_size=3, GF_hidden=16, GF_proj_dim=16,
                 DeepDXF_d_model=16, DeepDXF_heads=2, DeepDXF_layers=1, DeepDXF_proj_dim=16, DeepDXF_size_dim=4,
                 DeepDXF_dropout=0.0, cross_weight=0.5, cross_dim=8, weighting="fixed", w_GF=0.7, w_DeepDXF=1.3,
-                warmup_steps=0)
+                warmup_steps=0, GF_layout_features=False)  # mechanics tests: the 11 GF features
     base.update(kw)
     return JointConfig(**base)
 

@@ -151,7 +151,8 @@ def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict[st
 
 def joint_config_from_checkpoint(ckpt: dict[str, Any]) -> JointConfig:
     """The ``JointConfig`` stored (flat) in a loaded joint checkpoint."""
-    return config_from_dict(JointConfig, ckpt["config"])
+    # a config without GF_layout_features predates it (and its default): the 11 GF features alone
+    return config_from_dict(JointConfig, {"GF_layout_features": False, **ckpt["config"]})
 
 
 @dataclass

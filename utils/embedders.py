@@ -387,7 +387,7 @@ def _finalize_combined(emb: np.ndarray, reference: Optional[np.ndarray], learned
     return combined_embedding(learned, blocks, ref_blocks, [z for _, z in COMBINED_BLOCKS], FLOOR_BLOCK_WEIGHT)
 
 
-def _gf_fn(model: Any, layout: bool = False) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
+def gf_embedding_fn(model: Any, layout: bool = False) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
     """Embedding function of a GF model; ``layout``: it was trained with ``GF_layout_features``
     (its node features are the 11 GF columns followed by the drawing's ``gf_layout``)."""
     from model.GF_model import embed_graphs
@@ -400,7 +400,8 @@ def _gf_fn(model: Any, layout: bool = False) -> Callable[[Sequence[DrawingEncodi
     return fn
 
 
-def _deepdxf_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
+def deepdxf_embedding_fn(model: Any) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
+    """Embedding function of a DeepDXF model: encodings -> float32 [n, D]."""
     from model.DeepDXF_model import embed_sequences
 
     def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
@@ -509,10 +510,10 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
     config = dict(trained.config or {})
     gf_layout = bool(config.get("GF_layout_features", False))
     if chosen == "gf":
-        return Embedder("gf", identity, label, _gf_fn(gf_model, gf_layout), needs_gf=True, config=config)
+        return Embedder("gf", identity, label, gf_embedding_fn(gf_model, gf_layout), needs_gf=True, config=config)
     if chosen == "deepdxf":
-        return Embedder("deepdxf", identity, label, _deepdxf_fn(dd_model), needs_gf=False, config=config)
-    gf_fn, dd_fn = _gf_fn(gf_model, gf_layout), _deepdxf_fn(dd_model)
+        return Embedder("deepdxf", identity, label, deepdxf_embedding_fn(dd_model), needs_gf=False, config=config)
+    gf_fn, dd_fn = gf_embedding_fn(gf_model, gf_layout), deepdxf_embedding_fn(dd_model)
 
     def joint_fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
         return joint_vectors(gf_fn(encs), dd_fn(encs))
