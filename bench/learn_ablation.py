@@ -51,7 +51,8 @@ VARIANTS: dict[str, list[str]] = {
     "base": [],
     "views": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror", "--DeepDXF_aug_edit"],
     "turn": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror"],
-    "gf_layout": ["--GF_layout_features"],
+    "gf_layout": ["--GF_layout_features"],  # the default since encoding format 2 (same as base)
+    "no_gf_layout": ["--no-GF_layout_features"],
     "views_gf_layout": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror", "--DeepDXF_aug_edit", "--GF_layout_features"],
     "group": ["--group_weight", "1"],
     "group4": ["--group_weight", "4"],
