@@ -193,6 +193,27 @@ def test_damaged_or_old_cache_is_replaced_with_a_warning(corpus, gallery_dir, tm
     assert again.n_new == 0
 
 
+def test_a_cache_of_another_version_is_replaced_with_a_note_not_called_damaged(corpus, gallery_dir, tmp_path,  # noqa: F811
+                                                                                capsys):
+    import sqlite3
+
+    from utils.embedding_cache import CACHE_VERSION
+    cache_dir = tmp_path / "cache"
+    embedder = make_embedder(corpus["gf"])
+    cache = EmbeddingCache(cache_dir)
+    build_gallery(collect_files([gallery_dir]), embedder, cache, quiet=True)
+    cache.close()
+    with sqlite3.connect(cache_dir / "cache.sqlite") as db:  # as an older toolkit left it
+        db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (CACHE_VERSION - 1,))
+    capsys.readouterr()
+    again = build_gallery(collect_files([gallery_dir]), embedder, EmbeddingCache(cache_dir), quiet=True)
+    err = capsys.readouterr().err
+    assert "another version of the toolkit" in err and "damaged" not in err
+    assert again.n_new == 8  # encoded and embedded again with this version
+    third = build_gallery(collect_files([gallery_dir]), embedder, EmbeddingCache(cache_dir), quiet=True)
+    assert third.n_new == 0 and "another version" not in capsys.readouterr().err
+
+
 def test_a_drawing_the_model_cannot_embed_is_not_encoded_again(corpus, tmp_path, monkeypatch):  # noqa: F811
     h5 = tmp_path / "pre" / "DeepDXF"
     h5.mkdir(parents=True)

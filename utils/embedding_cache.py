@@ -145,10 +145,13 @@ class EmbeddingCache:
         with db:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             version = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-            if version is not None and int(version[0]) != CACHE_VERSION:
-                db.close()
-                self._wipe()
-                return self._connect(path)
+        if version is not None and int(version[0]) != CACHE_VERSION:
+            db.close()
+            print(f"note: the embedding cache in {self.folder} was written by another version of the toolkit "
+                  f"(cache version {int(version[0])}, now {CACHE_VERSION}): starting a new one", file=sys.stderr)
+            self._wipe()
+            return self._connect(path)
+        with db:
             db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
                        "twin_size INTEGER, twin_mtime_ns INTEGER, key TEXT NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS encodings (key TEXT PRIMARY KEY, row INTEGER, failure TEXT, "
