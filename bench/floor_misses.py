@@ -1,7 +1,7 @@
 """Where the revision floor fails: the wrong drawings ranked above a true revision.
 
-    python bench/floor_misses.py --revisions data/bench/revisions-hard \\
-        --prep data/bench/quality-hard/prep/revisions            # selection split, raw GF floor
+    python bench/floor_misses.py --revisions data/bench/revisions-v2 \\
+        --prep data/bench/quality-v3/prep/revisions              # selection split, raw GF floor
 
 For every source drawing of the ``selection`` split (``bench/quality.py``'s protocol,
 train drawings as distractors), the gallery is ranked by the raw GF matrices (or by an
@@ -66,8 +66,8 @@ def found_by_edit(ranks: dict[str, int], plans: dict[str, dict], n_revisions: in
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--revisions", default="data/bench/revisions-hard", help="bench/make_revisions.py output")
-    parser.add_argument("--prep", default="data/bench/quality-hard/prep/revisions",
+    parser.add_argument("--revisions", default="data/bench/revisions-v2", help="bench/make_revisions.py output")
+    parser.add_argument("--prep", default="data/bench/quality-v3/prep/revisions",
                         help="dataset/dxf_process.py output of --revisions")
     parser.add_argument("--embedding", default="", help="an exported .npz (names, embeddings); default: raw GF")
     args = parser.parse_args(argv)

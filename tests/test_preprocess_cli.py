@@ -116,13 +116,19 @@ def test_workers_give_the_same_output_as_one_worker(tmp_path):
         np.testing.assert_array_equal(ra, rb)
 
 
-def test_resume_skips_unchanged_and_redoes_changed(tmp_path, capsys):
+def _preprocessed_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """Two drawings ``in/a.dxf``, ``in/b.dxf`` preprocessed once into ``out``."""
     src = tmp_path / "in"
     src.mkdir()
     write_drawing(src / "a.dxf")
     write_drawing(src / "b.dxf")
     out = tmp_path / "out"
     run(ProcessConfig(input=[str(src)], output=str(out), workers=1))
+    return src, out
+
+
+def test_resume_skips_unchanged_and_redoes_changed(tmp_path, capsys):
+    src, out = _preprocessed_pair(tmp_path)
     first = read_rows(out)
     capsys.readouterr()
     write_drawing(src / "b.dxf", shift=2)
@@ -138,12 +144,7 @@ def test_resume_skips_unchanged_and_redoes_changed(tmp_path, capsys):
 
 def test_resume_encodes_again_what_an_older_encoding_version_wrote(tmp_path, capsys):
     import h5py
-    src = tmp_path / "in"
-    src.mkdir()
-    write_drawing(src / "a.dxf")
-    write_drawing(src / "b.dxf")
-    out = tmp_path / "out"
-    run(ProcessConfig(input=[str(src)], output=str(out), workers=1))
+    src, out = _preprocessed_pair(tmp_path)
     with h5py.File(out / "DeepDXF" / "a.h5", "r+") as f:
         f.attrs["format_version"] = f.attrs["format_version"] - 1  # as an older toolkit wrote it
     capsys.readouterr()
