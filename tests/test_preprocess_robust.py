@@ -74,7 +74,13 @@ def start_cli(src: Path, out: Path, delay: float = 0.5, kill_name: str = "", wor
     return subprocess.Popen(
         [sys.executable, "-c", code, "--input", str(src), "--output", str(out), "--workers", str(workers)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=default_sigint)
+
+
+def default_sigint() -> None:
+    """Ctrl-C as in a terminal, also when the test run itself was started in the
+    background (a shell's background job inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_rows(path: Path, n: int, proc: subprocess.Popen, limit: float = 60) -> None:

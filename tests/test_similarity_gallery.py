@@ -323,7 +323,8 @@ def test_ctrl_c_stops_the_gallery_within_seconds_and_keeps_what_was_cached(tmp_p
     args = ["--embedding", "features", "--gallery", str(gallery), "--export", str(tmp_path / "e.npz"),
             "--cache_dir", str(cache), "--workers", "2"]
     proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     try:
         deadline = time.monotonic() + 60
         # 2 workers: when the 6th file starts, at least 4 have finished (each worker takes one at a time)
