@@ -4,7 +4,7 @@
 - :func:`gf_model_from_config` (a plain config dict, e.g. a checkpoint's -> fresh model;
   the weights are loaded by ``utils.checkpoint.load_trained_models``),
 - :func:`gf_step_loss` (the scalar loss of one pair batch, views drawn inside),
-- :func:`embed_graphs` (``features [n,10,11]``, ``adjacency [n,10,10]`` -> ``np.ndarray [n, D]``).
+- :func:`embed_graphs` (``features [n,10,F]``, F = 11 or 11 + LAYOUT_DIM, ``adjacency [n,10,10]`` -> ``np.ndarray [n, D]``).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def gf_step_loss(
 
     Args:
         model: the GF model.
-        batch: ``(x1 [B,10,11], adj1 [B,10,10], mask1 [B,10], x2, adj2, mask2)``.
+        batch: ``(x1 [B,10,F], adj1 [B,10,10], mask1 [B,10], x2, adj2, mask2)``.
         generator: ``torch.Generator`` on the batch's device for the views (None: global RNG).
 
     Returns:
@@ -68,7 +68,7 @@ def embed_graphs(
 
     Args:
         model: a GF model (its train/eval mode is restored afterwards).
-        features: ``[n, 10, 11]`` GF node features; adjacency: ``[n, 10, 10]``.
+        features: ``[n, 10, F]`` GF node features (F = the model's input width: 11, or 18 with layout features); adjacency: ``[n, 10, 10]``.
         pooling: ``concat`` / ``mean`` / ``sum`` / ``concat_input``
             (see ``DenseGraphMatching.encode``); None: ``model.pooling``.
         batch_size: graphs encoded at once.
