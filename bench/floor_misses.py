@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.quality import load_encodings_subset, protocol_sets  # noqa: E402
-from utils.retrieval import l2_normalize, raw_gf_embedding  # noqa: E402
+from utils.retrieval import raw_gf_embedding, similarity_matrix  # noqa: E402
 
 
 def ranked_misses(names: Sequence[str], emb: np.ndarray, groups: Sequence[Sequence[str]]
@@ -36,8 +36,7 @@ def ranked_misses(names: Sequence[str], emb: np.ndarray, groups: Sequence[Sequen
     source's last-found revision; ranks maps each revision to its 0-based rank in its
     source's list. ``emb: [n, d]`` rows in ``names`` order; a group's first name is the source."""
     pos = {n: i for i, n in enumerate(names)}
-    x = l2_normalize(np.asarray(emb, dtype=np.float64))
-    sim = x @ x.T
+    sim = similarity_matrix(emb, emb, "cosine")
     np.fill_diagonal(sim, -np.inf)
     misses, ranks = [], {}
     for g in groups:

@@ -52,6 +52,7 @@ import math
 import random
 import shutil
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -371,15 +372,12 @@ def _place_dimension_blocks(msp) -> int:
     dimension where it was, which no CAD program does (it redraws the dimension). Real
     lead-frame drawings place most dimension blocks this way. A block shared by several
     DIMENSIONs is left as it is."""
-    dims = [d for d in msp.query("DIMENSION") if d.dxf.hasattr("insert") and d.dxf.hasattr("geometry")]
-    users: dict[str, int] = {}
-    for d in msp.query("DIMENSION"):
-        if d.dxf.hasattr("geometry"):
-            users[d.dxf.geometry] = users.get(d.dxf.geometry, 0) + 1
+    dims = [d for d in msp.query("DIMENSION") if d.dxf.hasattr("geometry")]
+    users = Counter(d.dxf.geometry for d in dims)
     moved = 0
     for d in dims:
         block = d.get_geometry_block()
-        if block is None or users.get(d.dxf.geometry, 0) != 1:
+        if not d.dxf.hasattr("insert") or block is None or users[d.dxf.geometry] != 1:
             continue
         offset = d.ocs().to_wcs(d.dxf.insert)
         if offset.magnitude > 0:

@@ -184,7 +184,7 @@ class JointObjective(nn.Module):
         self.heads: Optional[CrossModelHeads] = None
         if cross_weight > 0:
             with torch.no_grad():
-                z = torch.zeros(1, 10, gf.encoder.input[0].in_features)  # 11 GF features, more with layout
+                z = torch.zeros(1, 10, gf.in_channels)  # 11 GF features, more with layout
                 d_gf = gf.encode(z, torch.zeros(1, 10, 10), torch.ones(1, 10, dtype=torch.bool), pooling="concat").shape[-1]
             self.heads = CrossModelHeads(d_gf, deepdxf.embed_dim, cross_dim)
 

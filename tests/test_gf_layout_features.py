@@ -83,8 +83,8 @@ def test_layout_flag_widens_the_gf_input():
 def test_a_checkpoint_config_from_before_the_flag_builds_the_11_feature_model():
     from model.GF_model import gf_model_from_config
     old = {"GF_hidden": 8, "GF_num_layers": 1, "GF_proj_dim": 8, "GF_in_channels": GF_BASE_FEATURES}
-    assert gf_model_from_config(old).encoder.input[0].in_features == GF_BASE_FEATURES
-    assert gf_model_from_config({**old, "GF_layout_features": True, "GF_in_channels": 18}).encoder.input[0].in_features == 18
+    assert gf_model_from_config(old).in_channels == GF_BASE_FEATURES
+    assert gf_model_from_config({**old, "GF_layout_features": True, "GF_in_channels": 18}).in_channels == 18
 
 
 def test_cross_term_heads_fit_a_gf_model_with_layout_features():

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from config.GF_config import GF_BASE_FEATURES
 from model.DeepDXF_model import embed_sequences
 from model.GF_model import embed_graphs
 from utils.embedders import joint_vectors
@@ -81,7 +82,7 @@ def validation_retrieval(objective: Any, dataset: Any, names: Sequence[str], gro
     if not group_lists:
         return nan
     learned = retrieval_metrics(joint, picked, group_lists)
-    floor = retrieval_metrics(raw_gf_embedding(feats[:, :, :11], adj), picked, group_lists)
+    floor = retrieval_metrics(raw_gf_embedding(feats[:, :, :GF_BASE_FEATURES], adj), picked, group_lists)
     return {"retrieval_mAP": float(learned["mAP"]), "floor_mAP": float(floor["mAP"])}
 
 

@@ -239,6 +239,7 @@ class DenseGraphMatching(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
         self.pooling = pooling
+        self.in_channels = in_channels  # node feature width F
         self.encoder = GraphEncoder(in_channels, hidden, num_layers)
         self.cross_view = Fusion(hidden)
         self.cross_graph = Fusion(hidden)
