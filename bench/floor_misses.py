@@ -68,7 +68,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--revisions", default="data/bench/revisions-v2", help="bench/make_revisions.py output")
     parser.add_argument("--prep", default="data/bench/quality-v3/prep/revisions",
                         help="dataset/dxf_process.py output of --revisions")
-    parser.add_argument("--embedding", default="", help="an exported .npz (names, embeddings); default: raw GF")
+    parser.add_argument("--embedding", default=None, metavar="FILE.npz",
+                        help="an exported embedding (names, embeddings) to judge; none: the raw GF matrices")
     args = parser.parse_args(argv)
     revisions = Path(args.revisions)
     _train, sets = protocol_sets(revisions, Path(args.prep), None, None, None, train_distractors=True)
