@@ -31,6 +31,9 @@ class ProcessConfig:
     shard: str = field(default="", metadata={
         "help": "I/N: process only part I (0-based) of N disjoint parts, chosen by a stable hash of "
                 "each drawing's name, and write manifest-I-of-N.csv (one part per machine)"})
+    repack: bool = field(default=True, metadata={
+        "help": "when OUTPUT/packed holds shards (dataset/pack.py) and this run changed GF/ or DeepDXF/, pack "
+                "them again so training reads the new encodings (--no-repack: leave them; training then warns)"})
     merge: bool = field(default=False, metadata={
         "help": "merge the shard manifests (manifest-I-of-N.csv) under --output into manifest.csv "
                 "and stop (no preprocessing)"})

@@ -39,6 +39,7 @@ from dataset.dxf_process_DeepDXF import FORMAT_VERSION
 from dataset.dxf_read import TYPE_ALIASES, find_drawings
 from dataset.encode import DEFAULT_INPUT, EncodeTask, failed_row, output_paths, process_file
 from dataset.files import atomic_write_text
+from dataset.pack import PACKED_DIR, pack, pack_staleness
 from dataset.parallel import run_tasks
 
 MANIFEST_COLUMNS = ["path", "name", "status", "reason", "n_entities", "n_dropped", "n_cut",
@@ -264,6 +265,7 @@ def run(cfg: ProcessConfig) -> list[dict]:
             raise SystemExit(f"error: {err}") from None
         print(summarize(rows, 0))
         print(f"merged the shard manifests into {manifest_path(out)}")
+        refresh_pack(out, cfg.repack)
         return rows
     shard = parse_shard(cfg.shard) if cfg.shard else None
     ensure_sample_corpus(cfg)
@@ -330,7 +332,23 @@ def run(cfg: ProcessConfig) -> list[dict]:
     print(f"{what}wrote {out / 'GF'}/, {out / 'DeepDXF'}/ and {manifest}")
     if shard is not None:
         print(f"when every shard is done: python dataset/dxf_process.py --output {out} --merge")
+    else:
+        refresh_pack(out, cfg.repack)
     return rows
+
+
+def refresh_pack(out: Path, repack: bool) -> None:
+    """Pack ``out`` again when its packed shards are older than its encodings (``repack``),
+    or say that they are. A shard run leaves this to ``--merge``."""
+    reason = pack_staleness(out)
+    if reason is None:
+        return
+    if not repack:
+        print(f"note: {reason}")
+        return
+    print(f"{out / PACKED_DIR} is older than the encodings written now: packing again")
+    shards = pack(out)
+    print(f"wrote {len(shards)} shard(s) to {out / PACKED_DIR}")
 
 
 def main(argv: list[str] | None = None) -> None:

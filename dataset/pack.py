@@ -22,6 +22,10 @@ over the per-drawing ``GF/`` + ``DeepDXF/`` folders, so training takes either:
 ``len``, ``name(i)``, ``names()``, ``graph(i)``, ``gf_layout(i)``, ``rows(i)``, ``lengths()``, ``unpaired()``,
 ``layout`` (``"packed"`` or ``"folders"``) and ``describe()``.
 
+Shards are a snapshot: :func:`pack_staleness` tells when the per-drawing folders changed
+after packing (the readers' ``describe()`` then says so, and ``dataset/dxf_process.py``
+packs again by itself when it changed a packed folder).
+
 Chunks are small (``GF_CHUNK`` drawings, ``ROW_CHUNK`` rows) because training reads
 drawings in random order: one drawing's read decompresses one or two chunks.
 """
@@ -156,6 +160,8 @@ class PackedArchive:
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._files: dict[int, h5py.File] = {}
         self._pid = os.getpid()
+        #: Why the shards may be older than the per-drawing encodings beside them (None: they are not).
+        self.stale: Optional[str] = pack_staleness(self.folder.parent) if self.folder.name == PACKED_DIR else None
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -226,8 +232,9 @@ class PackedArchive:
     layout = "packed"
 
     def describe(self) -> str:
-        """The layout in words, for logs."""
-        return f"packed archive, {len(self.paths)} shard(s) in {self.folder}"
+        """The layout in words, for logs (with a warning when the shards are stale)."""
+        text = f"packed archive, {len(self.paths)} shard(s) in {self.folder}"
+        return text if self.stale is None else f"{text} (WARNING: {self.stale})"
 
     def unpaired(self) -> tuple[list[str], list[str]]:
         """Drawings with only a GF / only a DeepDXF encoding: none (packing takes pairs only)."""
@@ -295,6 +302,26 @@ class FolderArchive:
 
     def close(self) -> None:
         pass
+
+
+def pack_staleness(data_dir: str | Path) -> Optional[str]:
+    """Why ``data_dir/packed`` may not hold today's encodings, or None when it does (or is absent).
+
+    A drawing written or removed under ``GF/`` or ``DeepDXF/`` after the oldest shard was
+    written changes that folder's modification time (every encoding is written by a
+    rename): the shards then miss it, and training, which prefers the shards, would not see it.
+    """
+    data_dir = Path(data_dir)
+    shards = list((data_dir / PACKED_DIR).glob("shard-*.h5"))
+    if not shards:
+        return None
+    packed_at = min(p.stat().st_mtime_ns for p in shards)
+    changed = [f"{d.name}/" for d in (data_dir / "GF", data_dir / "DeepDXF")
+               if d.is_dir() and d.stat().st_mtime_ns > packed_at]
+    if not changed:
+        return None
+    return (f"{' and '.join(changed)} changed after {data_dir / PACKED_DIR} was packed, and training reads the "
+            f"packed shards: run python dataset/pack.py --data_dir {data_dir} again")
 
 
 def packed_archive(data_dir: str | Path) -> Optional[PackedArchive]:

@@ -155,6 +155,33 @@ def test_resume_encodes_again_what_an_older_encoding_version_wrote(tmp_path, cap
     assert attrs["format_version"] == FORMAT_VERSION
 
 
+def _age_outputs(out: Path) -> None:
+    """Date the encodings back two minutes and the packed shards one, as if preprocessing and
+    packing had happened a while before this run (file times are coarser than a test)."""
+    for path, minutes in [(out / "GF", 2), (out / "DeepDXF", 2), *((p, 1) for p in (out / "packed").glob("*.h5"))]:
+        t = path.stat().st_mtime_ns - minutes * 60 * 10**9
+        os.utime(path, ns=(t, t))
+
+
+def test_a_run_that_changes_a_packed_folder_packs_it_again(tmp_path, capsys):
+    from dataset.pack import open_archive, pack
+    src, out = _preprocessed_pair(tmp_path)
+    pack(out, progress=False)
+    _age_outputs(out)
+    run(ProcessConfig(input=[str(src)], output=str(out), workers=1))  # nothing changed: shards kept
+    assert "packing again" not in capsys.readouterr().out
+    write_drawing(src / "c.dxf", shift=3)
+    run(ProcessConfig(input=[str(src)], output=str(out), workers=1, repack=False))
+    assert "run python dataset/pack.py" in capsys.readouterr().out
+    archive = open_archive(out)
+    assert archive.names() == ["a", "b"] and "WARNING: GF/ and DeepDXF/ changed" in archive.describe()
+    run(ProcessConfig(input=[str(src)], output=str(out), workers=1))
+    assert "packing again" in capsys.readouterr().out
+    archive = open_archive(out)
+    assert archive.names() == ["a", "b", "c"] and archive.stale is None
+    assert "WARNING" not in archive.describe()
+
+
 def test_cli_help_and_missing_input(tmp_path):
     script = str(REPO / "dataset" / "dxf_process.py")
     help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=tmp_path)
