@@ -92,9 +92,12 @@ def summarize(entry: Entry, n_boot: int = 1000, seed: int = 0) -> dict:
     out["mAP_per_seed"] = [float(m) for m in maps]
     per_q = [r.get("per_query_ap", []) for r in runs]
     if per_q and all(len(p) == len(per_q[0]) for p in per_q) and per_q[0]:
-        lo, hi = bootstrap_interval(np.mean(np.asarray(per_q, dtype=np.float64), axis=0), n_boot=n_boot, seed=seed)
+        ap = np.mean(np.asarray(per_q, dtype=np.float64), axis=0)
+        lo, hi = bootstrap_interval(ap, n_boot=n_boot, seed=seed)
+        out["per_query_ap"] = [float(a) for a in ap]
     else:
         lo, hi = float("nan"), float("nan")
+        out["per_query_ap"] = []
     out["mAP_CI95"] = [lo, hi]
     out["n_queries"] = runs[0]["n_queries"] if runs else 0
     out["n_gallery"] = runs[0]["n_gallery"] if runs else 0
@@ -144,13 +147,18 @@ def format_markdown(title: str, table: dict) -> str:
     return "\n".join(lines)
 
 
-def verdict(table: dict, label: str, kind: str = "inductive") -> Optional[dict]:
+def verdict(table: dict, label: str, kind: str = "inductive", n_boot: int = 1000, seed: int = 0) -> Optional[dict]:
     """Does the row ``label``/``kind`` of a :func:`build_table` result beat the floor to
     beat by more than the half-width of that floor's 95 % interval?
 
+    Beside that criterion, the paired one: the bootstrap 95 % interval over queries of
+    the mean per-query AP difference (row minus floor, the same queries resampled for
+    both), which sees through the spread the two share.
+
     Returns ``{"label", "kind", "mAP", "floor", "floor_mAP", "difference", "half_width",
-    "beats"}`` (``beats``: difference > half-width), or None when the table has no
-    such row or no floor to beat.
+    "beats", "paired_CI95"}`` (``beats``: difference > half-width; ``paired_CI95``
+    ``[lo, hi]``, NaN without per-query APs), or None when the table has no such row or
+    no floor to beat.
     """
     rows = table["rows"]
     row = next((r for r in rows if r["label"] == label and r["kind"] == kind), None)
@@ -160,18 +168,25 @@ def verdict(table: dict, label: str, kind: str = "inductive") -> Optional[dict]:
     lo, hi = floor["mAP_CI95"]
     half = (hi - lo) / 2 if not (math.isnan(lo) or math.isnan(hi)) else float("nan")
     diff = row["mAP"] - floor["mAP"]
+    a, b = np.asarray(row.get("per_query_ap", [])), np.asarray(floor.get("per_query_ap", []))
+    paired = list(bootstrap_interval(a - b, n_boot=n_boot, seed=seed)) if a.size and a.size == b.size \
+        else [float("nan"), float("nan")]
     return {"label": label, "kind": kind, "mAP": row["mAP"], "floor": floor["label"], "floor_mAP": floor["mAP"],
-            "difference": diff, "half_width": half, "beats": bool(diff > half)}
+            "difference": diff, "half_width": half, "beats": bool(diff > half), "paired_CI95": paired}
 
 
 def format_verdict(set_name: str, v: dict) -> str:
     """One sentence for :func:`verdict`'s result."""
     head = (f"{set_name}: {v['label']} ({v['kind']}) {v['mAP']:.3f} vs {v['floor']} {v['floor_mAP']:.3f}: "
             f"{v['difference']:+.3f}, floor interval half-width {v['half_width']:.3f}")
+    lo, hi = v.get("paired_CI95", [float("nan")] * 2)
+    paired = "" if math.isnan(lo) else (f" Paired over the same queries, the difference is {lo:+.3f} to {hi:+.3f} (95 %): "
+                                        + ("better than the floor." if lo > 0 else "worse than the floor." if hi < 0
+                                           else "not distinguishable from the floor."))
     if v["beats"]:
-        return head + ": **beats the floor**."
+        return head + ": **beats the floor**." + paired
     short = v["half_width"] - v["difference"]
-    return head + f": **does not beat the floor** ({short:.3f} short of a clear win)."
+    return head + f": **does not beat the floor** ({short:.3f} short of a clear win)." + paired
 
 
 def metrics_on(names: Sequence[str], emb: np.ndarray, keep: Sequence[str],

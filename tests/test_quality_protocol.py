@@ -196,6 +196,24 @@ def test_verdict_needs_more_than_the_floor_interval_half_width():
     assert "does not beat the floor** (0.050 short" in format_verdict("report-revisions", v)
     assert verdict({"rows": [floor, win]}, "joint")["beats"]
     assert verdict({"rows": [floor, tie]}, "gf") is None
+    assert "Paired" not in format_verdict("report-revisions", v)  # no per-query APs: no paired interval
+
+
+def test_paired_interval_sees_a_small_gain_on_every_query():
+    from bench.quality import format_verdict, verdict
+
+    rng = np.random.default_rng(0)
+    ap = rng.uniform(0.2, 1.0, 60)  # queries of very different difficulty: wide intervals
+    floor = {"label": "floor", "kind": "floor", "mAP": ap.mean(), "mAP_CI95": [ap.mean() - 0.1, ap.mean() + 0.1],
+             "floor_to_beat": True, "per_query_ap": list(ap)}
+    gain = ap + rng.uniform(0.01, 0.03, 60)
+    row = {"label": "joint", "kind": "inductive", "mAP": gain.mean(), "floor_to_beat": False, "per_query_ap": list(gain)}
+    v = verdict({"rows": [floor, row]}, "joint")
+    lo, hi = v["paired_CI95"]
+    assert not v["beats"] and 0.01 < lo < gain.mean() - ap.mean() < hi < 0.03
+    assert "better than the floor" in format_verdict("report-revisions", v)
+    worse = dict(row, mAP=ap.mean() - 0.02, per_query_ap=list(ap - 0.02))
+    assert "worse than the floor" in format_verdict("x", verdict({"rows": [floor, worse]}, "joint"))
 
 
 def test_kinds_set_keeps_preprocessed_members_of_groups_of_two_or_more(tmp_path):
