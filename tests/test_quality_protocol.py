@@ -253,3 +253,19 @@ def test_untrained_rows_are_the_checkpoints_networks_with_fresh_seeded_weights(t
     assert np.allclose(np.linalg.norm(j, axis=1), math.sqrt(2), atol=1e-5)  # two unit halves
     assert np.array_equal(a["joint, untrained"], b["joint, untrained"])  # seeded
     assert not np.allclose(a["gf, untrained"], c["gf, untrained"])  # another seed: other weights
+
+
+def test_ablation_pairs_each_variant_with_its_untrained_twin_and_the_base():
+    from bench.learn_ablation import paired_differences
+
+    def run(ap: np.ndarray) -> dict:
+        return {"mAP": float(ap.mean()), "per_query_ap": list(ap), "n_queries": len(ap), "n_gallery": 9,
+                "P@1": 0.0, "R@10": 0.0, "nDCG@10": 0.0, "MRR": 0.0}
+
+    ap = np.random.default_rng(1).uniform(0.3, 0.9, 40)
+    base = build_table([Entry("floor", "floor", [run(ap)]), Entry("gf", "inductive", [run(ap)]),
+                        Entry("gf, untrained", "inductive", [run(ap - 0.01)])])
+    variant = build_table([Entry("floor", "floor", [run(ap)]), Entry("gf", "inductive", [run(ap + 0.02), run(ap + 0.04)])])
+    lines = paired_differences({"sel/base": base, "sel/v": variant})
+    assert lines == ["- sel, base, gf: vs untrained +0.010 (+0.010 to +0.010)",
+                     "- sel, v, gf: vs base +0.030 (+0.030 to +0.030)"]  # seeds averaged per query first
