@@ -181,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra_train", nargs="*", default=[],
                         help="preprocessed folders (dataset/dxf_process.py output) whose drawings join the training "
                              "set, e.g. revisions of other drawings made with bench/make_revisions.py --fractions 1 0 0")
+    parser.add_argument("--train_sources_only", action="store_true",
+                        help="train on the train split's source drawings alone, without their generated revisions "
+                             "(as on an archive that has no revisions); the galleries stay the same")
     parser.add_argument("--kinds", default="",
                         help="a second selection set for 'same kind': a folder with groups.json (drawing names) and "
                              "its preprocessing in --kinds_prep (e.g. a symbol library's categories)")
@@ -204,10 +207,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               flush=True)
 
     sources = extra_training([Path(d) for d in args.extra_train], exclude=set(train_names) | set(sel.names))
-    sources.update({n: prep for n in train_names})
+    fit_train = train_names
+    if args.train_sources_only:
+        firsts = {g[0] for g in json.loads((revisions / "groups.json").read_text(encoding="utf-8"))}
+        fit_train = [n for n in train_names if n in firsts]
+        print(f"training on the {len(fit_train)} source drawings of the train split, without their revisions", flush=True)
+    sources.update({n: prep for n in fit_train})
     fit_names = sorted(sources)
     if args.extra_train:
-        print(f"training set: {len(train_names)} train drawings + {len(fit_names) - len(train_names)} from "
+        print(f"training set: {len(fit_train)} train drawings + {len(fit_names) - len(fit_train)} from "
               f"{', '.join(args.extra_train)}", flush=True)
     data_dir = _link_farm(out / "train" / _short_hash(fit_names), fit_names, sources)
     md, results = [], {}
@@ -237,8 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             md.append(format_markdown(f"{es['name']}, variant {variant} ({' '.join(extra) or 'defaults'}), "
                                       f"{args.epochs} epochs", table))
             print(md[-1], flush=True)
-    header = (f"Selection split only. Joint models trained on the train split ({len(train_names)} drawings"
-              + (f" + {len(fit_names) - len(train_names)} from {', '.join(args.extra_train)}" if args.extra_train else "")
+    header = (f"Selection split only. Joint models trained on the train split ({len(fit_train)} drawings"
+              + (", sources only" if args.train_sources_only else "")
+              + (f" + {len(fit_names) - len(fit_train)} from {', '.join(args.extra_train)}" if args.extra_train else "")
               + "), "
               f"seeds {args.seeds}, {args.epochs} epochs; revisions from {revisions}"
               + ("; train drawings as distractors" if args.train_distractors else "") + ".")

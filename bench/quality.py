@@ -17,7 +17,9 @@ matrices, their standardized concatenation, and the ``--floors`` exported by
 (``--learned``) of a joint model trained
 
 - *inductive*: on the ``train`` split only (sources and their revisions);
-- *transductive*: on ``train`` plus the searched gallery (self-supervised: no labels).
+- *transductive*: on ``train`` plus the searched gallery (self-supervised: no labels;
+  the searched drawings are linked under anonymous names, :func:`anonymous_names`, so
+  that no group can be read from their names).
 
 Learned rows are the mean over ``--seeds`` training seeds; the interval is a
 bootstrap 95 % interval over queries (of the per-query AP averaged over seeds). The
@@ -214,18 +216,28 @@ def _same_names(folder: Path, names: Sequence[str]) -> bool:
     return False
 
 
-def _link_farm(folder: Path, names: Sequence[str], sources: dict[str, Path]) -> Path:
+def _link_farm(folder: Path, names: Sequence[str], sources: dict[str, Path],
+               aliases: Optional[dict[str, str]] = None) -> Path:
     """``folder/GF/<name>.npz`` and ``folder/DeepDXF/<name>.h5`` as symlinks to the
-    preprocessed files of ``names`` (``sources``: name -> preprocessing output root).
-    A folder of the same content is reused."""
-    if _same_names(folder, names):
+    preprocessed files of ``names`` (``sources``: name -> preprocessing output root),
+    linked as ``aliases[name]`` where given. A folder of the same content is reused."""
+    aliases = aliases or {}
+    links = {n: aliases.get(n, n) for n in names}
+    if _same_names(folder, list(links.values())):
         return folder
     for sub, ext in (("GF", ".npz"), ("DeepDXF", ".h5")):
         (folder / sub).mkdir(parents=True)
-        for n in names:
-            (folder / sub / f"{n}{ext}").symlink_to((sources[n] / sub / f"{n}{ext}").resolve())
-    (folder / ".names").write_text("\n".join(sorted(names)), encoding="utf-8")
+        for n, link in links.items():
+            (folder / sub / f"{link}{ext}").symlink_to((sources[n] / sub / f"{n}{ext}").resolve())
+    (folder / ".names").write_text("\n".join(sorted(links.values())), encoding="utf-8")
     return folder
+
+
+def anonymous_names(names: Sequence[str]) -> dict[str, str]:
+    """``name -> searched-<hash>``: searched drawings join transductive training under
+    names that say nothing of their group, so that ``--group_pattern`` (the group term,
+    the grouped split) cannot read the evaluation's labels from ``X__rev1`` or ``X_2``."""
+    return {n: "searched-" + hashlib.sha1(n.encode("utf-8")).hexdigest()[:16] for n in names}
 
 
 def _dxf_farm(folder: Path, names: Sequence[str], dxf_paths: dict[str, Path]) -> Path:
@@ -525,26 +537,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     def model_rows() -> list[tuple[str, list[str], dict[str, Path]]]:
         rows = []
         if "inductive" in args.rows:
-            rows.append(("inductive", fit_names, {**extra_src, **{n: prep_rev for n in train_names}}))
+            rows.append(("inductive", fit_names, {**extra_src, **{n: prep_rev for n in train_names}}, {}))
         if "transductive" in args.rows:
             for s in sets:
                 names = dict.fromkeys(fit_names)
                 names.update(dict.fromkeys(s.names))
                 src = {**extra_src, **{n: prep_rev for n in train_names}}
                 src.update(s.prep)  # same name = same drawing: the searched copy is used
-                rows.append((f"transductive:{s.name}", list(names), src))
+                hidden = anonymous_names([n for n in s.names if n not in set(fit_names)])
+                rows.append((f"transductive:{s.name}", list(names), src, hidden))
         return rows
 
     print("models", flush=True)
-    for key, names, src in model_rows():
+    for key, names, src, hidden in model_rows():
         if key in given:
             models[key] = given[key]
             continue
         if args.no_train:
             continue
         tag = key.replace(":", "-")
-        h = _short_hash(sorted(names))
-        data_dir = _link_farm(out / "train" / f"{tag}-{h}", sorted(names), src)
+        h = _short_hash(sorted(hidden.get(n, n) for n in names))
+        data_dir = _link_farm(out / "train" / f"{tag}-{h}", sorted(names), src, hidden)
         for seed in args.seeds:
             dest = out / "models" / f"{tag}-{h}-e{args.epochs}" / f"seed{seed}.pth"
             ckpt = train(run, data_dir, dest, args.epochs, args.k_folds, seed, extra,

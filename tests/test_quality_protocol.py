@@ -127,6 +127,19 @@ def test_link_farm_points_at_the_preprocessed_files_and_is_reused(tmp_path):
     assert sorted(p.name for p in (farm / "DeepDXF").iterdir()) == ["S1.h5"]
 
 
+def test_searched_drawings_train_under_names_that_hide_their_group(tmp_path):
+    from bench.quality import anonymous_names
+    from utils.splits import group_of
+
+    rev, prep = _fake_protocol(tmp_path)
+    hidden = anonymous_names(["S1", "S1__rev0", "S1__rev1"])
+    farm = _link_farm(tmp_path / "farm", ["S1", "S1__rev0", "S1__rev1", "T1"], {n: prep for n in ["S1", "S1__rev0", "S1__rev1", "T1"]}, hidden)
+    links = sorted(p.stem for p in (farm / "GF").iterdir())
+    assert "T1" in links and not any(n.startswith("S1") for n in links)
+    assert len({group_of(n) for n in hidden.values()}) == 3  # each its own group: no label leaks into training
+    assert (farm / "GF" / f"{hidden['S1__rev0']}.npz").resolve() == (prep / "GF" / "S1__rev0.npz").resolve()
+
+
 def test_checkpoint_rows_are_checked(tmp_path):
     ckpt = tmp_path / "m.pth"
     ckpt.write_bytes(b"x")
