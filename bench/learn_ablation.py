@@ -54,7 +54,8 @@ VARIANTS: dict[str, list[str]] = {
     "gf_layout": ["--GF_layout_features"],  # the default since encoding format 2 (same as base)
     "no_gf_layout": ["--no-GF_layout_features"],
     "views_gf_layout": ["--DeepDXF_aug_turn", "--DeepDXF_aug_mirror", "--DeepDXF_aug_edit", "--GF_layout_features"],
-    "group": ["--group_weight", "1"],
+    "group": ["--group_weight", "1"],  # the default since round 4 (same as base)
+    "no_group": ["--group_weight", "0"],
     "group4": ["--group_weight", "4"],
     # the GF node-level loss contrasts the classes of one drawing, which the concat pooling
     # already tells apart; these train both encoders by the graph-level group term alone

@@ -86,9 +86,10 @@ class JointConfig(GFConfig, DeepDXFConfig):
     cross_dim: int = field(default=64, metadata={"help": "size of the shared space of the cross-model projection heads"})
 
     # --- group term -----------------------------------------------------------
-    group_weight: float = field(default=0.0, metadata={"help": "weight of the term that pulls the joint embeddings of one group "
-                          "(a drawing and its revisions or pieces, by --group_pattern) together and away from other groups; "
-                          "batches then keep groups together (0 = off; on held-out lead-frame revisions it did not help: bench/learn_ablation.md)"})
+    group_weight: float = field(default=1.0, metadata={"help": "weight of the term that pulls the joint embeddings of one group "
+                          "(a drawing and its revisions or pieces, by --group_pattern) together and away from other groups, "
+                          "and each drawing's two views together; batches keep groups together. With revisions among the "
+                          "training drawings (bench/make_revisions.py) it teaches what a revision keeps (0 = off)"})
     group_temperature: float = field(default=0.1, metadata={"help": "temperature of the group term"})
 
     # --- retrieval check -------------------------------------------------------

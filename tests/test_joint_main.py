@@ -111,13 +111,14 @@ def test_fixed_weighting_values_in_metrics_and_summary(corpus):
     rows = _rows(corpus, run)
     for r in rows:
         assert float(r["w_GF"]) == 0.5 and float(r["w_DeepDXF"]) == 1.5
-        want = 0.5 * float(r["val_GF_loss"]) + 1.5 * float(r["val_DeepDXF_loss"]) + 0.25 * float(r["val_cross_loss"])
+        want = (0.5 * float(r["val_GF_loss"]) + 1.5 * float(r["val_DeepDXF_loss"]) + 0.25 * float(r["val_cross_loss"])
+                + 1.0 * float(r["val_group_loss"]))  # the group term is on by default (weight 1)
         assert float(r["val_loss"]) == pytest.approx(want, rel=1e-6)
         if r["train_loss"]:  # fixed weights: the logged loss is the objective
             assert float(r["train_loss"]) == pytest.approx(float(r["objective"]), rel=1e-6)
     t = summary["test_terms_per_fold"]["0"]
     assert summary["test_loss_mean"] == pytest.approx(0.5 * t["GF_loss"] + 1.5 * t["DeepDXF_loss"]
-                                                      + 0.25 * t["cross_loss"], rel=1e-6)
+                                                      + 0.25 * t["cross_loss"] + t["group_loss"], rel=1e-6)
     log = (corpus / "logs" / run / "train.log").read_text(encoding="utf-8")
     assert "0.500·GF" in log and "1.500·DeepDXF" in log and "0.25·cross" in log
 

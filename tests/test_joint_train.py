@@ -65,7 +65,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_their_mean_loss(corpus):
     for b in train:
         gen = torch.Generator().manual_seed(train.view_generator_seed(b.part))
         t = ref(b, gen)
-        totals.append(0.7 * t["GF"] + 1.3 * t["DeepDXF"] + 0.5 * t["cross"])
+        totals.append(0.7 * t["GF"] + 1.3 * t["DeepDXF"] + 0.5 * t["cross"] + t["group"])  # group term: default 1
     (0.5 * (totals[0] + totals[1])).backward()
     row = train_epoch(st, train, cfg, DistInfo())
     got, want = _grads(st.objective), _grads(ref)
@@ -157,7 +157,7 @@ def test_short_last_accumulation_window_is_scaled_by_its_own_size(corpus):
     ref = copy.deepcopy(st.objective)
     last = list(train)[-1]
     t = ref(last, torch.Generator().manual_seed(train.view_generator_seed(last.part)))
-    (0.7 * t["GF"] + 1.3 * t["DeepDXF"] + 0.5 * t["cross"]).backward()
+    (0.7 * t["GF"] + 1.3 * t["DeepDXF"] + 0.5 * t["cross"] + t["group"]).backward()
     train_epoch(st, train, cfg, DistInfo())
     got, want = _grads(st.objective), _grads(ref)
     for name in want:
@@ -249,8 +249,8 @@ def test_printed_test_loss_adds_up(corpus):
     train_epoch(st, train, cfg, DistInfo())  # the weights move away from 1
     m = evaluate(st.objective, st.weighting, val, cfg, DistInfo())
     text = explain_loss(m, st.weighting, {"cross": cfg.cross_weight, "group": cfg.group_weight})
-    terms = re.findall(r"([0-9.]+)·(GF|DeepDXF|cross) ([0-9.]+)", text)
-    assert [t[1] for t in terms] == ["GF", "DeepDXF", "cross"]
+    terms = re.findall(r"([0-9.]+)·(GF|DeepDXF|cross|group) ([0-9.]+)", text)
+    assert [t[1] for t in terms] == ["GF", "DeepDXF", "cross", "group"]
     assert sum(float(w) * float(v) for w, _, v in terms) == pytest.approx(m["loss"], abs=2e-3)
     assert "log σ² terms" in text and "normalized to sum to 2" in text
     reg = float(st.weighting.log_vars.detach().sum())
