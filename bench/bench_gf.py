@@ -19,7 +19,7 @@ shards of ``dataset/pack.py`` (warm file cache both times).
 
 ``--dev``: self-supervised training on every preprocessed real drawing of
 ``--real_dir`` (no labels are used; the 26 labelled ones are among them), then mAP
-on ``../shared/dxf/leadframe-dev/groups.json`` (26 queries, 93-drawing gallery) of
+on ``$DXF_BENCH_DIR/leadframe-dev/groups.json`` (``bench/bench_data.py``) (26 queries, 93-drawing gallery) of
 the encoder embedding before and after training, per seed, beside the raw GF floor.
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.bench_data import LABELLED_GROUPS  # noqa: E402
 from config.GF_config import GFConfig  # noqa: E402
 from model.GF_dataset import GFPairLoader  # noqa: E402
 from model.GF_model import build_gf_model, gf_step_loss  # noqa: E402
@@ -40,7 +41,7 @@ from tests.synthetic import synthetic_gf_graphs  # noqa: E402
 from utils.GF_utils import evaluate_loss  # noqa: E402
 from utils.splits import make_split  # noqa: E402
 
-DEV_GROUPS = Path(__file__).resolve().parents[2] / "shared" / "dxf" / "leadframe-dev" / "groups.json"
+DEV_GROUPS = LABELLED_GROUPS
 
 
 def time_fold(n_graphs: int, epochs_measured: int, threads: int, cfg: GFConfig) -> dict[str, float]:

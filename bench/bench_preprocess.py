@@ -3,7 +3,7 @@
     python bench/bench_preprocess.py [--input DIR] [--workers N]
     python bench/bench_preprocess.py --synthetic_only --n 2000 --workers 8 --shards 4
 
-Times, on a folder of drawings (default ``../shared/dxf/leadframe``):
+Times, on a folder of drawings (default ``$DXF_BENCH_DIR/leadframe``, see ``bench/bench_data.py``):
 (a) ``ezdxf.readfile`` alone, one process; (b) the full preprocessing
 (``dataset/dxf_process.py``: read, boxes, both encodings, writing) with 1 worker;
 (c) the same with N workers. Prints files/s, the ratio b/a and the speed-up c vs b,
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ezdxf
 import numpy as np
 
+from bench.bench_data import LEADFRAME
 from config.process_config import ProcessConfig
 from dataset.dxf_process import run
 from dataset.dxf_process_GF import GF_CLASSES, count_overlaps, gf_encode
@@ -121,7 +122,7 @@ def bench_synthetic(n: int, max_workers: int, n_shards: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", default="../shared/dxf/leadframe", help="folder of DXF files")
+    parser.add_argument("--input", default=str(LEADFRAME), help="folder of DXF files")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="workers for (c)")
     parser.add_argument("--entities", type=int, default=50_000, help="synthetic drawing size for the overlap timing")
     parser.add_argument("--n", type=int, default=20, help="drawings in the synthetic archive for (d) and (e)")

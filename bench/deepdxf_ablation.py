@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.bench_data import LABELLED_GROUPS  # noqa: E402
 from config.DeepDXF_config import DeepDXFConfig  # noqa: E402
 from utils.schedule import warmup_cosine  # noqa: E402
 from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data_dir", default="data/real", help="gallery and training drawings (GF/ and DeepDXF/)")
     p.add_argument("--extra_dirs", nargs="*", default=[], help="more training drawings (e.g. data/thirdparty)")
-    p.add_argument("--groups", default="../shared/dxf/leadframe-dev/groups.json")
+    p.add_argument("--groups", default=str(LABELLED_GROUPS))
     p.add_argument("--variants", nargs="+", default=["untrained", "mean_pool_untrained", "dropout_only", "default",
                                                      "mean_pool", "truncate_1024", "strong_aug", "batch5"],
                    choices=sorted(VARIANTS))

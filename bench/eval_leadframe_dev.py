@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.bench_data import LABELLED_GROUPS  # noqa: E402
 from utils.retrieval import compare_table, load_encodings, normalize_name  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data_dir", default="data/real", help="preprocessed real drawings (GF/, DeepDXF/)")
-    parser.add_argument("--groups", default="../shared/dxf/leadframe-dev/groups.json",
+    parser.add_argument("--groups", default=str(LABELLED_GROUPS),
                         help="JSON list of groups of similar drawing names")
     parser.add_argument("--embeddings", nargs="*", default=[], help="npz files with arrays names, embeddings")
     parser.add_argument("--method", choices=["cosine", "euclidean"], default="cosine")

@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.bench_data import LABELLED_GROUPS  # noqa: E402
 from config.split_config import DEFAULT_GROUP_PATTERN  # noqa: E402
 from dataset.dxf_process_DeepDXF import load_h5_rows  # noqa: E402
 from model.DeepDXF_model import embed_sequences  # noqa: E402
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", default="data/real")
     p.add_argument("--extra_dirs", nargs="*", default=[], help="more preprocessed folders to train on (e.g. data/thirdparty)")
-    p.add_argument("--groups", default="../shared/dxf/leadframe-dev/groups.json")
+    p.add_argument("--groups", default=str(LABELLED_GROUPS))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--epochs", type=int, default=30)

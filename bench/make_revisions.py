@@ -1,7 +1,7 @@
 """Revision benchmark: edit real drawings the way CAD users do, and split by source.
 
     python bench/make_revisions.py                       # lead-frame + large third-party files
-    python bench/make_revisions.py --input ../shared/dxf/leadframe --max_sources 60 --revisions 3
+    python bench/make_revisions.py --input data/dxf/leadframe --max_sources 60 --revisions 3
 
 For every source drawing, ``--revisions`` new drawings ``<name>__rev<k>.dxf`` are
 written beside a byte copy of the source ``<name>.dxf``. Each revision is a random
@@ -65,6 +65,7 @@ from ezdxf.transform import CopyNotSupported  # noqa: E402
 from ezdxf import transform as eztransform  # noqa: E402
 from ezdxf.math import Matrix44  # noqa: E402
 
+from bench.bench_data import LEADFRAME, THIRDPARTY  # noqa: E402
 from dataset.dxf_read import MAX_ABS_COORD, BoxComputer, DrawingError, open_dxf  # noqa: E402
 from dataset.make_sample_dxf import fixed_metadata  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
@@ -73,7 +74,7 @@ from utils.splits import group_of  # noqa: E402
 
 logging.getLogger("ezdxf").setLevel(logging.ERROR)
 
-DEFAULT_INPUTS = ("../shared/dxf/leadframe", "../shared/dxf/thirdparty")
+DEFAULT_INPUTS = (str(LEADFRAME), str(THIRDPARTY))
 DEFAULT_OUTPUT = "data/bench/revisions"
 INCH = 25.4
 #: ``$INSUNITS`` codes: 1 inch, 4 millimetre.

@@ -1,6 +1,6 @@
 """Held-out retrieval quality: learned embeddings against every non-learned floor.
 
-    python bench/make_revisions.py --input ../shared/dxf/leadframe --max_sources 60
+    python bench/make_revisions.py --input data/dxf/leadframe --max_sources 60
     python bench/quality.py --epochs 3 --seeds 0 1 2
 
 Evaluation sets (each a gallery searched with every member of a group as a query):
@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.bench_data import LABELLED, LEADFRAME  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
 from utils.retrieval import (  # noqa: E402
     bootstrap_interval,
@@ -451,9 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--revisions", default="data/bench/revisions",
                         help="bench/make_revisions.py output (drawings, groups.json, splits.json)")
-    parser.add_argument("--human", default="../shared/dxf/leadframe-dev",
+    parser.add_argument("--human", default=str(LABELLED),
                         help="labelled drawings with a groups.json ('' to leave the set out)")
-    parser.add_argument("--distractors", default="../shared/dxf/leadframe",
+    parser.add_argument("--distractors", default=str(LEADFRAME),
                         help="unlabelled drawings searched with the labelled ones")
     parser.add_argument("--output", default="data/bench/quality", help="cache and result folder")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs")
