@@ -17,6 +17,11 @@ training function; checkpoints cached under ``--output``), then the drawings of 
 - with ``--untrained``: the same networks before training (fresh weights of the seed),
   what training has to beat to have added anything.
 
+``--cv K`` chooses on more drawings: K folds over the sources of the train and selection
+splits together, each fold's sources judged by models trained on the other folds (K
+models per variant and seed), the folds' queries joined into one table. The report split
+stays untouched either way.
+
 Learned and combined rows are the mean over seeds with a bootstrap 95 % interval over
 queries (of the per-query AP averaged over seeds). The table is printed and written to
 ``--output``/ablation.md and ablation.json; the measured tables are kept in
@@ -28,6 +33,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,14 +43,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.quality import (  # noqa: E402
-    Entry, Runner, _link_farm, _prepared, _short_hash, build_table, extra_training, format_markdown, protocol_sets,
-    train)
+    Entry, Runner, _link_farm, _prepared, _short_hash, build_table, defaults_fingerprint, extra_training, format_markdown,
+    protocol_sets, train)
 from dataset.files import atomic_write_text  # noqa: E402
 from utils.embedders import (  # noqa: E402
     DrawingEncoding, combined_embedding, deepdxf_embedding_fn, floor_block, gf_embedding_fn, joint_vectors, load_drawing,
     make_embedder, stack_encodings)
 from utils.checkpoint import load_checkpoint  # noqa: E402
-from utils.retrieval import bootstrap_interval, floor_table, retrieval_metrics  # noqa: E402
+from utils.retrieval import METRIC_KEYS, bootstrap_interval, floor_table, retrieval_metrics  # noqa: E402
 
 #: training variants: name -> extra joint_main.py flags
 VARIANTS: dict[str, list[str]] = {
@@ -125,6 +131,61 @@ def kinds_set(folder: Path, prep: Path) -> dict:
     return selection_set("selection-kinds", sorted(n for g in groups for n in g), groups, prep)
 
 
+@dataclass
+class Fold:
+    """One training set and the revision set its models are judged on."""
+
+    name: str
+    fit_names: list[str]          # drawings the models train on
+    sources: dict[str, Path]      # name -> preprocessing root of each training drawing
+    revisions: dict               # the selection_set() its models are judged on
+
+
+def cv_folds(revisions: Path, prep: Path, k: int, seed: int, distractors: bool,
+             sources_only: bool) -> list[tuple[list[str], list[str], list[list[str]]]]:
+    """``k`` folds over the source drawings of the train and selection splits together
+    (the report split is never touched): ``(train names, gallery names, query groups)``
+    per fold. A fold's groups are its sources with their revisions; the models of the fold
+    train on the other folds' drawings (sources only with ``sources_only``), which also
+    join its gallery as distractors with ``distractors``."""
+    from sklearn.model_selection import KFold
+
+    splits = json.loads((revisions / "splits.json").read_text(encoding="utf-8"))
+    have = _prepared(prep)
+    by_source = {g[0]: [n for n in g if n in have]
+                 for g in json.loads((revisions / "groups.json").read_text(encoding="utf-8"))}
+    pool = [s for s in splits["train"] + splits["selection"] if by_source.get(s)]
+    out = []
+    for rest, held in KFold(n_splits=k, shuffle=True, random_state=seed).split(pool):
+        groups = [by_source[pool[i]] for i in held]
+        others = [n for i in rest for n in by_source[pool[i]]]
+        fit = [pool[i] for i in rest if pool[i] in have] if sources_only else others
+        gallery = [n for g in groups for n in g] + (others if distractors else [])
+        out.append((sorted(fit), sorted(gallery), groups))
+    return out
+
+
+def concat_queries(runs: Sequence[dict]) -> dict:
+    """One metrics dict of folds that judged *different* queries (their query lists joined)."""
+    runs = [r for r in runs if r["n_queries"]]
+    per_query = {k: [v for r in runs for v in r["per_query"][k]] for k in METRIC_KEYS}
+    out = {k: float(np.mean(per_query[k])) for k in METRIC_KEYS}
+    out.update({"n_queries": sum(r["n_queries"] for r in runs), "n_gallery": max(r["n_gallery"] for r in runs),
+                "missing": sorted({m for r in runs for m in r["missing"]}),
+                "queries": [q for r in runs for q in r["queries"]], "per_query_ap": per_query["mAP"],
+                "per_query": per_query})
+    return out
+
+
+def average_runs(runs: Sequence[dict]) -> dict:
+    """One metrics dict of several models that judged the *same* queries (per-query means)."""
+    per_query = {k: np.mean([r["per_query"][k] for r in runs], axis=0).tolist() for k in METRIC_KEYS}
+    out = dict(runs[0])
+    out.update({k: float(np.mean(per_query[k])) for k in METRIC_KEYS})
+    out.update({"per_query_ap": per_query["mAP"], "per_query": per_query})
+    return out
+
+
 def paired_differences(tables: dict[str, dict], reference: str = "base",
                        labels: Sequence[str] = ("joint", "gf", "deepdxf"), n_boot: int = 1000) -> list[str]:
     """What training and each variant add, paired over the same queries.
@@ -182,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra_train", nargs="*", default=[],
                         help="preprocessed folders (dataset/dxf_process.py output) whose drawings join the training "
                              "set, e.g. revisions of other drawings made with bench/make_revisions.py --fractions 1 0 0")
+    parser.add_argument("--cv", type=int, default=0, metavar="K",
+                        help="choose on K folds over the sources of the train and selection splits together instead "
+                             "of the one selection split: each fold's sources are judged by models trained on the "
+                             "other folds (K models per variant and seed); the report split stays untouched")
     parser.add_argument("--train_sources_only", action="store_true",
                         help="train on the train split's source drawings alone, without their generated revisions "
                              "(as on an archive that has no revisions); the galleries stay the same")
@@ -197,59 +262,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, prep, revisions = Path(args.output), Path(args.prep), Path(args.revisions)
     run = Runner(out, args.threads)
     t0 = time.perf_counter()
-    train_names, sets = protocol_sets(revisions, prep, None, None, None, args.train_distractors)
-    sel = next(s for s in sets if s.name == "selection-revisions")
-    print(f"train {len(train_names)} drawings; selection gallery {len(sel.names)}, {len(sel.groups)} groups",
-          flush=True)
-    eval_sets = [selection_set("selection-revisions", sel.names, sel.groups, prep)]
-    if args.kinds:
-        eval_sets.append(kinds_set(Path(args.kinds), Path(args.kinds_prep)))
-        print(f"selection-kinds: {len(eval_sets[-1]['names'])} drawings, {len(eval_sets[-1]['groups'])} groups",
+    if args.cv:
+        plans = cv_folds(revisions, prep, args.cv, 0, args.train_distractors, args.train_sources_only)
+        plans = [(f"cv{k}of{args.cv}", fit, gallery, groups) for k, (fit, gallery, groups) in enumerate(plans)]
+        print(f"{args.cv} folds over {sum(len(p[3]) for p in plans)} train + selection sources "
+              f"(galleries {', '.join(str(len(p[2])) for p in plans)} drawings)", flush=True)
+    else:
+        train_names, sets = protocol_sets(revisions, prep, None, None, None, args.train_distractors)
+        sel = next(s for s in sets if s.name == "selection-revisions")
+        print(f"train {len(train_names)} drawings; selection gallery {len(sel.names)}, {len(sel.groups)} groups",
               flush=True)
-
-    sources = extra_training([Path(d) for d in args.extra_train], exclude=set(train_names) | set(sel.names))
-    fit_train = train_names
+        fit_train = train_names
+        if args.train_sources_only:
+            firsts = {g[0] for g in json.loads((revisions / "groups.json").read_text(encoding="utf-8"))}
+            fit_train = [n for n in train_names if n in firsts]
+        plans = [("selection", fit_train, sel.names, sel.groups)]
     if args.train_sources_only:
-        firsts = {g[0] for g in json.loads((revisions / "groups.json").read_text(encoding="utf-8"))}
-        fit_train = [n for n in train_names if n in firsts]
-        print(f"training on the {len(fit_train)} source drawings of the train split, without their revisions", flush=True)
-    sources.update({n: prep for n in fit_train})
-    fit_names = sorted(sources)
+        print("training on source drawings only, without their revisions", flush=True)
+    kinds = kinds_set(Path(args.kinds), Path(args.kinds_prep)) if args.kinds else None
+    if kinds is not None:
+        print(f"selection-kinds: {len(kinds['names'])} drawings, {len(kinds['groups'])} groups", flush=True)
+
+    folds = []
+    for name, fit_train, gallery, groups in plans:
+        sources = extra_training([Path(d) for d in args.extra_train], exclude=set(fit_train) | set(gallery))
+        sources.update({n: prep for n in fit_train})
+        folds.append(Fold(name, sorted(sources), sources, selection_set("selection-revisions", gallery, groups, prep)))
     if args.extra_train:
-        print(f"training set: {len(fit_train)} train drawings + {len(fit_names) - len(fit_train)} from "
+        print(f"training sets: {', '.join(str(len(f.fit_names)) for f in folds)} drawings, with those of "
               f"{', '.join(args.extra_train)}", flush=True)
-    data_dir = _link_farm(out / "train" / _short_hash(fit_names), fit_names, sources)
+    set_names = ["selection-revisions"] + (["selection-kinds"] if kinds is not None else [])
     md, results = [], {}
     for variant in args.variants:
         extra = VARIANTS[variant] + args.train_args.split()
-        runs: dict[str, dict[str, list[dict]]] = {es["name"]: {} for es in eval_sets}
+        # set -> label -> seed -> one metrics dict per fold
+        runs: dict[str, dict[str, dict[int, list[dict]]]] = {n: {} for n in set_names}
         for seed in args.seeds:
-            tag = f"{variant}-e{args.epochs}-s{seed}-{_short_hash(fit_names + extra)}"
-            ckpt = train(run, data_dir, out / "models" / f"{tag}.pth", args.epochs, args.k_folds, seed, extra, tag)
-            if ckpt is None:
-                print(f"  note: {variant} seed {seed}: training failed (see {out / 'logs'})")
-                continue
-            joint_embedder = make_embedder(ckpt, "joint")
-            gf_dim = make_embedder(ckpt, "gf").embed(eval_sets[0]["encs"][:1]).shape[1]
-            for es in eval_sets:
-                joint = joint_embedder.embed(es["encs"]).astype(np.float64)
-                rows = {"joint": joint, "gf": joint[:, :gf_dim], "deepdxf": joint[:, gf_dim:]}
-                rows.update(combined_rows(joint, es["arrays"], args.weights))
-                if args.untrained:
-                    rows.update(untrained_rows(ckpt, es["encs"], seed))
-                for label, emb in rows.items():
-                    runs[es["name"]].setdefault(label, []).append(retrieval_metrics(emb, es["names"], es["groups"]))
-        for es in eval_sets:
-            entries = es["floors"] + [Entry(label, "inductive", ms) for label, ms in runs[es["name"]].items()]
+            for fold in folds:
+                data_dir = _link_farm(out / "train" / _short_hash(fold.fit_names), fold.fit_names, fold.sources)
+                tag = f"{variant}-e{args.epochs}-s{seed}-{_short_hash(fold.fit_names + extra)}-d{defaults_fingerprint()}"
+                ckpt = train(run, data_dir, out / "models" / f"{tag}.pth", args.epochs, args.k_folds, seed, extra, tag)
+                if ckpt is None:
+                    print(f"  note: {variant} seed {seed} {fold.name}: training failed (see {out / 'logs'})")
+                    continue
+                joint_embedder = make_embedder(ckpt, "joint")
+                gf_dim = make_embedder(ckpt, "gf").embed(fold.revisions["encs"][:1]).shape[1]
+                for es in [fold.revisions] + ([kinds] if kinds is not None else []):
+                    joint = joint_embedder.embed(es["encs"]).astype(np.float64)
+                    rows = {"joint": joint, "gf": joint[:, :gf_dim], "deepdxf": joint[:, gf_dim:]}
+                    rows.update(combined_rows(joint, es["arrays"], args.weights))
+                    if args.untrained:
+                        rows.update(untrained_rows(ckpt, es["encs"], seed))
+                    for label, emb in rows.items():
+                        runs[es["name"]].setdefault(label, {}).setdefault(seed, []).append(
+                            retrieval_metrics(emb, es["names"], es["groups"]))
+        for set_name in set_names:
+            # folds judge different revision queries (joined) but the same kinds queries (averaged)
+            merge = concat_queries if set_name == "selection-revisions" else average_runs
+            floors = ([Entry(e.label, "floor", [concat_queries([f.revisions["floors"][i].runs[0] for f in folds])])
+                       for i, e in enumerate(folds[0].revisions["floors"])]
+                      if set_name == "selection-revisions" else kinds["floors"])
+            entries = floors + [Entry(label, "inductive", [merge(per_fold) for per_fold in by_seed.values()
+                                                           if len(per_fold) == len(folds) or set_name != "selection-revisions"])
+                                for label, by_seed in runs[set_name].items()]
             table = build_table(entries, n_boot=args.n_boot)
-            results[f"{es['name']}/{variant}"] = table
-            md.append(format_markdown(f"{es['name']}, variant {variant} ({' '.join(extra) or 'defaults'}), "
+            results[f"{set_name}/{variant}"] = table
+            md.append(format_markdown(f"{set_name}, variant {variant} ({' '.join(extra) or 'defaults'}), "
                                       f"{args.epochs} epochs", table))
             print(md[-1], flush=True)
-    header = (f"Selection split only. Joint models trained on the train split ({len(fit_train)} drawings"
+    trained_on = (f"{args.cv} folds over the train and selection sources (each fold judged by models trained on the "
+                  f"others, {', '.join(str(len(f.fit_names)) for f in folds)} drawings)" if args.cv
+                  else f"the train split ({len(folds[0].fit_names)} drawings)")
+    header = (f"Selection split only (the report split untouched). Joint models trained on {trained_on}"
               + (", sources only" if args.train_sources_only else "")
-              + (f" + {len(fit_names) - len(fit_train)} from {', '.join(args.extra_train)}" if args.extra_train else "")
-              + "), "
+              + (f", with {', '.join(args.extra_train)}" if args.extra_train else "")
+              + ", "
               f"seeds {args.seeds}, {args.epochs} epochs; revisions from {revisions}"
               + ("; train drawings as distractors" if args.train_distractors else "") + ".")
     diffs = paired_differences(results, n_boot=args.n_boot)

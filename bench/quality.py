@@ -206,6 +206,16 @@ def _short_hash(items: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(items).encode("utf-8")).hexdigest()[:10]
 
 
+def defaults_fingerprint() -> str:
+    """A short hash of ``joint_main.py``'s default config: part of every cached model's
+    name, so that a model trained under other defaults is not reused as if it were today's."""
+    from dataclasses import asdict
+
+    from config.joint_config import JointConfig
+
+    return _short_hash([json.dumps(asdict(JointConfig()), sort_keys=True, default=str)])
+
+
 def _same_names(folder: Path, names: Sequence[str]) -> bool:
     """True when ``folder`` was built for exactly ``names`` (its ``.names`` stamp); else
     the folder is removed so that the caller builds it afresh."""
@@ -560,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         h = _short_hash(sorted(hidden.get(n, n) for n in names))
         data_dir = _link_farm(out / "train" / f"{tag}-{h}", sorted(names), src, hidden)
         for seed in args.seeds:
-            dest = out / "models" / f"{tag}-{h}-e{args.epochs}" / f"seed{seed}.pth"
+            dest = out / "models" / f"{tag}-{h}-e{args.epochs}-d{defaults_fingerprint()}" / f"seed{seed}.pth"
             ckpt = train(run, data_dir, dest, args.epochs, args.k_folds, seed, extra,
                          f"{tag}-{h}-e{args.epochs}-s{seed}")
             if ckpt is not None:

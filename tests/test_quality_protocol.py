@@ -282,3 +282,49 @@ def test_ablation_pairs_each_variant_with_its_untrained_twin_and_the_base():
     lines = paired_differences({"sel/base": base, "sel/v": variant})
     assert lines == ["- sel, base, gf: vs untrained +0.010 (+0.010 to +0.010)",
                      "- sel, v, gf: vs base +0.030 (+0.030 to +0.030)"]  # seeds averaged per query first
+
+
+def test_cross_validated_selection_never_touches_the_report_split(tmp_path):
+    from bench.learn_ablation import cv_folds
+
+    rev, prep = _fake_protocol(tmp_path)
+    folds = cv_folds(rev, prep, 2, seed=0, distractors=True, sources_only=False)
+    assert len(folds) == 2
+    judged = [g[0] for _, _, groups in folds for g in groups]
+    assert sorted(judged) == ["S1", "S2", "T1", "T2"]  # every train and selection source judged once
+    for fit, gallery, groups in folds:
+        members = {n for g in groups for n in g}
+        assert not members & set(fit) and not any(n.startswith("R") for n in fit + gallery)
+        assert set(fit) <= set(gallery)  # the training drawings are the distractors
+    fit, _, groups = cv_folds(rev, prep, 2, seed=0, distractors=False, sources_only=True)[0]
+    assert all("__rev" not in n for n in fit)
+
+
+def test_fold_metrics_join_different_queries_and_average_the_same_ones():
+    from bench.learn_ablation import average_runs, concat_queries
+
+    def run(ap: list[float], queries: list[str]) -> dict:
+        per_query = {k: list(ap) for k in ("mAP", "P@1", "P@5", "R@10", "nDCG@10", "MRR")}
+        return {"n_queries": len(ap), "n_gallery": 5, "missing": [], "queries": queries, "per_query_ap": list(ap),
+                "per_query": per_query, **{k: float(np.mean(ap)) for k in per_query}}
+
+    joined = concat_queries([run([1.0, 0.5], ["a", "b"]), run([0.0], ["c"])])
+    assert joined["n_queries"] == 3 and joined["mAP"] == pytest.approx(0.5) and joined["queries"] == ["a", "b", "c"]
+    same = average_runs([run([1.0, 0.5], ["a", "b"]), run([0.0, 0.5], ["a", "b"])])
+    assert same["per_query_ap"] == [0.5, 0.5] and same["mAP"] == pytest.approx(0.5) and same["n_queries"] == 2
+
+
+def test_cached_models_are_named_after_the_trainer_defaults(monkeypatch):
+    from bench.quality import defaults_fingerprint
+    from config import joint_config
+
+    before = defaults_fingerprint()
+    assert before == defaults_fingerprint()
+    from dataclasses import dataclass
+
+    @dataclass
+    class Changed(joint_config.JointConfig):  # as a release that changes a default
+        group_weight: float = 2.0
+
+    monkeypatch.setattr(joint_config, "JointConfig", Changed)
+    assert defaults_fingerprint() != before
