@@ -186,6 +186,25 @@ def average_runs(runs: Sequence[dict]) -> dict:
     return out
 
 
+def revision_floors(folds: Sequence[Fold]) -> list[Entry]:
+    """The floor rows of the revision set: each floor's metrics of every fold, queries joined."""
+    return [Entry(e.label, "floor", [concat_queries([f.revisions["floors"][i].runs[0] for f in folds])])
+            for i, e in enumerate(folds[0].revisions["floors"])]
+
+
+def learned_entries(runs: dict[str, dict[int, list[dict]]], n_folds: int, disjoint: bool) -> list[Entry]:
+    """Learned rows from ``label -> seed -> one metrics dict per fold``: one run per seed.
+
+    ``disjoint``: the folds judged different queries (the revision set), which are joined,
+    and a seed whose folds did not all train is left out; otherwise every fold judged the
+    same queries (the kinds set), which are averaged over the folds that trained.
+    """
+    merge = concat_queries if disjoint else average_runs
+    return [Entry(label, "inductive", [merge(per_fold) for per_fold in by_seed.values()
+                                       if not disjoint or len(per_fold) == n_folds])
+            for label, by_seed in runs.items()]
+
+
 def paired_differences(tables: dict[str, dict], reference: str = "base",
                        labels: Sequence[str] = ("joint", "gf", "deepdxf"), n_boot: int = 1000) -> list[str]:
     """What training and each variant add, paired over the same queries.
@@ -317,15 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs[es["name"]].setdefault(label, {}).setdefault(seed, []).append(
                             retrieval_metrics(emb, es["names"], es["groups"]))
         for set_name in set_names:
-            # folds judge different revision queries (joined) but the same kinds queries (averaged)
-            merge = concat_queries if set_name == "selection-revisions" else average_runs
-            floors = ([Entry(e.label, "floor", [concat_queries([f.revisions["floors"][i].runs[0] for f in folds])])
-                       for i, e in enumerate(folds[0].revisions["floors"])]
-                      if set_name == "selection-revisions" else kinds["floors"])
-            entries = floors + [Entry(label, "inductive", [merge(per_fold) for per_fold in by_seed.values()
-                                                           if len(per_fold) == len(folds) or set_name != "selection-revisions"])
-                                for label, by_seed in runs[set_name].items()]
-            table = build_table(entries, n_boot=args.n_boot)
+            disjoint = set_name == "selection-revisions"  # each fold judged its own revision queries
+            floors = revision_floors(folds) if disjoint else kinds["floors"]
+            table = build_table(floors + learned_entries(runs[set_name], len(folds), disjoint), n_boot=args.n_boot)
             results[f"{set_name}/{variant}"] = table
             md.append(format_markdown(f"{set_name}, variant {variant} ({' '.join(extra) or 'defaults'}), "
                                       f"{args.epochs} epochs", table))
