@@ -545,8 +545,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"extra training drawings: {len(extra_src)} from {', '.join(args.extra_train)}", flush=True)
     fit_names = train_names + sorted(extra_src)
 
-    def model_rows() -> list[tuple[str, list[str], dict[str, Path]]]:
+    def model_rows() -> list[tuple[str, list[str], dict[str, Path], dict[str, str]]]:
+        """``(row key, training names, name -> preprocessing root, name -> linked name)``."""
         rows = []
+        fit_set = set(fit_names)
         if "inductive" in args.rows:
             rows.append(("inductive", fit_names, {**extra_src, **{n: prep_rev for n in train_names}}, {}))
         if "transductive" in args.rows:
@@ -555,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 names.update(dict.fromkeys(s.names))
                 src = {**extra_src, **{n: prep_rev for n in train_names}}
                 src.update(s.prep)  # same name = same drawing: the searched copy is used
-                hidden = anonymous_names([n for n in s.names if n not in set(fit_names)])
+                hidden = anonymous_names([n for n in s.names if n not in fit_set])
                 rows.append((f"transductive:{s.name}", list(names), src, hidden))
         return rows
 
