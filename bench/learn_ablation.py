@@ -100,6 +100,7 @@ def untrained_rows(ckpt: Path, encs: Sequence[DrawingEncoding], seed: int) -> di
     config, fresh weights drawn with ``seed`` (a floor for what training adds)."""
     import torch
 
+    from config.GF_config import SAVED_CONFIG_FALLBACKS
     from model.DeepDXF_model import deepdxf_model_from_config
     from model.GF_model import gf_model_from_config
 
@@ -107,7 +108,7 @@ def untrained_rows(ckpt: Path, encs: Sequence[DrawingEncoding], seed: int) -> di
     torch.manual_seed(seed)
     gf, dd = gf_model_from_config(config).eval(), deepdxf_model_from_config(config).eval()
     # the trained embedders' own functions (GF layout node features included when configured)
-    g = gf_embedding_fn(gf, bool(config.get("GF_layout_features", False)))(list(encs))
+    g = gf_embedding_fn(gf, bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"])))(list(encs))
     d = deepdxf_embedding_fn(dd)(list(encs))
     return {"joint, untrained": joint_vectors(g, d),
             "gf, untrained": g, "deepdxf, untrained": d}

@@ -16,6 +16,10 @@ from dataset.dxf_process_GF import LAYOUT_DIM
 
 #: node feature size of the GF encoding itself (1 free count + 10 overlap columns)
 GF_BASE_FEATURES = 11
+#: What a saved config (a checkpoint's) that lacks a field meant: the value the field had
+#: before it existed. ``GF_layout_features`` came later with default on; a checkpoint
+#: without it has a GF model of the 11 GF features alone.
+SAVED_CONFIG_FALLBACKS: dict[str, object] = {"GF_layout_features": False}
 
 
 @dataclass
@@ -88,4 +92,4 @@ class GFConfig:
             raise ValueError(f"k_folds must be >= 1 (1: one grouped 90/10 train/validation split), got {self.k_folds}")
 
 
-__all__ = ["GFConfig", "GF_BASE_FEATURES"]
+__all__ = ["GFConfig", "GF_BASE_FEATURES", "SAVED_CONFIG_FALLBACKS"]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from config.GF_config import GFConfig
+from config.GF_config import SAVED_CONFIG_FALLBACKS, GFConfig
 from config.cli import config_from_dict
 from model.layers.DenseGraphMatching import DenseGraphMatching, node_mask
 
@@ -38,7 +38,7 @@ def gf_model_from_config(config: dict[str, Any]) -> DenseGraphMatching:
     """The GF model of a plain config dict (a ``GFConfig`` or a flat ``JointConfig`` as saved
     in a checkpoint; keys that are not ``GFConfig`` fields are ignored). Fresh weights.
     A config without ``GF_layout_features`` predates it: the 11 GF features alone."""
-    return build_gf_model(config_from_dict(GFConfig, {"GF_layout_features": False, **config}))
+    return build_gf_model(config_from_dict(GFConfig, {**SAVED_CONFIG_FALLBACKS, **config}))
 
 
 def gf_step_loss(

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from config.cli import config_from_dict
+from config.GF_config import SAVED_CONFIG_FALLBACKS
 from config.joint_config import JointConfig
 from dataset.files import atomic_write
 from model.DeepDXF_model import deepdxf_model_from_config
@@ -150,9 +151,9 @@ def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict[st
 
 
 def joint_config_from_checkpoint(ckpt: dict[str, Any]) -> JointConfig:
-    """The ``JointConfig`` stored (flat) in a loaded joint checkpoint."""
-    # a config without GF_layout_features predates it (and its default): the 11 GF features alone
-    return config_from_dict(JointConfig, {"GF_layout_features": False, **ckpt["config"]})
+    """The ``JointConfig`` stored (flat) in a loaded joint checkpoint; a field it lacks takes
+    its value from before the field existed (``SAVED_CONFIG_FALLBACKS``)."""
+    return config_from_dict(JointConfig, {**SAVED_CONFIG_FALLBACKS, **ckpt["config"]})
 
 
 @dataclass

@@ -43,6 +43,7 @@ import numpy as np
 
 from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS, N_TYPES, load_h5
 from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, load_gf
+from config.GF_config import SAVED_CONFIG_FALLBACKS
 from config.sim_config import EMBEDDING_CHOICES
 from dataset.dxf_read import DrawingError
 from utils.floors import GRID, layout_embedding, layout_grid, layout_rot_embedding
@@ -508,7 +509,7 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
     gf_model, dd_model = trained.gf, trained.deepdxf
     label = f"{chosen} model ({path})"
     config = dict(trained.config or {})
-    gf_layout = bool(config.get("GF_layout_features", False))
+    gf_layout = bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"]))
     if chosen == "gf":
         return Embedder("gf", identity, label, gf_embedding_fn(gf_model, gf_layout), needs_gf=True, config=config)
     if chosen == "deepdxf":
