@@ -18,6 +18,7 @@ both learned embeddings, each L2-normalized, concatenated).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,15 +28,15 @@ import numpy as np
 from config.cli import parse_config
 from config.sim_config import DEMO_FOLDER, SimConfig
 from dataset.dxf_read import DrawingError, drawing_name
-from utils.embedders import (
-    FLOOR_KINDS, SUPPORTED_SUFFIXES, DrawingEncoding, Embedder, EmbedderError, append_features, floor_embedder,
-    load_drawing, make_embedder, raw_features)
-from utils.embedding_cache import EmbeddingCache, default_cache_dir
-from utils.gallery import (
-    Gallery, GalleryError, build_gallery, collect_files, evaluate_gallery, export_gallery, gallery_embeddings,
-    pick_reference, query_topk, resolve_source, spread, warn)
-from utils.retrieval import GroupsError, read_groups, similarity_matrix
-from utils.search import percentile_among
+from model.floors import FLOOR_KINDS, floor_raw
+from utils.ranking import percentile_among, similarity_matrix
+from utils.retrieval.cache import EmbeddingCache, default_cache_dir
+from utils.retrieval.embedders import Embedder, EmbedderError, floor_embedder, make_embedder, with_features
+from utils.retrieval.encodings import SUPPORTED_SUFFIXES, DrawingEncoding, PreprocessedIndex, load_drawing
+from utils.retrieval.evaluate import GroupsError, read_groups
+from utils.retrieval.gallery import (Gallery, GalleryError, build_gallery, collect_files, evaluate_gallery,
+                                     export_gallery, pick_reference, resolve_source, spread, training_data_folder,
+                                     warn)
 
 
 class UsageError(Exception):
@@ -54,8 +55,27 @@ def _check_drawing_arg(flag: str, value: str) -> None:
         raise UsageError(f"--{flag} {p}: unsupported file type {p.suffix or '(none)'!r}: give a .dxf or .h5 file")
 
 
+def output_path(flag: str, value: str, default_name: str) -> Path:
+    """Where ``--render``/``--export`` write: the file given, or ``default_name`` inside a
+    folder given; checked before any work (a folder that cannot hold it is a usage error)."""
+    p = Path(value)
+    if p.is_dir():
+        p = p / default_name
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--{flag} {value}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--{flag} {value}: cannot write into {parent}")
+    if p.is_dir():
+        raise UsageError(f"--{flag} {value}: {p} is a folder")
+    return p
+
+
 def validate(cfg: SimConfig) -> None:
-    """Every usage error, before a model is loaded or a gallery embedded."""
+    """Every usage error, before a model is loaded or a gallery embedded; ``--render`` and
+    ``--export`` folders are turned into the files written there."""
     pair = cfg.file1 is not None or cfg.file2 is not None
     if pair and (cfg.file1 is None or cfg.file2 is None):
         raise UsageError("pair mode needs both --file1 and --file2")
@@ -76,6 +96,27 @@ def validate(cfg: SimConfig) -> None:
         _check_drawing_arg("query", cfg.query)
     if cfg.groups is not None:
         read_groups(cfg.groups)
+    if cfg.render is not None:
+        cfg.render = str(output_path("render", cfg.render, f"{drawing_name(cfg.query)}-top{cfg.topk}.png"))
+    if cfg.export is not None:
+        cfg.export = str(output_path("export", cfg.export, "embeddings.npz"))
+
+
+def preprocessed_index(cfg: SimConfig, embedder: Embedder) -> Optional[PreprocessedIndex]:
+    """The preprocessed folders whose encodings a gallery reuses (``--encodings``)."""
+    folders: list[Path] = []
+    for entry in cfg.encodings:
+        if entry == "none":
+            return None
+        if entry == "auto":
+            folders.append(Path(DEMO_FOLDER).parent)
+            trained = training_data_folder(embedder.config, cfg.model_path)
+            if trained is not None:
+                folders.append(trained)
+        else:
+            folders.append(Path(entry))
+    index = PreprocessedIndex(list(dict.fromkeys(folders)))
+    return index if len(index) else None
 
 
 def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most: int = 0,
@@ -88,14 +129,16 @@ def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(entries[0])
     cache = EmbeddingCache(cache_dir if cfg.cache else None)
     gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len, quiet=quiet, timeout=cfg.timeout,
-                            progress_bar=True, forget_missing=not at_most)
+                            progress_bar=True, forget_missing=not at_most,
+                            preprocessed=preprocessed_index(cfg, embedder))
     if not gallery.names:
         raise UsageError(f"empty gallery: none of the {len(files)} files under {', '.join(entries)} "
                          "could be used (see the warnings above)")
-    where = f"cache {cache_dir}" if cfg.cache else "no cache"
     if not quiet:
-        print(f"gallery: {len(gallery.names)} drawings ({gallery.n_new} embedded now, "
-              f"{len(gallery.names) - gallery.n_new} from the {where}"
+        kept = len(gallery.names) - gallery.n_new
+        where = f"{kept} from the cache {cache_dir}" if cfg.cache else "--no-cache: nothing is kept after this run"
+        reused = f", {gallery.n_reused} of them from preprocessed encodings" if gallery.n_reused else ""
+        print(f"gallery: {len(gallery.names)} drawings ({gallery.n_new} embedded now{reused}; {where}"
               + (f"; {len(gallery.skipped)} skipped" if gallery.skipped else "") + ")")
     return gallery
 
@@ -107,19 +150,17 @@ def _percentile_line(what: str, method: str, pct: float, sim: Optional[float] = 
     return f"  {what}: {value}file2 is {closer} than {pct:.0f}% of them"
 
 
-def pair_mode(cfg: SimConfig, embedder: Embedder, appended: bool) -> dict:
+def pair_mode(cfg: SimConfig, embedder: Embedder) -> dict:
     """Similarity of --file1 and --file2, placed among file1's similarities to a reference set."""
     encs = [load_drawing(cfg.file1, cfg.max_len), load_drawing(cfg.file2, cfg.max_len)]
     folder, why = pick_reference(cfg.reference, cfg.gallery, embedder.config, cfg.model_path, DEMO_FOLDER)
-    ref, r_emb, r_raw = None, None, None
+    ref: Optional[Gallery] = None
     try:
         ref = open_gallery(cfg, [folder], embedder, cfg.reference_max, quiet=True) if folder else None
-        r_emb, r_raw = gallery_embeddings(ref, embedder, appended) if ref else (None, None)
     except (UsageError, GalleryError) as err:  # a reference that cannot be used does not stop pair mode
         ref, folder, why = None, None, f"{folder} cannot be used: {err}"
-    emb = embedder.finalize(embedder.embed(encs), ref.emb if ref else None)
-    if appended:
-        emb = append_features(emb, raw_features(encs), r_raw)
+    rows = embedder.embed(encs)
+    emb = ref.final(rows) if ref is not None else embedder.finalize(rows, None)
     sim = float(similarity_matrix(emb[:1], emb[1:], cfg.method)[0, 0])
     print(f"cosine similarity: {sim:.6f}" if cfg.method == "cosine" else f"euclidean distance: {-sim:.6f}")
     print(f"  ({embedder.label}, {emb.shape[1]}-dim; file1 {cfg.file1}; file2 {cfg.file2})")
@@ -127,17 +168,18 @@ def pair_mode(cfg: SimConfig, embedder: Embedder, appended: bool) -> dict:
     if ref is None:
         print(f"  reference: none ({why}): the number alone says little; give --reference DIR to compare it "
               "with file1's similarity to other drawings")
-        if embedder.kind in FLOOR_KINDS:
+        if not embedder.row_wise:
             print("  note: without a reference the non-learned embedding is not z-scored (no corpus "
                   "statistics); each block is only L2-normalized")
         return result
-    pair_files = [Path(cfg.file1), Path(cfg.file2)]
-    others = np.array([not any(p.name == f.name and p.samefile(f) for f in pair_files) for p in ref.paths])
-    print(f"  reference: {int(others.sum())} drawings of {folder} ({why})")
-    result["percentile"] = percentile_among(sim, emb[0], r_emb[others], cfg.method)
+    others = np.array(sorted(set(range(len(ref))) - ref.members_like(cfg.file1) - ref.members_like(cfg.file2)),
+                      dtype=np.int64)
+    print(f"  reference: {len(others)} drawings of {folder} ({why})")
+    result["percentile"] = percentile_among(sim, emb[0], ref.vectors[others], cfg.method)
     print(_percentile_line("this embedding", cfg.method, result["percentile"]))
-    if embedder.kind != "features" and all(e.has_gf for e in encs) and r_raw is not None:
+    if embedder.kind != "features" and all(e.has_gf for e in encs) and bool(ref.enc["has_gf"].all()):
         feats = floor_embedder("features")
+        r_raw = floor_raw("features", ref.enc)
         f_emb = feats.finalize(feats.embed(encs), r_raw)
         f_sim = float(similarity_matrix(f_emb[:1], f_emb[1:], cfg.method)[0, 0])
         f_pct = percentile_among(f_sim, f_emb[0], feats.finalize(r_raw, r_raw)[others], cfg.method)
@@ -146,44 +188,60 @@ def pair_mode(cfg: SimConfig, embedder: Embedder, appended: bool) -> dict:
     return result
 
 
-def query_mode(cfg: SimConfig, embedder: Embedder, enc: DrawingEncoding, gallery: Gallery,
-               appended: bool) -> list[tuple[str, float]]:
-    """The --topk most similar gallery drawings of the query ``enc`` (the query itself left out)."""
+def query_mode(cfg: SimConfig, enc: DrawingEncoding, gallery: Gallery) -> list[tuple[str, float]]:
+    """The --topk most similar gallery drawings of the query ``enc``; gallery drawings with
+    the query's content (the query itself, or a copy of it) are left out."""
     qpath = Path(cfg.query)
-    same = {i for i, p in enumerate(gallery.paths) if p.name == qpath.name and p.samefile(qpath)}
-    pairs = query_topk(gallery, embedder, enc, cfg.topk, cfg.method, appended, same)
+    same = gallery.members_like(qpath)
+    pairs = gallery.query(enc, cfg.topk, cfg.method, same)
     what = "similarity" if cfg.method == "cosine" else "distance"
+    copies = len(same) - int(any(gallery.paths[i].resolve() == qpath.resolve() for i in same))
+    left_out = "" if not same else "; the query itself left out" + (
+        f" (with {copies} cop{'y' if copies == 1 else 'ies'} of it in the gallery)" if copies else "")
     print(f"top {len(pairs)} of {len(gallery.names) - len(same)} drawings for {drawing_name(qpath)} "
-          f"({embedder.label}, {cfg.method}{'; the query itself left out' if same else ''}):")
+          f"({gallery.embedder.label}, {cfg.method}{left_out}):")
     print(f"{'rank':>4}  {what:>10}  name")
     for r, (i, s) in enumerate(pairs, 1):
         print(f"{r:>4}  {s if cfg.method == 'cosine' else -s:>10.4f}  {gallery.names[i]}")
     if cfg.render:
-        render_mode(cfg, embedder, gallery, (drawing_name(qpath), resolve_source(enc.source or "", qpath)), pairs)
+        render_mode(cfg, gallery, (drawing_name(qpath), resolve_source(enc.source or "", qpath)), pairs)
     return [(gallery.names[i], s) for i, s in pairs]
 
 
-def render_mode(cfg: SimConfig, embedder: Embedder, gallery: Gallery, query: tuple[str, Optional[str]],
+def render_mode(cfg: SimConfig, gallery: Gallery, query: tuple[str, Optional[str]],
                 pairs: list[tuple[int, float]]) -> None:
-    from utils.render import Panel, render_panels
+    from utils.retrieval.render import Panel, render_panels
 
     score = "similarity" if cfg.method == "cosine" else "-distance"
     panels = [Panel(query[1], query[0], "query")] + [
         Panel(gallery.source(i), gallery.names[i], f"#{r}  {score} {s:.3f}") for r, (i, s) in enumerate(pairs, 1)]
-    out = render_panels(panels, cfg.render, suptitle=f"top-{len(pairs)} by {embedder.kind} embedding ({cfg.method})")
+    out = render_panels(panels, cfg.render,
+                        suptitle=f"top-{len(pairs)} by {gallery.embedder.kind} embedding ({cfg.method})")
     print(f"wrote {out}")
 
 
-def groups_mode(cfg: SimConfig, embedder: Embedder, gallery: Gallery, g_raw: Optional[np.ndarray]) -> str:
+def groups_mode(cfg: SimConfig, gallery: Gallery) -> str:
+    """The retrieval table of ``--groups``: the embedding (and, for a learned one, the same
+    with the standardized features appended) beside every floor."""
+    embedder = gallery.embedder
     models: list[tuple[str, Optional[np.ndarray]]] = []
     if embedder.kind not in FLOOR_KINDS:
-        plain = embedder.finalize(gallery.emb, gallery.emb)
-        models.append((embedder.label, plain))
-        models.append((f"{embedder.label} + standardized features blocks",
-                       None if g_raw is None else append_features(plain, g_raw, g_raw)))
+        models.append((embedder.label, gallery.vectors))
+        appended = None
+        if bool(gallery.enc["has_gf"].all()):
+            rows = np.concatenate([gallery.vectors, floor_raw("features", gallery.enc)], axis=1)
+            appended = with_features(embedder).finalize(rows, rows)
+        models.append((f"{embedder.label} + standardized features blocks", appended))
     table = evaluate_gallery(gallery, models, read_groups(cfg.groups), cfg.method, cfg.n_boot, cfg.seed)
     print(table)
     return table
+
+
+def describe_embedding(embedder: Embedder) -> str:
+    """One line: which embedding a run uses and why."""
+    blocks = " + ".join(b.describe() for b in embedder.blocks)
+    return f"embedding: {embedder.kind}" + (f" [{blocks}]" if blocks and len(embedder.blocks) > 1 else "") + \
+        (f" ({embedder.why})" if embedder.why else "")
 
 
 def run(cfg: SimConfig) -> dict:
@@ -199,12 +257,14 @@ def run(cfg: SimConfig) -> dict:
         cfg.gallery, cfg.query = [DEMO_FOLDER], str(demo[0])
     validate(cfg)
     embedder = make_embedder(cfg.model_path, cfg.embedding, cfg.device)
-    appended = cfg.append_features and embedder.kind not in FLOOR_KINDS
-    if cfg.append_features and not appended:
+    if cfg.append_features and embedder.kind in FLOOR_KINDS:
         warn(f"--append_features ignored: --embedding {embedder.kind} is a non-learned embedding already")
+    elif cfg.append_features:
+        embedder = with_features(embedder)
+    print(describe_embedding(embedder))
     result: dict = {"embedding": embedder.kind}
     if cfg.file1 is not None:
-        result.update(pair_mode(cfg, embedder, appended))
+        result.update(pair_mode(cfg, embedder))
     if cfg.gallery and (cfg.query or cfg.export or cfg.groups):
         q_enc = load_drawing(cfg.query, cfg.max_len) if cfg.query is not None else None
         if q_enc is not None:  # an unusable query stops before the gallery is embedded
@@ -212,14 +272,12 @@ def run(cfg: SimConfig) -> dict:
         gallery = open_gallery(cfg, cfg.gallery, embedder)
         result.update(gallery_names=gallery.names, n_new=gallery.n_new, skipped=gallery.skipped)
         if q_enc is not None:
-            result["topk"] = query_mode(cfg, embedder, q_enc, gallery, appended)
-        if cfg.export is not None or cfg.groups is not None:  # these need every gallery row
-            g_emb, g_raw = gallery_embeddings(gallery, embedder, appended)
-            if cfg.export is not None:
-                out = export_gallery(cfg.export, gallery, g_emb)
-                print(f"wrote {out}: {len(gallery.names)} embeddings of dimension {g_emb.shape[1]}")
-            if cfg.groups is not None:
-                result["table"] = groups_mode(cfg, embedder, gallery, g_raw)
+            result["topk"] = query_mode(cfg, q_enc, gallery)
+        if cfg.export is not None:
+            out = export_gallery(cfg.export, gallery)
+            print(f"wrote {out}: {len(gallery.names)} embeddings of dimension {gallery.vectors.shape[1]}")
+        if cfg.groups is not None:
+            result["table"] = groups_mode(cfg, gallery)
     return result
 
 

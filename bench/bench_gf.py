@@ -101,7 +101,8 @@ def dev_retrieval(real_dir: str, groups_path: Path, seeds: int, epochs: int, cfg
 
     from model.GF_dataset import load_gf_graphs
     from model.GF_model import embed_graphs
-    from utils.retrieval import raw_gf_embedding, retrieval_metrics
+    from model.floors import raw_gf_embedding
+    from utils.ranking import retrieval_metrics
 
     if not groups_path.is_file():
         print(f"error: no dev groups at {groups_path}", file=sys.stderr)

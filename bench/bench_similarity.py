@@ -58,7 +58,8 @@ def default_checkpoints(folder: Path) -> dict[str, Path]:
 
 
 def bench_pair(file1: str, file2: str, checkpoints: dict[str, Path]) -> None:
-    from utils.embedders import load_drawing, make_embedder
+    from utils.retrieval.embedders import make_embedder
+    from utils.retrieval.encodings import load_drawing
 
     print(f"## pair mode\nfile1: {file1} ({os.path.getsize(file1) / 1e6:.2f} MB)\n"
           f"file2: {file2} ({os.path.getsize(file2) / 1e6:.2f} MB)\n")
@@ -86,8 +87,8 @@ def bench_pair(file1: str, file2: str, checkpoints: dict[str, Path]) -> None:
 def fill_cache(folder: Path, paths: list[Path], emb: np.ndarray, identity: str) -> float:
     """A gallery cache as a first command leaves it: content keys of ``paths``, an
     encoding and an embedding ``emb [n, D]`` per file (synthetic). Returns seconds."""
-    from utils.embedders import DrawingEncoding
-    from utils.embedding_cache import EmbeddingCache
+    from utils.retrieval.encodings import DrawingEncoding
+    from utils.retrieval.cache import EmbeddingCache
 
     t0 = time.perf_counter()
     cache = EmbeddingCache(folder)
@@ -105,14 +106,14 @@ def bench_gallery(n: int, dim: int, topk: int, n_queries: int, seed: int = 0) ->
     """A second query over a cached gallery of ``n`` drawings, as ``SimDeepDXF.py --gallery
     DIR --query FILE`` runs it after model loading: collect the files, look every one up in
     the cache (stat, no hashing), search. Then the search alone, per query."""
-    from utils.embedders import Embedder
-    from utils.embedding_cache import EmbeddingCache
-    from utils.gallery import build_gallery, collect_files
+    from utils.retrieval.embedders import Embedder
+    from utils.retrieval.cache import EmbeddingCache
+    from utils.retrieval.gallery import build_gallery, collect_files
 
     rng = np.random.default_rng(seed)
     gallery = rng.standard_normal((n, dim)).astype(np.float32)
     queries = rng.standard_normal((n_queries, dim)).astype(np.float32)
-    embedder = Embedder("deepdxf", "bench-model", "bench model", lambda encs: None, needs_gf=False)
+    embedder = Embedder("deepdxf", "bench-model", "bench model", lambda encs: None, needs_gf=False, learned=True)
     print(f"## a second query over {n:,} cached drawings (synthetic embeddings of dimension {dim}), top-{topk}, "
           f"torch threads {torch.get_num_threads()}\n")
     print("| step | ms |\n|---|---|")

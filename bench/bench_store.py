@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from utils.embedding_store import EmbeddingStore  # noqa: E402
+from utils.retrieval.store import EmbeddingStore  # noqa: E402
 
 
 def clustered(n: int, dim: int, seed: int, spread: float = 0.35) -> np.ndarray:

@@ -6,7 +6,7 @@
 Protocol of the dev set's README: every member of a group is a query, the other
 members its positives, the gallery every other preprocessed drawing (the 26 dev
 drawings plus the 67 of ``leadframe/``). Prints the table ``SimDeepDXF.py --groups``
-prints (``utils.retrieval.compare_table``): each ``--embeddings`` file (``np.savez``
+prints (``utils.retrieval.evaluate.compare_table``): each ``--embeddings`` file (``np.savez``
 with arrays ``names``, ``embeddings``, as ``SimDeepDXF.py --export`` writes) beside
 every floor (random, histogram, raw GF, standardized concatenation, layout grid and
 its rotation-robust form), then the floor to beat.
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.bench_data import LABELLED_GROUPS  # noqa: E402
-from utils.retrieval import compare_table, load_encodings, normalize_name  # noqa: E402
+from utils.ranking import normalize_name  # noqa: E402
+from utils.retrieval.evaluate import compare_table, load_encodings  # noqa: E402
 
 
 def aligned(path: str, names: list[str]) -> tuple[str, np.ndarray | None]:

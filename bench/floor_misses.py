@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.quality import load_encodings_subset, protocol_sets  # noqa: E402
-from utils.retrieval import raw_gf_embedding, similarity_matrix  # noqa: E402
+from model.floors import raw_gf_embedding  # noqa: E402
+from utils.ranking import similarity_matrix  # noqa: E402
 
 
 def ranked_misses(names: Sequence[str], emb: np.ndarray, groups: Sequence[Sequence[str]]

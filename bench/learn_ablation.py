@@ -11,7 +11,7 @@ training function; checkpoints cached under ``--output``), then the drawings of 
 ``--train_distractors``) are embedded in-process and judged beside every floor:
 
 - learned: ``joint``, its ``gf`` and ``deepdxf`` parts;
-- combined (``utils.embedders.combined_embedding``): ``joint`` plus floor blocks, for
+- combined (``utils.retrieval.embedders.fuse``): ``joint`` plus floor blocks, for
   each block set of :data:`BLOCK_SETS` and each weight of ``--weights``;
 - floors: histogram, raw GF, standardized histogram + raw GF, layout, layout_rot;
 - with ``--untrained``: the same networks before training (fresh weights of the seed),
@@ -46,11 +46,12 @@ from bench.quality import (  # noqa: E402
     Entry, Runner, _link_farm, _prepared, _short_hash, build_table, defaults_fingerprint, extra_training, format_markdown,
     protocol_sets, train)
 from dataset.files import atomic_write_text  # noqa: E402
-from utils.embedders import (  # noqa: E402
-    DrawingEncoding, combined_embedding, deepdxf_embedding_fn, floor_block, gf_embedding_fn, joint_vectors, load_drawing,
-    make_embedder, stack_encodings)
+from model.floors import floor_block  # noqa: E402
+from utils.retrieval.embedders import Block, block_statistics, fuse, make_embedder, part_functions  # noqa: E402
+from utils.retrieval.encodings import DrawingEncoding, load_drawing, stack_encodings  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
-from utils.retrieval import METRIC_KEYS, bootstrap_interval, floor_table, retrieval_metrics  # noqa: E402
+from utils.ranking import METRIC_KEYS, bootstrap_interval, retrieval_metrics  # noqa: E402
+from utils.retrieval.evaluate import floor_table  # noqa: E402
 
 #: training variants: name -> extra joint_main.py flags
 VARIANTS: dict[str, list[str]] = {
@@ -89,9 +90,11 @@ def combined_rows(learned: np.ndarray, arrays: dict, weights: Sequence[float]) -
     itself is the z-scoring reference)."""
     out = {}
     for set_name, blocks in BLOCK_SETS.items():
-        raw = [floor_block(b, arrays) for b, _ in blocks]
+        parts = {"learned": learned, **{b: floor_block(b, arrays) for b, _ in blocks}}
         for w in weights:
-            out[f"joint + {set_name} (w={w:g})"] = combined_embedding(learned, raw, raw, [z for _, z in blocks], w)
+            fused = [Block("learned")] + [Block(b, w, *(block_statistics(parts[b]) if z else (None, None)))
+                                          for b, z in blocks]
+            out[f"joint + {set_name} (w={w:g})"] = fuse(parts, fused)
     return out
 
 
@@ -108,10 +111,8 @@ def untrained_rows(ckpt: Path, encs: Sequence[DrawingEncoding], seed: int) -> di
     torch.manual_seed(seed)
     gf, dd = gf_model_from_config(config).eval(), deepdxf_model_from_config(config).eval()
     # the trained embedders' own functions (GF layout node features included when configured)
-    g = gf_embedding_fn(gf, bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"])))(list(encs))
-    d = deepdxf_embedding_fn(dd)(list(encs))
-    return {"joint, untrained": joint_vectors(g, d),
-            "gf, untrained": g, "deepdxf, untrained": d}
+    parts = part_functions(gf, dd, bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"])))
+    return {f"{name}, untrained": parts[name](list(encs)) for name in ("joint", "gf", "deepdxf")}
 
 
 def selection_set(name: str, names: Sequence[str], groups: Sequence[Sequence[str]], prep: Path) -> dict:

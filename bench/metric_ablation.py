@@ -39,8 +39,10 @@ from bench.learn_ablation import encodings_of  # noqa: E402
 from bench.quality import Entry, build_table, extra_training, format_markdown, protocol_sets  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
 from model.joint_loss import group_contrastive_loss  # noqa: E402
-from utils.embedders import floor_block, stack_encodings  # noqa: E402
-from utils.retrieval import floor_table, retrieval_metrics, zscore_l2  # noqa: E402
+from model.floors import floor_block, zscore_l2  # noqa: E402
+from utils.ranking import retrieval_metrics  # noqa: E402
+from utils.retrieval.encodings import stack_encodings  # noqa: E402
+from utils.retrieval.evaluate import floor_table  # noqa: E402
 from utils.splits import group_of  # noqa: E402
 
 #: feature sets: name -> ((floor block, z-scored with the train drawings?), ...)
@@ -53,7 +55,7 @@ BLOCK_SETS: dict[str, tuple[tuple[str, bool], ...]] = {
 
 def block_features(arrays: dict, blocks: Sequence[tuple[str, bool]], reference: dict) -> np.ndarray:
     """``[n, sum d_k]``: each floor block of ``arrays`` z-scored with ``reference``'s (where
-    the block says so) and L2-normalized (``utils.retrieval.zscore_l2``)."""
+    the block says so) and L2-normalized (``model.floors.zscore_l2``)."""
     parts = []
     for name, z in blocks:
         parts.append(zscore_l2(floor_block(name, arrays), floor_block(name, reference) if z else None))

@@ -52,13 +52,8 @@ import numpy as np  # noqa: E402
 
 from bench.bench_data import LABELLED, LEADFRAME  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
-from utils.retrieval import (  # noqa: E402
-    bootstrap_interval,
-    floor_table,
-    load_encodings,
-    normalize_name,
-    retrieval_metrics,
-)
+from utils.ranking import bootstrap_interval, normalize_name, retrieval_metrics  # noqa: E402
+from utils.retrieval.evaluate import floor_table, load_encodings  # noqa: E402
 
 SETS = ("selection-revisions", "report-revisions", "report-human-groups")
 DEFAULT_FLOORS: tuple[str, ...] = ()  # every floor (layout ones included) is computed in-process by floor_table
@@ -72,7 +67,7 @@ FLOOR_TO_BEAT = "floor to beat"
 class Entry:
     """One row of a table: an embedding and its metrics, one dict per seed.
 
-    ``runs`` are :func:`utils.retrieval.retrieval_metrics` results over the same names
+    ``runs`` are :func:`utils.ranking.retrieval_metrics` results over the same names
     (so their per-query lists align); a floor has one run.
     """
 
@@ -446,7 +441,7 @@ def evaluate_set(s: EvalSet, floor_vecs: dict[str, dict], learned: dict[str, dic
 
 
 def load_encodings_subset(s: EvalSet, keep: Sequence[str]) -> dict:
-    """:func:`utils.retrieval.load_encodings` of the drawings ``keep`` (in that order)."""
+    """:func:`utils.retrieval.evaluate.load_encodings` of the drawings ``keep`` (in that order)."""
     roots = sorted({s.prep[n] for n in keep})
     parts = [load_encodings(r) for r in roots]
     index = {n: (k, i) for k, p in enumerate(parts) for i, n in enumerate(p["names"])}

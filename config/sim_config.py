@@ -38,12 +38,14 @@ class SimConfig:
     query: Optional[str] = field(default=None, metadata={"help": "drawing to look up in --gallery"})
     topk: int = field(default=5, metadata={"help": "how many matches --query prints"})
     export: Optional[str] = field(default=None, metadata={
-        "help": "write the gallery's embeddings to this .npz (arrays names, embeddings, paths)"})
+        "help": "write the gallery's embeddings (the vectors every search compares) to this .npz "
+                "(arrays names, embeddings, paths; a folder: <folder>/embeddings.npz)"})
     groups: Optional[str] = field(default=None, metadata={
         "help": "JSON list of groups of similar drawing names: print retrieval metrics of the model "
                 "beside the non-learned floors over the gallery, and the floor to beat"})
     render: Optional[str] = field(default=None, metadata={
-        "help": "with --query: draw the query and its top-k matches into this PNG"})
+        "help": "with --query: draw the query and its top-k matches into this PNG (a folder: "
+                "<folder>/<query name>-top<k>.png)"})
     reference: str = field(default="auto", metadata={
         "help": "pair mode: folder of drawings that puts the score in context (where it falls among the "
                 "similarities of file1 to these drawings). auto: --gallery if given, else the data the "
@@ -53,6 +55,10 @@ class SimConfig:
     cache_dir: Optional[str] = field(default=None, metadata={
         "help": "embedding cache folder (default: $XDG_CACHE_HOME/dxf-similarity/<gallery folder>-<hash>, "
                 "i.e. ~/.cache/...; never inside the archive unless you choose it here)"})
+    encodings: list[str] = field(default_factory=lambda: ["auto"], metadata={
+        "help": "folders written by dataset/dxf_process.py whose encodings of the very same DXF files "
+                "(same name, size and modification time in their manifest.csv) are reused instead of "
+                "parsing the files again; auto: data/ and the model's training data; none: parse every file"})
     cache: bool = field(default=True, metadata={"help": "use and update the embedding cache (--no-cache: "
                                                         "keep embeddings in memory for this run only)"})
     workers: int = field(default=0, metadata={

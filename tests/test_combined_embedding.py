@@ -1,4 +1,4 @@
-"""joint_floors: the joint embedding plus standardized floor blocks (utils.embedders)."""
+"""Fused embeddings of a checkpoint: blocks of learned parts and floors (utils.retrieval.embedders)."""
 import numpy as np
 import pytest
 import torch
@@ -8,16 +8,18 @@ from config.GF_config import GFConfig
 from dataset.dxf_process_GF import LAYOUT_DIM
 from tests.test_similarity_cli import deepdxf_config, make_corpus
 from utils.checkpoint import save_checkpoint
-from utils.embedders import (COMBINED_BLOCKS, FLOOR_BLOCK_WEIGHT, combined_embedding, floor_block, load_drawing,
-                             make_embedder, stack_encodings)
+from model.floors import floor_block
+from utils.retrieval.embedders import PRESETS, Block, block_statistics, fuse, make_embedder
+from utils.retrieval.encodings import load_drawing, stack_encodings
 
 
-def test_combined_embedding_blocks_have_the_chosen_lengths_and_zscores():
+def test_fused_blocks_have_their_weights_as_lengths_and_their_stored_zscores():
     rng = np.random.default_rng(0)
     learned = rng.normal(size=(5, 4)) * 7.0
     a = rng.normal(loc=100.0, size=(5, 3))
     b = rng.normal(loc=-5.0, size=(5, 2))
-    out = combined_embedding(learned, [a, b], [a, b], [True, False], weight=0.5)
+    blocks = [Block("learned"), Block("a", 0.5, *block_statistics(a)), Block("b", 0.5)]
+    out = fuse({"learned": learned, "a": a, "b": b}, blocks)
     assert out.shape == (5, 9) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out[:, :4], axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(out[:, 4:7], axis=1), 0.5, atol=1e-6)
@@ -26,9 +28,14 @@ def test_combined_embedding_blocks_have_the_chosen_lengths_and_zscores():
     np.testing.assert_allclose(out[:, 4:7], 0.5 * z / np.linalg.norm(z, axis=1, keepdims=True), atol=1e-5)
     # block b is not z-scored: only L2-normalized (its direction keeps the raw values' signs)
     np.testing.assert_allclose(out[:, 7:], 0.5 * b / np.linalg.norm(b, axis=1, keepdims=True), atol=1e-5)
+    # the stored statistics, not the rows at hand, z-score a block: one row alone gives the same
+    one = fuse({"learned": learned[:1], "a": a[:1], "b": b[:1]}, blocks)
+    np.testing.assert_allclose(one, out[:1], atol=1e-6)
     # weight 0: the learned part alone decides a cosine ranking
-    zero = combined_embedding(learned, [a, b], [a, b], [True, False], weight=0.0)
+    zero = fuse({"learned": learned, "a": a, "b": b}, [Block("learned"), Block("a", 0.0), Block("b", 0.0)])
     assert np.abs(zero[:, 4:]).max() == 0.0
+    again = Block.from_dict(blocks[1].to_dict())  # what a checkpoint stores reads back the same
+    np.testing.assert_allclose(fuse({"a": a}, [again]), out[:, 4:7], atol=1e-6)
 
 
 def _joint_checkpoint(path, layout: bool):
@@ -43,24 +50,21 @@ def _joint_checkpoint(path, layout: bool):
 
 
 @pytest.mark.parametrize("layout", [False, True])
-def test_joint_floors_embedder_appends_the_floor_blocks(tmp_path, layout):
+def test_joint_floors_embedder_appends_the_raw_gf_block_of_length_four(tmp_path, layout):
     dxf = make_corpus(tmp_path / "dxf")
     ckpt = _joint_checkpoint(tmp_path / "joint.pth", layout)
     encs = [load_drawing(p) for p in dxf]
     assert encs[0].gf_layout.shape == (10, LAYOUT_DIM) and encs[0].gf_layout.sum() > 0
     joint = make_embedder(ckpt, "joint").embed(encs)
     comb = make_embedder(ckpt, "joint_floors")
-    raw = comb.embed(encs)
-    sizes = [floor_block(name, stack_encodings(encs)).shape[1] for name, _ in COMBINED_BLOCKS]
-    assert raw.shape == (3, joint.shape[1] + sum(sizes))
-    np.testing.assert_allclose(raw[:, :joint.shape[1]], joint, atol=1e-6)
-    final = comb.finalize(raw, raw)
-    np.testing.assert_allclose(np.linalg.norm(final[:, :joint.shape[1]], axis=1), 1.0, atol=1e-5)
-    start = joint.shape[1]
-    for (name, _), size in zip(COMBINED_BLOCKS, sizes):
-        norms = np.linalg.norm(final[:, start:start + size], axis=1)
-        np.testing.assert_allclose(norms, FLOOR_BLOCK_WEIGHT, atol=1e-5, err_msg=name)
-        start += size
+    assert comb.row_wise and [b.name for b in comb.blocks] == ["joint", "gf_raw"]
+    rows = comb.embed(encs)
+    raw_gf = floor_block("gf_raw", stack_encodings(encs))
+    assert rows.shape == (3, joint.shape[1] + raw_gf.shape[1])
+    np.testing.assert_allclose(rows[:, :joint.shape[1]], joint, atol=1e-6)  # the unit joint vector
+    np.testing.assert_allclose(rows[:, joint.shape[1]:], 4.0 * raw_gf / np.linalg.norm(raw_gf, axis=1, keepdims=True),
+                               atol=1e-5)
+    np.testing.assert_array_equal(comb.finalize(rows, rows), rows)  # the rows are what is compared
 
 
 def test_learn_ablation_combines_every_block_set_and_weight():
@@ -84,7 +88,7 @@ def test_learn_ablation_combines_every_block_set_and_weight():
 
 
 def test_auto_gives_joint_floors_for_a_joint_checkpoint(tmp_path):
-    from utils.embedders import AUTO_JOINT
+    from utils.retrieval.embedders import AUTO_JOINT
 
     ckpt = _joint_checkpoint(tmp_path / "joint.pth", False)
     assert AUTO_JOINT == "joint_floors"
@@ -94,7 +98,7 @@ def test_auto_gives_joint_floors_for_a_joint_checkpoint(tmp_path):
 
 def test_joint_vectors_are_the_training_formula_with_two_unit_blocks():
     from model.joint_loss import joint_embedding
-    from utils.embedders import joint_vectors
+    from utils.retrieval.embedders import joint_vectors
     rng = np.random.default_rng(1)
     gf = rng.normal(size=(4, 6)) * 9.0
     dx = rng.normal(size=(4, 3)).astype(np.float32)

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from utils.embedding_store import EmbeddingStore, StoreError
+from utils.retrieval.store import EmbeddingStore, StoreError
 
 
 def _clustered(n: int, dim: int, seed: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from dataset.dxf_process import find_dxf_files
 from dataset.dxf_read import find_drawings
-from utils.gallery import GalleryError, collect_files
+from utils.retrieval.gallery import GalleryError, collect_files
 
 
 def touch(path: Path) -> Path:

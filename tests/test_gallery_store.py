@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from tests.test_similarity_cli import ODD_NAMES, corpus, write_drawing  # noqa: F401 (fixture)
-from utils import embedding_cache
-from utils.embedders import DrawingEncoding, Embedder, load_drawing, make_embedder, stack_encodings
-from utils.embedding_cache import EmbeddingCache
-from utils.embedding_store import EmbeddingStore
-from utils.gallery import Gallery, build_gallery, collect_files, evaluate_gallery, query_topk
+from utils.retrieval import cache as embedding_cache
+from utils.retrieval.embedders import Embedder, make_embedder
+from utils.retrieval.encodings import DrawingEncoding, load_drawing, stack_encodings
+from utils.retrieval.cache import EmbeddingCache
+from utils.retrieval.store import EmbeddingStore
+from utils.retrieval.gallery import Gallery, build_gallery, collect_files, evaluate_gallery
 
 EXACT, APPROX = 1_000_000, 1  # exact_below: always exact / approximate from the first row
 
@@ -54,23 +55,24 @@ def test_store_topk_and_groups_equal_the_exact_numpy_answer(corpus, gallery_dir,
     assert len(ann) == (1 if exact_below == APPROX else 0)  # built and saved once, at the end of the build
     encs, direct = _direct(files, embedder)
     order = [gallery.names.index(n) for _, n in files]
-    np.testing.assert_allclose(gallery.emb[order], direct, atol=1e-5)
+    np.testing.assert_allclose(gallery.rows[order], direct, atol=1e-5)
     for qi in range(len(files)):
         want = [files[j][1] for j in _numpy_topk(direct[qi], direct, 4)]
         got = [gallery.names[i] for i, _ in gallery.topk(direct[qi], 4)]
         assert got == want
     groups = [[f"a__{ODD_NAMES[0]}", "b__图 1", "b__图 3"], [f"a__{ODD_NAMES[1]}", "b__图 0"]]
-    models = [("deepdxf", gallery.emb)]
+    models = [("deepdxf", gallery.rows)]
     table = evaluate_gallery(gallery, models, groups, "cosine", n_boot=30, seed=0)
-    reference = Gallery([n for _, n in files], [p for p, _ in files], emb=direct, enc=stack_encodings(encs))
+    reference = Gallery.from_arrays([n for _, n in files], [p for p, _ in files], embedder, direct,
+                                    stack_encodings(encs))
     want_table = evaluate_gallery(reference, [("deepdxf", direct)], groups, "cosine", n_boot=30, seed=0)
     assert table.splitlines()[2:] == want_table.splitlines()[2:]  # same metrics, model and floors
 
 
 def test_second_query_hashes_embeds_and_loads_nothing(corpus, gallery_dir, tmp_path, monkeypatch):  # noqa: F811
     hashed: list[str] = []
-    original = embedding_cache._sha1_files
-    monkeypatch.setattr(embedding_cache, "_sha1_files", lambda paths, *a: hashed.append(paths) or original(paths, *a))
+    original = embedding_cache.sha1_files
+    monkeypatch.setattr(embedding_cache, "sha1_files", lambda paths, *a: hashed.append(paths) or original(paths, *a))
     embedder = make_embedder(corpus["gf"])
     files = collect_files([gallery_dir])
     build_gallery(files, embedder, EmbeddingCache(tmp_path / "cache"), quiet=True)
@@ -81,7 +83,7 @@ def test_second_query_hashes_embeds_and_loads_nothing(corpus, gallery_dir, tmp_p
     hashed.clear()
     gallery = build_gallery(files, embedder, EmbeddingCache(tmp_path / "cache"), quiet=True)
     q = load_drawing(gallery_dir / "a" / f"{ODD_NAMES[1]}.dxf")
-    top = query_topk(gallery, embedder, q, 3)
+    top = gallery.query(q, 3)
     assert hashed == [] and gallery.n_new == 0
     assert embedder.calls == 9  # the query only
     assert loaded == []  # neither the encodings nor the embeddings were read whole
@@ -94,7 +96,7 @@ def test_changed_file_is_re_embedded_and_deleted_file_leaves_the_results(corpus,
     embedder = make_embedder(corpus["deepdxf"])
     cache_dir = tmp_path / "cache"
     first = build_gallery(collect_files([gallery_dir]), embedder, EmbeddingCache(cache_dir, exact_below), quiet=True)
-    old = dict(zip(first.names, first.emb))
+    old = dict(zip(first.names, first.rows))
     changed, deleted = gallery_dir / "b" / "图 2.dxf", gallery_dir / "b" / "图 4.dxf"
     write_drawing(changed, n_lines=20, n_circles=6)
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10_000_000_000))
@@ -105,7 +107,7 @@ def test_changed_file_is_re_embedded_and_deleted_file_leaves_the_results(corpus,
     assert gallery.n_new == 1 and len(gallery) == 7 and "b__图 4" not in gallery.names
     assert len(cache.model_store(embedder.identity)) == 9  # appended: the old rows stay, unused
     assert cache.db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 7  # the deleted file is forgotten
-    new = dict(zip(gallery.names, gallery.emb))
+    new = dict(zip(gallery.names, gallery.rows))
     assert not np.allclose(new["b__图 2"], old["b__图 2"])
     np.testing.assert_allclose(new["b__图 2"], embedder.embed([load_drawing(changed)])[0], atol=1e-5)
     for stale in ("b__图 4", "b__图 2"):  # the stale rows are the best match of their old vectors
@@ -125,7 +127,7 @@ def test_copies_of_one_drawing_are_embedded_once_and_both_found(corpus, gallery_
     embedder = make_embedder(corpus["deepdxf"])
     gallery = build_gallery(collect_files([gallery_dir]), embedder, EmbeddingCache(tmp_path / "cache"), quiet=True)
     assert len(gallery) == 9 and embedder.calls == 8
-    top = query_topk(gallery, embedder, load_drawing(src), 2)
+    top = gallery.query(load_drawing(src), 2)
     assert {gallery.names[i] for i, _ in top} == {f"a__{ODD_NAMES[2]}", "c__copy"}
 
 
@@ -150,7 +152,7 @@ def _synthetic_cache(folder: Path, archive: Path, n: int, dim: int, exact_below:
 def test_approximate_gallery_search_agrees_with_exact_on_a_larger_gallery(tmp_path):
     pytest.importorskip("faiss")
     paths, emb = _synthetic_cache(tmp_path / "cache", tmp_path / "archive", 2000, 16, exact_below=100)
-    embedder = Embedder("deepdxf", "synthetic", "synthetic", lambda encs: None, needs_gf=False)
+    embedder = Embedder("deepdxf", "synthetic", "synthetic", lambda encs: None, needs_gf=False, learned=True)
     gallery = build_gallery(collect_files([tmp_path / "archive"]), embedder,
                             EmbeddingCache(tmp_path / "cache", exact_below=100), quiet=True)
     assert gallery.n_new == 0 and len(gallery) == 2000
@@ -197,7 +199,7 @@ def test_a_cache_of_another_version_is_replaced_with_a_note_not_called_damaged(c
                                                                                 capsys):
     import sqlite3
 
-    from utils.embedding_cache import CACHE_VERSION
+    from utils.retrieval.cache import CACHE_VERSION
     cache_dir = tmp_path / "cache"
     embedder = make_embedder(corpus["gf"])
     cache = EmbeddingCache(cache_dir)
@@ -227,7 +229,7 @@ def test_a_drawing_the_model_cannot_embed_is_not_encoded_again(corpus, tmp_path,
     files = collect_files([h5])
     first = build_gallery(files, embedder, EmbeddingCache(tmp_path / "cache"), quiet=True)
     assert len(first) == 2 and "no GF twin" in first.skipped[0][1]
-    from utils import gallery as gallery_module
+    from utils.retrieval import gallery as gallery_module
     monkeypatch.setattr(gallery_module, "run_tasks", lambda *a, **k: pytest.fail("encoded again"))
     second = build_gallery(files, embedder, EmbeddingCache(tmp_path / "cache"), quiet=True)
     assert len(second) == 2 and second.n_new == 0 and "no GF twin" in second.skipped[0][1]

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from dataset.dxf_process_DeepDXF import N_COLUMNS, TYPE_INDEX
-from utils.floors import layout_grid, layout_rot_embedding, reference_points
-from utils.retrieval import compare_table, standardize_blocks, strongest_floor
+from model.floors import layout_grid, layout_rot_embedding, reference_points
+from tests.reference import standardized_blocks
+from utils.retrieval.evaluate import compare_table, strongest_floor
 
 
 def row(kind: str, *slots: int) -> np.ndarray:
@@ -123,10 +124,10 @@ def test_a_model_that_beats_every_floor_is_told_so():
 
 def test_layout_floor_is_z_scored_with_the_fit_rows():
     grids = np.random.default_rng(1).integers(0, 4, size=(5, 12, 8, 8))
-    from utils.floors import layout_embedding
-    from utils.retrieval import FLOOR_LAYOUT, floor_embeddings
+    from model.floors import layout_embedding
+    from model.floors import floor_embeddings
 
     emb = floor_embeddings({"type_counts": np.ones((5, 12)), "layout": grids, "has_gf": np.zeros(5, bool)},
-                           fit_rows=[0, 1, 2])[FLOOR_LAYOUT]
-    np.testing.assert_allclose(emb, standardize_blocks([layout_embedding(grids)], [0, 1, 2]))
+                           fit_rows=[0, 1, 2])["layout"]
+    np.testing.assert_allclose(emb, standardized_blocks([layout_embedding(grids)], [0, 1, 2]))
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0)

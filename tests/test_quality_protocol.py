@@ -19,7 +19,7 @@ from bench.quality import (
     parse_checkpoints,
     protocol_sets,
 )
-from utils.retrieval import retrieval_metrics
+from utils.ranking import retrieval_metrics
 
 NAMES = ["a1", "a2", "b1", "b2"]
 GROUPS = [["a1", "a2"], ["b1", "b2"]]

@@ -6,7 +6,7 @@ from pathlib import Path
 import ezdxf
 import pytest
 
-from utils import render
+from utils.retrieval import render
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""utils/retrieval.py: metrics against hand-computed values, top-k, floors, bench CLI."""
+"""utils/ranking.py and utils/retrieval/evaluate.py: metrics against hand-computed values,
+top-k, floors, bench CLI."""
 import json
 import math
 
@@ -6,17 +7,11 @@ import h5py
 import numpy as np
 import pytest
 
-from utils.retrieval import (
-    bootstrap_interval,
-    floor_table,
-    histogram_embedding,
-    load_encodings,
-    metrics_from_relevance,
-    rank_topk,
-    raw_gf_embedding,
-    retrieval_metrics,
-    standardize_blocks,
-)
+from model.floors import histogram_embedding, raw_gf_embedding, standardize
+from tests.reference import average_precision, standardized_blocks
+from utils.ranking import bootstrap_interval, metrics_from_relevance, paired_interval, retrieval_metrics
+from utils.ranking import topk as rank_topk
+from utils.retrieval.evaluate import floor_table, load_encodings
 
 
 def test_metrics_from_relevance_by_hand():
@@ -94,13 +89,16 @@ def test_floor_embeddings():
     assert raw.shape == (2, 210) and raw[1, 0] == 110 and raw[0, 110:].sum() == 100
     rng = np.random.default_rng(0)
     b1, b2 = rng.normal(5, 3, (20, 4)), np.column_stack([rng.normal(size=20), np.ones(20)])
-    z = standardize_blocks([b1, b2])
+    both = np.concatenate([b1, b2], axis=1)
+    z = standardize(both, both, [4, 2])
     assert z.shape == (20, 6) and np.isfinite(z).all()
     assert np.allclose(np.linalg.norm(z[:, :4], axis=1), 1) and np.allclose(np.linalg.norm(z[:, 4:], axis=1), 1)
     assert np.allclose(z[:, 5], 0)  # constant column: std 1, centred to 0
-    zf = standardize_blocks([b1], fit_rows=[0, 1, 2])
-    expected = (b1 - b1[:3].mean(0)) / b1[:3].std(0)
-    assert np.allclose(zf, expected / np.linalg.norm(expected, axis=1, keepdims=True))
+    np.testing.assert_allclose(z, standardized_blocks([b1, b2]), atol=1e-12)
+    zf = standardize(b1, b1[:3], [4])
+    np.testing.assert_allclose(zf, standardized_blocks([b1], fit_rows=[0, 1, 2]), atol=1e-12)
+    unscaled = standardize(b1, None, [4])  # no reference: only unit rows
+    np.testing.assert_allclose(unscaled, b1 / np.linalg.norm(b1, axis=1, keepdims=True), atol=1e-12)
 
 
 def _write_data(root, names, seed=0):
@@ -163,7 +161,7 @@ def test_nan_embedding_is_refused_by_name():
 
 def test_metrics_score_only_the_query_rows(monkeypatch):
     """Ten drawings, one group of two: the similarity computed is [2, 10], not [10, 10]."""
-    import utils.retrieval as retrieval
+    import utils.ranking as retrieval
 
     shapes = []
     original = retrieval.similarity_matrix
@@ -180,3 +178,25 @@ def test_metrics_score_only_the_query_rows(monkeypatch):
     # the same ranking as from the full matrix: d3's partner rank
     order = [j for j in np.argsort(-full[3], kind="stable") if j != 3]
     assert m["per_query"]["MRR"][0] == pytest.approx(1.0 / (order.index(7) + 1))
+
+
+def test_average_precision_counts_positives_below_rank_ten():
+    """AP runs over the whole ranking: a positive at rank 14 counts (an AP over the top 10
+    only would give 1/2 here)."""
+    rel = np.zeros((1, 20), dtype=bool)
+    rel[0, [0, 13]] = True  # positives at ranks 1 and 14
+    ap = metrics_from_relevance(rel)["AP"][0]
+    assert ap == pytest.approx(average_precision(rel[0]))
+    assert ap == pytest.approx((1 / 1 + 2 / 14) / 2)
+    x = np.array([[0.0]] + [[float(i)] for i in range(1, 20)])  # euclidean: d0 ranks d1, d2, ... in order
+    names = [f"d{i}" for i in range(20)]
+    m = retrieval_metrics(x, names, [["d0", "d1", "d14"]], method="euclidean")
+    assert m["per_query_ap"][0] == pytest.approx((1 / 1 + 2 / 14) / 2)
+
+
+def test_paired_interval_resamples_the_per_query_differences():
+    a = np.array([0.9, 0.8, 0.7, 0.6])
+    assert paired_interval(a, a - 0.1) == pytest.approx((0.1, 0.1))
+    lo, hi = paired_interval(a, a[::-1], n_boot=200, seed=1)
+    assert lo < 0 < hi
+    assert all(np.isnan(paired_interval(a, a[:3])))

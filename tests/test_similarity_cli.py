@@ -131,17 +131,20 @@ def test_euclidean_distance_of_a_drawing_with_itself_is_zero(corpus, capsys):
     assert similarity_of(out) == pytest.approx(0.0, abs=1e-4)
 
 
-def test_joint_embedding_concatenates_two_unit_blocks(corpus):
-    from utils.embedders import load_drawing, make_embedder
+def test_joint_embedding_is_two_equal_blocks_of_the_unit_parts(corpus):
+    from utils.retrieval.embedders import make_embedder
+    from utils.retrieval.encodings import load_drawing
 
     enc = load_drawing(corpus["dxf"][0])
     joint = make_embedder(corpus["joint"], "joint").embed([enc])
     gf = make_embedder(corpus["joint"], "gf").embed([enc])
     dd = make_embedder(corpus["joint"], "deepdxf").embed([enc])
     assert joint.shape[1] == gf.shape[1] + dd.shape[1]
-    assert np.linalg.norm(joint[0, :gf.shape[1]]) == pytest.approx(1.0, abs=1e-5)
-    assert np.linalg.norm(joint[0, gf.shape[1]:]) == pytest.approx(1.0, abs=1e-5)
-    np.testing.assert_allclose(joint[0, :gf.shape[1]], gf[0] / np.linalg.norm(gf[0]), atol=1e-6)
+    half = 1 / np.sqrt(2)  # [L2(gf) | L2(deepdxf)] as one unit vector: both parts weigh the same
+    assert np.linalg.norm(joint[0, :gf.shape[1]]) == pytest.approx(half, abs=1e-5)
+    assert np.linalg.norm(joint[0, gf.shape[1]:]) == pytest.approx(half, abs=1e-5)
+    np.testing.assert_allclose(joint[0, :gf.shape[1]], half * gf[0] / np.linalg.norm(gf[0]), atol=1e-6)
+    np.testing.assert_allclose(joint[0, gf.shape[1]:], half * dd[0] / np.linalg.norm(dd[0]), atol=1e-6)
 
 
 def test_features_embedding_needs_no_checkpoint(corpus, capsys, tmp_path):

@@ -13,8 +13,9 @@ import pytest
 
 import SimDeepDXF
 from tests.test_similarity_cli import ODD_NAMES, corpus, run_cli, write_drawing  # noqa: F401 (fixture)
-from utils.embedders import load_drawing, make_embedder
-from utils.gallery import Gallery, evaluate_gallery
+from utils.retrieval.embedders import floor_embedder, make_embedder
+from utils.retrieval.encodings import load_drawing
+from utils.retrieval.gallery import Gallery, evaluate_gallery
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def user_cache(tmp_path, monkeypatch) -> Path:
 
 
 def n_embedded(out: str) -> int:
-    m = re.search(r"\((\d+) embedded now, (\d+) from the", out)
+    m = re.search(r"\((\d+) embedded now", out)
     assert m, out
     return int(m.group(1))
 
@@ -123,7 +124,8 @@ def test_bad_gallery_file_is_skipped_with_a_warning(corpus, gallery, capsys):  #
 
 
 def test_features_gallery_matches_the_standardized_floor(corpus, gallery, capsys):  # noqa: F811
-    from utils.retrieval import histogram_embedding, raw_gf_embedding, standardize_blocks
+    from model.floors import histogram_embedding, raw_gf_embedding
+    from tests.reference import standardized_blocks
 
     out_npz = gallery.parent / "f.npz"
     code, _, err = run_cli(capsys, "--embedding", "features", "--gallery", gallery, "--export", out_npz)
@@ -134,7 +136,7 @@ def test_features_gallery_matches_the_standardized_floor(corpus, gallery, capsys
     encs = [load_drawing(p) for p in paths]
     hist = histogram_embedding(np.stack([e.type_counts for e in encs]))
     raw = raw_gf_embedding(np.stack([e.gf_features for e in encs]), np.stack([e.gf_adjacency for e in encs]))
-    np.testing.assert_allclose(emb, standardize_blocks([hist, raw]), atol=1e-5)
+    np.testing.assert_allclose(emb, standardized_blocks([hist, raw]), atol=1e-5)
     assert len(names) == 5
 
 
@@ -166,8 +168,9 @@ def test_metrics_table_against_a_hand_computed_ranking():
     nDCG@10 1/log2(3). Query b ranks a, c, d: AP 1, P@1 1, RR 1, nDCG 1. Both: P@5 1/5, R@10 1."""
     ang = np.deg2rad([0.0, 25.8, -20.0, 180.0])
     emb = np.stack([np.cos(ang), np.sin(ang)], axis=1)
-    g = Gallery(names=["a", "b", "c", "d"], paths=[Path(n) for n in "abcd"], emb=emb.astype(np.float32),
-                           enc={"type_counts": np.ones((4, 12), dtype=np.int64), "has_gf": np.zeros(4, bool)})
+    g = Gallery.from_arrays(["a", "b", "c", "d"], [Path(n) for n in "abcd"], floor_embedder("layout"),
+                            emb.astype(np.float32), {"type_counts": np.ones((4, 12), dtype=np.int64),
+                                                     "has_gf": np.zeros(4, bool)})
     table = evaluate_gallery(g, [("toy", emb)], [["a", "b"]], "cosine", n_boot=20, seed=0)
     row = next(line for line in table.splitlines() if line.startswith("| toy |"))
     cells = [c.strip() for c in row.strip().strip("|").split("|")]
@@ -206,7 +209,8 @@ def test_cache_dir_flag_puts_the_cache_where_asked_and_no_cache_writes_nothing(c
     assert code == 0, err
     assert (gallery / ".embedding_cache" / "cache.sqlite").is_file()
     code, out, err = run_cli(capsys, *args, "--no-cache")
-    assert code == 0 and "no cache" in out and n_embedded(out) == 5
+    assert code == 0 and "--no-cache: nothing is kept after this run" in out and n_embedded(out) == 5
+    assert "from the" not in out
     assert not user_cache.exists()
 
 
@@ -346,5 +350,5 @@ def test_ctrl_c_stops_the_gallery_within_seconds_and_keeps_what_was_cached(tmp_p
     code, out, err = run_cli(capsys, "--embedding", "features", "--gallery", gallery, "--export",
                              tmp_path / "e.npz", "--cache_dir", cache)
     assert code == 0, err
-    m = re.search(r"\((\d+) embedded now, (\d+) from the", out)
+    m = re.search(r"\((\d+) embedded now[^;]*; (\d+) from the", out)
     assert int(m.group(2)) >= 3 and int(m.group(1)) + int(m.group(2)) == 16

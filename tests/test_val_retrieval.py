@@ -10,7 +10,8 @@ from joint_train import build_joint
 from model.joint_dataset import JointDataLoader
 from tests.synthetic import write_synthetic_joint_corpus
 from config.joint_config import JointConfig
-from utils.retrieval import raw_gf_embedding, retrieval_metrics
+from model.floors import raw_gf_embedding
+from utils.ranking import retrieval_metrics
 from utils.splits import make_split
 from utils.val_retrieval import pick_validation_drawings, validation_retrieval
 

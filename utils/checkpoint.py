@@ -20,7 +20,7 @@ numpy arrays as tensors, so everything it writes reads back that way.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -166,6 +166,7 @@ class TrainedModels:
         deepdxf: the DeepDXF model (None for a GF checkpoint).
         config: the checkpoint's config dict (flat ``JointConfig`` fields for a joint run).
         path: the checkpoint file.
+        extra: the checkpoint's other top-level entries (``search_embedding``, ``fold``, ...).
     """
 
     kind: Literal["GF", "DeepDXF", "joint"]
@@ -173,6 +174,7 @@ class TrainedModels:
     deepdxf: Optional[DeepDXFModel]
     config: dict[str, Any]
     path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # what the models of each kind are stored as in ``state``
@@ -208,7 +210,9 @@ def load_trained_models(path: str | Path, device: str | torch.device = "cpu") ->
                 f"({type(err).__name__}: {first}); was it written by another version of the model code?"
             ) from err
         models[model_name] = model.to(device).eval()
-    return TrainedModels(kind=kind, gf=models["gf"], deepdxf=models["deepdxf"], config=dict(config), path=path)
+    extra = {k: v for k, v in ckpt.items() if k not in _RESERVED}
+    return TrainedModels(kind=kind, gf=models["gf"], deepdxf=models["deepdxf"], config=dict(config), path=path,
+                         extra=extra)
 
 
 __all__ = [

@@ -21,12 +21,13 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
-from config.GF_config import GF_BASE_FEATURES
 from model.DeepDXF_model import embed_sequences
 from model.GF_model import embed_graphs
-from utils.embedders import joint_vectors
-from utils.retrieval import raw_gf_embedding, retrieval_metrics
+from model.floors import raw_gf_embedding
+from model.joint_loss import joint_embedding
+from utils.ranking import retrieval_metrics
 
 
 def pick_validation_drawings(indices: Sequence[int], groups: Sequence[str], max_drawings: int,
@@ -73,7 +74,7 @@ def validation_retrieval(objective: Any, dataset: Any, names: Sequence[str], gro
     adj = np.stack([a for _, a in graphs]).astype(np.float32)
     g = embed_graphs(objective.gf, feats, adj)
     e = embed_sequences(objective.deepdxf, [dataset.rows(int(i)) for i in drawings])
-    joint = joint_vectors(g, e)
+    joint = joint_embedding(torch.from_numpy(g), torch.from_numpy(e)).numpy()
     picked = [names[int(i)] for i in drawings]
     members: dict[str, list[str]] = {}
     for i, n in zip(drawings, picked):
@@ -82,7 +83,7 @@ def validation_retrieval(objective: Any, dataset: Any, names: Sequence[str], gro
     if not group_lists:
         return nan
     learned = retrieval_metrics(joint, picked, group_lists)
-    floor = retrieval_metrics(raw_gf_embedding(feats[:, :, :GF_BASE_FEATURES], adj), picked, group_lists)
+    floor = retrieval_metrics(raw_gf_embedding(feats, adj), picked, group_lists)
     return {"retrieval_mAP": float(learned["mAP"]), "floor_mAP": float(floor["mAP"])}
 
 

@@ -16,7 +16,7 @@ under the user's cache folder, see :func:`default_cache_dir`)::
                        type_counts [12], raw GF features [10,11] and adjacency [10,10]
                        (has_gf), layout counts [12,8,8] (uint16, clipped at 65535):
                        enough for every floor
-    models/<id>/       one :class:`utils.embedding_store.EmbeddingStore` per model identity
+    models/<id>/       one :class:`utils.retrieval.store.EmbeddingStore` per model identity
                        (checkpoint hash, embedding kind, encoding format; ``identity.txt``):
                        embeddings as memory-mapped shards, an sqlite index, and the saved
                        approximate index; a drawing a model cannot embed is remembered there
@@ -44,10 +44,10 @@ import numpy as np
 
 from dataset.dxf_process_DeepDXF import N_TYPES
 from dataset.dxf_process_GF import GF_CLASSES
-from utils.embedders import H5_SUFFIXES, DrawingEncoding, gf_twin_path
-from utils.embedding_store import (EXACT_BELOW, EmbeddingStore, ShardedRows, StoreError, connect, open_store,
+from model.floors import GRID
+from utils.retrieval.encodings import H5_SUFFIXES, DrawingEncoding, gf_twin_path, sha1_files
+from utils.retrieval.store import (EXACT_BELOW, EmbeddingStore, ShardedRows, StoreError, connect, open_store,
                                    select_keys)
-from utils.floors import GRID
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 4  # 4: encodings of format 2; 3: sqlite + append-only shards (2: JSON + npz tables)
@@ -74,16 +74,6 @@ def default_cache_dir(first: str | Path) -> Path:
     folder = (p.parent if p.is_file() else p).resolve()
     tag = hashlib.sha1(str(folder).encode("utf-8")).hexdigest()[:12]
     return user_cache_root() / f"{folder.name or 'root'}-{tag}"
-
-
-def _sha1_files(paths: Iterable[str | Path], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha1()
-    for p in paths:
-        h.update(b"\0file\0")
-        with open(p, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
-    return h.hexdigest()
 
 
 def encoding_record(enc: DrawingEncoding) -> np.ndarray:
@@ -243,7 +233,7 @@ class EmbeddingCache:
                 keys.append(hit[1])
                 continue
             try:
-                key = _sha1_files(files)
+                key = sha1_files(files)
             except OSError as err:
                 if on_error is None:
                     raise

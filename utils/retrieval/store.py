@@ -37,6 +37,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from dataset.files import atomic_write
+from utils.ranking import topk_blocks
 
 SHARD_ROWS = 1 << 16
 EXACT_BELOW = 50_000
@@ -305,22 +306,9 @@ class EmbeddingStore:
             if len(short):
                 scores[short], rows[short] = self.search(q[short], k, exact=True, block_rows=block_rows)
             return scores, rows
-        best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
-        best_r = np.full((len(q), k), -1, dtype=np.int64)
-        base = 0
-        for shard in self.shards():
-            for s in range(0, len(shard), block_rows):
-                block = _normalize(shard[s:s + block_rows])
-                sim = q @ block.T
-                take = min(k, sim.shape[1])
-                idx = np.argpartition(-sim, take - 1, axis=1)[:, :take]
-                cand_s = np.concatenate([best_s, np.take_along_axis(sim, idx, axis=1)], axis=1)
-                cand_r = np.concatenate([best_r, idx + base + s], axis=1)
-                order = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
-                best_s = np.take_along_axis(cand_s, order, axis=1)
-                best_r = np.take_along_axis(cand_r, order, axis=1)
-            base += len(shard)
-        return best_s, best_r
+        blocks = (shard[s:s + block_rows] for shard in self.shards() for s in range(0, len(shard), block_rows))
+        rows, scores = topk_blocks(q, blocks, k)
+        return scores.astype(np.float32), rows
 
     def _rerank(self, q: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosine of each query ``[q, dim]`` with its candidate rows ``[q, c]``

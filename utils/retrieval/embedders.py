@@ -1,0 +1,346 @@
+"""Drawings -> the vectors a search compares: the one place that turns a checkpoint (or
+the non-learned floors) into an embedding function.
+
+An :class:`Embedder` has two steps, kept apart so that a gallery can cache the first:
+
+1. :meth:`Embedder.embed`: encodings (:mod:`utils.retrieval.encodings`) -> ``float32 [n, D]``,
+   one row per drawing, independent of any other drawing (what the cache stores);
+2. :meth:`Embedder.finalize`: those rows -> the vectors that are compared. For every
+   embedding of a checkpoint this is the identity (``row_wise``): the rows *are* the
+   final vectors, so a gallery's store searches exactly what ``--export`` writes. The
+   non-learned kinds without a checkpoint (``features``, ``layout``, ``layout_rot``)
+   and ``--append_features`` z-score columns with a reference set (the gallery).
+
+An embedding of a checkpoint is a list of :class:`Block`: each block is one source
+(a learned part, ``gf``, ``deepdxf`` or ``joint`` = ``[L2(gf) | L2(deepdxf)]``, or a
+floor block of :mod:`model.floors`: ``hist``, ``gf_raw``, ``layout``, ``layout_rot``),
+optionally z-scored with stored statistics, L2-normalized and scaled by its weight, and
+the blocks are concatenated (:func:`fuse`). Named choices:
+
+================  =====================================================================
+``gf``            the GF encoder's pooled node embeddings
+``deepdxf``       the DeepDXF encoder's pooled output over every entity
+``joint``         ``[L2(gf) | L2(deepdxf)]``, the training formula
+``joint_floors``  ``joint`` followed by the raw GF matrices as a block of length 4
+``auto``          what the checkpoint chose for its archive (``search_embedding``,
+                  chosen by ``joint_main.py`` on that archive's validation drawings),
+                  else ``joint_floors`` for a joint checkpoint, else the model's own
+================  =====================================================================
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from config.GF_config import SAVED_CONFIG_FALLBACKS
+from config.sim_config import EMBEDDING_CHOICES
+from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS
+from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM
+from dataset.dxf_read import DrawingError
+from model.floors import BLOCK_DIMS, FLOOR_KINDS, FLOOR_LABELS, floor_block, floor_raw, standardize, zscore_l2
+from utils.retrieval.encodings import DrawingEncoding, gf_twin_path, sha1_files, stack_encodings
+
+LEARNED_PARTS = ("gf", "deepdxf", "joint")
+
+
+class EmbedderError(Exception):
+    """The embedding function cannot be built (no checkpoint, wrong kind, ...)."""
+
+
+# ------------------------------------------------------------------- blocks
+@dataclass
+class Block:
+    """One block of a fused embedding.
+
+    Attributes:
+        name: a learned part (:data:`LEARNED_PARTS`) or a floor block (``model.floors.BLOCK_DIMS``).
+        weight: the block's length after L2-normalization (its weight is ``weight**2`` in a
+            cosine similarity against a unit block).
+        mean, std: column statistics that z-score the block before normalization (from the
+            training drawings), or None.
+    """
+
+    name: str
+    weight: float = 1.0
+    mean: Optional[np.ndarray] = None
+    std: Optional[np.ndarray] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "weight": float(self.weight)}
+        if self.mean is not None:
+            out["mean"] = np.asarray(self.mean, dtype=np.float64).tolist()
+            out["std"] = np.asarray(self.std, dtype=np.float64).tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Block":
+        mean, std = d.get("mean"), d.get("std")
+        return cls(str(d["name"]), float(d.get("weight", 1.0)),
+                   None if mean is None else np.asarray(mean, dtype=np.float64),
+                   None if std is None else np.asarray(std, dtype=np.float64))
+
+    def describe(self) -> str:
+        return f"{self.name}{'(z)' if self.mean is not None else ''}x{self.weight:g}"
+
+
+#: the named embeddings of a checkpoint
+PRESETS: dict[str, tuple[Block, ...]] = {
+    "gf": (Block("gf"),),
+    "deepdxf": (Block("deepdxf"),),
+    "joint": (Block("joint"),),
+    "joint_floors": (Block("joint"), Block("gf_raw", 4.0)),
+}
+#: what ``auto`` gives for a joint checkpoint that stores no choice of its own
+AUTO_JOINT = "joint_floors"
+
+
+def fuse(parts: dict[str, np.ndarray], blocks: Sequence[Block]) -> np.ndarray:
+    """``[w_1 * L2(z(b_1)) | w_2 * L2(z(b_2)) | ...]`` of raw blocks ``parts[name]: [n, d]``
+    (z: the block's stored z-score, when it has one). Returns float32 ``[n, sum d]``."""
+    out = []
+    for b in blocks:
+        x = np.asarray(parts[b.name], dtype=np.float64)
+        if b.mean is not None:
+            std = np.asarray(b.std, dtype=np.float64)
+            x = (x - b.mean) / np.where(std > 1e-12, std, 1.0)
+        out.append(b.weight * zscore_l2(x, None))
+    return np.concatenate(out, axis=1).astype(np.float32)
+
+
+def block_statistics(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std of raw block rows ``[m, d]`` (the z-score a :class:`Block` stores)."""
+    x = np.asarray(raw, dtype=np.float64)
+    return x.mean(0), x.std(0)
+
+
+def joint_vectors(gf: np.ndarray, deepdxf: np.ndarray) -> np.ndarray:
+    """The ``joint`` embedding from its parts: ``[L2(gf) | L2(deepdxf)]``, gf ``[n, Dg]``,
+    deepdxf ``[n, De]`` -> float32 ``[n, Dg + De]``; the training formula
+    (:func:`model.joint_loss.joint_embedding`), so the searched vectors are the trained ones."""
+    import torch  # only with learned parts, when torch is loaded already
+
+    from model.joint_loss import joint_embedding
+    return joint_embedding(torch.from_numpy(np.asarray(gf)), torch.from_numpy(np.asarray(deepdxf))).numpy()
+
+
+# ----------------------------------------------------------------- embedder
+class Embedder:
+    """An embedding function over drawings.
+
+    Attributes:
+        kind: the embedding's name (``gf``, ``joint_floors``, ``features``, ...).
+        identity: changes whenever the rows of a drawing could change (checkpoint bytes,
+            blocks, encoding format): the cache key of the model's store.
+        label: for tables and messages.
+        needs_gf: drawings without GF matrices cannot be embedded.
+        row_wise: :meth:`finalize` needs no reference set: the rows are the compared vectors.
+        learned: a model computes (part of) it: a gallery keeps its rows in the model's store
+            (the non-learned kinds are computed from the cached encodings instead).
+        config: the checkpoint's configuration (None for the non-learned kinds).
+        blocks: the fused blocks (empty for the non-learned kinds).
+        why: one line saying why this embedding was chosen (``auto``).
+    """
+
+    def __init__(self, kind: str, identity: str, label: str, fn: Callable[[Sequence[DrawingEncoding]], np.ndarray],
+                 *, needs_gf: bool, row_wise: bool = True, learned: bool = True, config: Optional[dict] = None,
+                 blocks: Sequence[Block] = (), why: str = "",
+                 finalize_fn: Optional[Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]] = None) -> None:
+        self.kind, self.identity, self.label = kind, identity, label
+        self.needs_gf, self.row_wise, self.learned = needs_gf, row_wise, learned
+        self.config, self.blocks, self.why = config, tuple(blocks), why
+        self._fn, self._finalize = fn, finalize_fn
+        self.calls = 0  # drawings embedded so far (tests and logs)
+
+    def check(self, enc: DrawingEncoding) -> None:
+        """Raise :class:`DrawingError` when ``enc`` lacks what this embedding needs."""
+        if self.needs_gf and not enc.has_gf:
+            raise DrawingError(enc.path, f"no GF twin at {gf_twin_path(enc.path)}: the {self.kind} "
+                                         "embedding needs the GF matrices (give the .dxf, or preprocess "
+                                         "it with dataset/dxf_process.py, or use --embedding deepdxf)")
+
+    def embed(self, encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        """``float32 [n, D]`` for ``n`` drawings (each passed :meth:`check`)."""
+        for e in encs:
+            self.check(e)
+        self.calls += len(encs)
+        if len(encs) == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.ascontiguousarray(self._fn(encs), dtype=np.float32)
+
+    def finalize(self, rows: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+        """The vectors that are compared, from :meth:`embed` rows ``[n, D]``; ``reference:
+        [m, D]`` (the gallery's rows) z-scores the kinds that are not ``row_wise``."""
+        if self._finalize is None:
+            return np.asarray(rows, dtype=np.float32)
+        return np.asarray(self._finalize(np.asarray(rows), reference), dtype=np.float32)
+
+
+def floor_embedder(kind: str) -> Embedder:
+    """A non-learned kind (``features``, ``layout``, ``layout_rot``) z-scored with the
+    gallery; no checkpoint."""
+    sizes = [BLOCK_DIMS[b] for b in FLOOR_KINDS[kind]]
+
+    def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        return floor_raw(kind, stack_encodings(encs))
+
+    def finalize(rows: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
+        return standardize(rows, reference, sizes)
+    return Embedder(kind, f"{kind}/fmt{FORMAT_VERSION}", f"{kind} ({FLOOR_LABELS[kind]}, standardized with the gallery)",
+                    fn, needs_gf=kind == "features", row_wise=False, learned=False, finalize_fn=finalize)
+
+
+def with_features(base: Embedder) -> Embedder:
+    """``--append_features``: ``[L2(base) | standardized histogram | standardized raw GF]``,
+    three unit blocks, the floor blocks z-scored with the reference set (the gallery)."""
+    sizes = [BLOCK_DIMS["hist"], BLOCK_DIMS["gf_raw"]]
+    width = sum(sizes)
+
+    def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        return np.concatenate([base.embed(encs), floor_raw("features", stack_encodings(encs))], axis=1)
+
+    def finalize(rows: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
+        learned = base.finalize(rows[:, :-width], None if reference is None else reference[:, :-width])
+        feats = standardize(rows[:, -width:], None if reference is None else reference[:, -width:], sizes)
+        return np.concatenate([zscore_l2(learned, None), feats], axis=1)
+    return Embedder(base.kind, f"{base.identity}/+features", f"{base.label} + standardized features blocks", fn,
+                    needs_gf=True, row_wise=False, learned=base.learned, config=base.config, blocks=base.blocks,
+                    why=base.why,
+                    finalize_fn=finalize)
+
+
+def _check_device(device: str) -> None:
+    """Raise :class:`EmbedderError` for a device torch cannot use here."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise EmbedderError(f"unknown --device {device!r} ({err}): use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EmbedderError(f"--device {device}: no CUDA GPU is visible to torch here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise EmbedderError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+
+
+def _load(path: Path, device: str) -> Any:
+    from utils.checkpoint import CheckpointError, load_trained_models
+
+    _check_device(device)
+    try:
+        return load_trained_models(path, device)
+    except CheckpointError as err:
+        raise EmbedderError(str(err)) from err
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise EmbedderError(f"{path}: the model cannot be rebuilt from it "
+                            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                            "was it written by another version of the model code?") from err
+
+
+def part_functions(gf_model: Any, deepdxf_model: Any, gf_layout: bool
+                   ) -> dict[str, Callable[[Sequence[DrawingEncoding]], np.ndarray]]:
+    """The raw learned parts a checkpoint can give: ``gf`` (needs the GF matrices),
+    ``deepdxf``, and ``joint`` when it has both; each encodings -> float32 ``[n, D]``."""
+    from model.DeepDXF_model import embed_sequences
+    from model.GF_model import embed_graphs
+
+    fns: dict[str, Callable[[Sequence[DrawingEncoding]], np.ndarray]] = {}
+    if gf_model is not None:
+        def gf_fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+            feats = np.stack([e.gf_features for e in encs])
+            if gf_layout:  # the 11 GF columns followed by the drawing's per-class occupancy
+                feats = np.concatenate([feats, np.stack([e.gf_layout for e in encs])], axis=2)
+            return embed_graphs(gf_model, feats, np.stack([e.gf_adjacency for e in encs]))
+        fns["gf"] = gf_fn
+    if deepdxf_model is not None:
+        fns["deepdxf"] = lambda encs: embed_sequences(deepdxf_model, [e.rows for e in encs])
+    if gf_model is not None and deepdxf_model is not None:
+        fns["joint"] = lambda encs: joint_vectors(fns["gf"](encs), fns["deepdxf"](encs))
+    return fns
+
+
+def blocks_function(parts: dict[str, Callable[[Sequence[DrawingEncoding]], np.ndarray]], blocks: Sequence[Block]
+                    ) -> Callable[[Sequence[DrawingEncoding]], np.ndarray]:
+    """encodings -> :func:`fuse` of ``blocks`` (learned parts from ``parts``, floor blocks
+    from the encodings)."""
+    def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        arrays = stack_encodings(encs) if any(b.name not in LEARNED_PARTS for b in blocks) else {}
+        raw = {b.name: parts[b.name](encs) if b.name in LEARNED_PARTS else floor_block(b.name, arrays)
+               for b in blocks}
+        return fuse(raw, blocks)
+    return fn
+
+
+def _choose(trained: Any, embedding: str, path: Path) -> tuple[str, tuple[Block, ...], str]:
+    """The embedding name, its blocks and why, for ``--embedding`` on this checkpoint."""
+    natural = {"GF": "gf", "DeepDXF": "deepdxf", "joint": "joint"}[trained.kind]
+    available = {"gf": {"gf"}, "deepdxf": {"deepdxf"}, "joint": set(PRESETS)}[natural]
+    if embedding == "auto":
+        stored = trained.extra.get("search_embedding")
+        if stored:
+            blocks = tuple(Block.from_dict(b) for b in stored["blocks"])
+            return str(stored["name"]), blocks, str(stored.get("why", "chosen when the model was trained"))
+        chosen = AUTO_JOINT if natural == "joint" else natural
+        return chosen, PRESETS[chosen], ("the default for a joint checkpoint that stores no choice of its own"
+                                         if natural == "joint" else f"the model of this {trained.kind} checkpoint")
+    if embedding not in available:
+        raise EmbedderError(f"{path} is a {trained.kind} checkpoint: it cannot give a {embedding} embedding "
+                            f"(choose --embedding {' or '.join(sorted(available))}, or features/layout/layout_rot)")
+    return embedding, PRESETS[embedding], f"--embedding {embedding}"
+
+
+def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", device: str = "cpu") -> Embedder:
+    """The embedding function of a checkpoint, or of a non-learned floor.
+
+    Args:
+        model_path: a checkpoint written by the trainers (not needed for the non-learned kinds).
+        embedding: ``auto``, a name of :data:`PRESETS`, or ``features``/``layout``/``layout_rot``.
+        device: where the model runs (``cpu``, ``cuda``, ...).
+    Raises:
+        EmbedderError: no checkpoint, a checkpoint of another toolkit/format version, or
+            one that does not hold the requested model.
+    """
+    if embedding not in EMBEDDING_CHOICES:
+        raise EmbedderError(f"unknown embedding {embedding!r}: choose one of {', '.join(EMBEDDING_CHOICES)}")
+    if embedding in FLOOR_KINDS:
+        return floor_embedder(embedding)
+    if model_path is None:
+        raise EmbedderError("no --model_path given: pass a checkpoint, or use --embedding features")
+    path = Path(model_path)
+    if not path.is_file():
+        raise EmbedderError(f"no checkpoint at {path}: train a model first (python GF_main.py / "
+                            "DeepDXF_train.py / joint_main.py), pass --model_path, or use --embedding features")
+    trained = _load(path, device)
+    chosen, blocks, why = _choose(trained, embedding, path)
+    config = dict(trained.config or {})
+    gf_layout = bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"]))
+    parts = part_functions(trained.gf, trained.deepdxf, gf_layout)
+    missing = [b.name for b in blocks if b.name in LEARNED_PARTS and b.name not in parts]
+    if missing:
+        raise EmbedderError(f"{path}: the chosen embedding {chosen} needs the {', '.join(missing)} model, "
+                            f"which this {trained.kind} checkpoint does not hold")
+    spec = json.dumps([b.to_dict() for b in blocks], sort_keys=True)
+    identity = f"{sha1_files([path])}/{chosen}/{hashlib.sha1(spec.encode()).hexdigest()[:12]}/fmt{FORMAT_VERSION}"
+    needs_gf = any(b.name in ("gf", "joint", "gf_raw") for b in blocks)
+    label = f"{chosen} model ({path})"
+    return Embedder(chosen, identity, label, blocks_function(parts, blocks), needs_gf=needs_gf, config=config,
+                    blocks=blocks, why=why)
+
+
+def dummy_encoding() -> DrawingEncoding:
+    """A one-entity drawing with zero GF matrices (to probe an embedding's width)."""
+    c = len(GF_CLASSES)
+    rows = np.full((1, N_COLUMNS), -1, dtype=np.int32)
+    rows[0, 0] = 0
+    return DrawingEncoding(path="", source=None, rows=rows, type_counts=np.eye(1, 12, dtype=np.int64)[0],
+                           gf_features=np.zeros((c, c + 1), np.float32), gf_adjacency=np.zeros((c, c), np.float32),
+                           gf_layout=np.zeros((c, LAYOUT_DIM), np.float32))
+
+
+__all__ = ["EMBEDDING_CHOICES", "LEARNED_PARTS", "PRESETS", "AUTO_JOINT", "EmbedderError", "Block", "fuse",
+           "block_statistics", "joint_vectors", "Embedder", "floor_embedder", "with_features", "part_functions",
+           "blocks_function", "make_embedder", "dummy_encoding"]
