@@ -29,11 +29,10 @@ from config.cli import parse_config
 from config.sim_config import DEMO_FOLDER, SimConfig
 from dataset.dxf_read import DrawingError, drawing_name
 from model.floors import FLOOR_KINDS, floor_raw
-from utils.ranking import percentile_among, similarity_matrix
+from utils.ranking import GroupsError, percentile_among, read_groups, similarity_matrix
 from utils.retrieval.cache import EmbeddingCache, default_cache_dir
 from utils.retrieval.embedders import Embedder, EmbedderError, floor_embedder, make_embedder, with_features
 from utils.retrieval.encodings import SUPPORTED_SUFFIXES, DrawingEncoding, PreprocessedIndex, load_drawing
-from utils.retrieval.evaluate import GroupsError, read_groups
 from utils.retrieval.gallery import (Gallery, GalleryError, build_gallery, collect_files, evaluate_gallery,
                                      export_gallery, pick_reference, resolve_source, spread, training_data_folder,
                                      warn)

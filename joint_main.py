@@ -43,7 +43,9 @@ from joint_train import (
 )
 from dataset.pack import ArchiveError
 from model.joint_dataset import JointDataError, JointDataLoader
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, load_trained_models
+from utils.embedding_choice import choice_table, choose_search_embedding, store_choice
+from utils.ranking import read_groups, resolve_groups
 from utils.val_retrieval import pick_validation_drawings, validation_retrieval
 from utils.distributed import DistInfo, broadcast_object, cleanup_distributed
 from utils.run_log import RunLogger
@@ -261,9 +263,47 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
     }
     if not info.is_main:
         return {**summarize_folds(results), **extra}
+    best = summarize_folds(results)
+    if cfg.choose_embedding and best.get("best_checkpoint"):
+        extra["search_embedding"] = choose_and_store(cfg, data, best, log)
     return finish_run(log, results, extra,
                       f"joint over {len(results)} fold(s): best combined val loss {{val_loss_mean:.4f}} ± "
                       f"{{val_loss_std:.4f}}, test {{test_loss_mean:.4f}} ± {{test_loss_std:.4f}}")
+
+
+def choose_and_store(cfg: JointConfig, data: JointDataLoader, summary: dict[str, Any], log: Any) -> Optional[dict]:
+    """Choose the search embedding on the best fold's validation drawings
+    (``utils.embedding_choice``), store it in that fold's checkpoint (published as
+    ``best_model.pth``), and say what was chosen and why; returns what summary.json keeps
+    of the choice (None: nothing to choose on)."""
+    fold = int(summary["best_fold"])
+    train_idx, val_idx = data.split.folds[fold]
+    groups = group_lists(data.names, data.split.groups)
+    if cfg.groups:
+        user, missing = resolve_groups(data.names, read_groups(cfg.groups))
+        groups += [[data.names[i] for i in g] for g in user if len(g) >= 2]
+        if missing:
+            log.warning(f"--groups: {len(missing)} names are not drawings of this archive (e.g. {missing[0]!r})")
+    trained = load_trained_models(summary["best_checkpoint"], "cpu")
+    choice = choose_search_embedding(trained.gf, trained.deepdxf, data.dataset, data.names, val_idx, train_idx,
+                                     groups, cfg.choice_max_drawings, seed=cfg.seed)
+    if choice is None:
+        log.info("search embedding: not chosen: no two validation drawings share a group (--group_pattern, "
+                 "--groups); SimDeepDXF.py --embedding auto uses joint_floors. Give the archive revisions "
+                 "(dataset/make_revisions.py) or --groups to let training choose")
+        return None
+    store_choice([summary["best_checkpoint"]], choice)  # published as best_model.pth with it
+    log.info(f"search embedding: {choice['name']} [{choice['description']}]: {choice['why']}\n"
+             + choice_table(choice))
+    return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
+
+
+def group_lists(names: Sequence[str], group_of_each: Sequence[str]) -> list[list[str]]:
+    """Groups of names with two members or more, from each name's group label."""
+    by_group: dict[str, list[str]] = {}
+    for n, g in zip(names, group_of_each):
+        by_group.setdefault(g, []).append(n)
+    return [members for members in by_group.values() if len(members) >= 2]
 
 
 if __name__ == "__main__":

@@ -97,6 +97,16 @@ class JointConfig(GFConfig, DeepDXFConfig):
                           "of their drawings with each other (groups by --group_pattern: pieces, revisions) and log the mAP "
                           "of the joint embedding beside the raw GF floor's (0 = off; NaN when no group has two members)"})
 
+    # --- the search embedding --------------------------------------------------
+    choose_embedding: bool = field(default=True, metadata={"help": "after training, score the learned embedding, every "
+                          "non-learned floor and their fusions on this archive's validation drawings (groups by "
+                          "--group_pattern and --groups) and store the best in the checkpoint: what "
+                          "SimDeepDXF.py --embedding auto searches with"})
+    choice_max_drawings: int = field(default=1000, metadata={"help": "validation drawings at most for that choice"})
+    groups: Optional[str] = field(default=None, metadata={"help": "JSON list of groups of similar drawing names of this "
+                          "archive (as SimDeepDXF.py --groups takes): their validation members are queries of the "
+                          "embedding choice too"})
+
     # --- run control ----------------------------------------------------------
     resume: bool = field(default=False, metadata={"help": "continue the run --run_name (default: the latest joint run) from checkpoints/<run>/last.pth"})
     stop_after_epochs: int = field(default=0, metadata={"help": "leave after this many epochs of this process, as if interrupted (for testing --resume; 0 = off)"})
@@ -115,6 +125,8 @@ class JointConfig(GFConfig, DeepDXFConfig):
             raise ValueError(f"cross_temperature must be > 0, got {self.cross_temperature}")
         if self.group_weight < 0:
             raise ValueError(f"group_weight must be >= 0, got {self.group_weight}")
+        if self.choice_max_drawings < 2:
+            raise ValueError(f"choice_max_drawings must be >= 2, got {self.choice_max_drawings}")
         if self.val_retrieval < 0:
             raise ValueError(f"val_retrieval must be >= 0, got {self.val_retrieval}")
         if self.group_temperature <= 0:

@@ -4,6 +4,7 @@ retrieval check (``utils/train``) and by retrieval (``utils/retrieval``). numpy 
 - :func:`similarity_matrix`, :func:`topk` (the one exact top-k; :func:`topk_blocks`
   streams a gallery too large for memory block by block), :func:`percentile_among`;
 - the protocol of every evaluation: ``groups`` is a list of groups of drawing names
+  (a groups file holds one as JSON: :func:`read_groups`)
   that people (or a revision generator) consider similar. Every drawing of a group
   with at least two members among ``names`` is a query; the other members of its
   group(s) are its positives; the gallery is all other ``n - 1`` drawings.
@@ -13,7 +14,9 @@ retrieval check (``utils/train``) and by retrieval (``utils/retrieval``). numpy 
 """
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Iterable, Literal, Optional, Sequence
 
 import numpy as np
@@ -152,6 +155,29 @@ def resolve_groups(names: Sequence[str], groups: Iterable[Iterable[str]]) -> tup
     return out, missing
 
 
+class GroupsError(ValueError):
+    """A groups file that cannot be used (missing, not JSON, not a list of lists of names)."""
+
+
+def read_groups(path: str | Path) -> list[list[str]]:
+    """A JSON list of groups of similar drawing names, e.g. ``[["a", "b"], ["c", "d"]]``.
+
+    Raises:
+        GroupsError: the file is missing or does not hold such a list (the message says which).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GroupsError(f"no groups file at {p}: give a JSON list of groups of drawing names")
+    try:
+        groups = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise GroupsError(f"{p} is not valid JSON ({err}): expected a list of groups of drawing names") from err
+    if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(n, str) for n in g)
+                                               for g in groups):
+        raise GroupsError(f"{p} must hold a JSON list of lists of drawing names, e.g. [[\"a\", \"b\"], [\"c\", \"d\"]]")
+    return groups
+
+
 # ------------------------------------------------------------------- metrics
 def _ranked_relevance(sim: np.ndarray, positives: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Relevance of the gallery in ranked order: ``sim [q, n]`` similarities of the query
@@ -260,6 +286,6 @@ def best_by_map(rows: Sequence[tuple[str, Optional[dict]]]) -> Optional[tuple[st
     return best
 
 
-__all__ = ["Method", "METRIC_KEYS", "l2_normalize", "similarity_matrix", "topk", "topk_blocks", "percentile_among",
+__all__ = ["Method", "METRIC_KEYS", "GroupsError", "read_groups", "l2_normalize", "similarity_matrix", "topk", "topk_blocks", "percentile_among",
            "normalize_name", "resolve_groups", "metrics_from_relevance", "retrieval_metrics", "bootstrap_interval",
            "paired_interval", "best_by_map"]

@@ -11,11 +11,11 @@ An :class:`Embedder` has two steps, kept apart so that a gallery can cache the f
    non-learned kinds without a checkpoint (``features``, ``layout``, ``layout_rot``)
    and ``--append_features`` z-score columns with a reference set (the gallery).
 
-An embedding of a checkpoint is a list of :class:`Block`: each block is one source
-(a learned part, ``gf``, ``deepdxf`` or ``joint`` = ``[L2(gf) | L2(deepdxf)]``, or a
-floor block of :mod:`model.floors`: ``hist``, ``gf_raw``, ``layout``, ``layout_rot``),
+An embedding of a checkpoint is a list of :class:`model.fusion.Block`: each block is one
+source (a learned part, ``gf``, ``deepdxf`` or ``joint`` = ``[L2(gf) | L2(deepdxf)]``, or
+a floor block of :mod:`model.floors`: ``hist``, ``gf_raw``, ``layout``, ``layout_rot``),
 optionally z-scored with stored statistics, L2-normalized and scaled by its weight, and
-the blocks are concatenated (:func:`fuse`). Named choices:
+the blocks are concatenated (:func:`model.fusion.fuse`). Named choices:
 
 ================  =====================================================================
 ``gf``            the GF encoder's pooled node embeddings
@@ -43,49 +43,11 @@ from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS
 from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM
 from dataset.dxf_read import DrawingError
 from model.floors import BLOCK_DIMS, FLOOR_KINDS, FLOOR_LABELS, floor_block, floor_raw, standardize, zscore_l2
+from model.fusion import LEARNED_PARTS, Block, block_statistics, fuse
 from utils.retrieval.encodings import DrawingEncoding, gf_twin_path, sha1_files, stack_encodings
-
-LEARNED_PARTS = ("gf", "deepdxf", "joint")
-
 
 class EmbedderError(Exception):
     """The embedding function cannot be built (no checkpoint, wrong kind, ...)."""
-
-
-# ------------------------------------------------------------------- blocks
-@dataclass
-class Block:
-    """One block of a fused embedding.
-
-    Attributes:
-        name: a learned part (:data:`LEARNED_PARTS`) or a floor block (``model.floors.BLOCK_DIMS``).
-        weight: the block's length after L2-normalization (its weight is ``weight**2`` in a
-            cosine similarity against a unit block).
-        mean, std: column statistics that z-score the block before normalization (from the
-            training drawings), or None.
-    """
-
-    name: str
-    weight: float = 1.0
-    mean: Optional[np.ndarray] = None
-    std: Optional[np.ndarray] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "weight": float(self.weight)}
-        if self.mean is not None:
-            out["mean"] = np.asarray(self.mean, dtype=np.float64).tolist()
-            out["std"] = np.asarray(self.std, dtype=np.float64).tolist()
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Block":
-        mean, std = d.get("mean"), d.get("std")
-        return cls(str(d["name"]), float(d.get("weight", 1.0)),
-                   None if mean is None else np.asarray(mean, dtype=np.float64),
-                   None if std is None else np.asarray(std, dtype=np.float64))
-
-    def describe(self) -> str:
-        return f"{self.name}{'(z)' if self.mean is not None else ''}x{self.weight:g}"
 
 
 #: the named embeddings of a checkpoint
@@ -97,25 +59,6 @@ PRESETS: dict[str, tuple[Block, ...]] = {
 }
 #: what ``auto`` gives for a joint checkpoint that stores no choice of its own
 AUTO_JOINT = "joint_floors"
-
-
-def fuse(parts: dict[str, np.ndarray], blocks: Sequence[Block]) -> np.ndarray:
-    """``[w_1 * L2(z(b_1)) | w_2 * L2(z(b_2)) | ...]`` of raw blocks ``parts[name]: [n, d]``
-    (z: the block's stored z-score, when it has one). Returns float32 ``[n, sum d]``."""
-    out = []
-    for b in blocks:
-        x = np.asarray(parts[b.name], dtype=np.float64)
-        if b.mean is not None:
-            std = np.asarray(b.std, dtype=np.float64)
-            x = (x - b.mean) / np.where(std > 1e-12, std, 1.0)
-        out.append(b.weight * zscore_l2(x, None))
-    return np.concatenate(out, axis=1).astype(np.float32)
-
-
-def block_statistics(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and std of raw block rows ``[m, d]`` (the z-score a :class:`Block` stores)."""
-    x = np.asarray(raw, dtype=np.float64)
-    return x.mean(0), x.std(0)
 
 
 def joint_vectors(gf: np.ndarray, deepdxf: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ and the bench scripts).
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -20,29 +19,6 @@ import numpy as np
 from model.floors import FLOOR_LABELS, floor_embeddings, random_embedding
 from utils.ranking import (METRIC_KEYS, Method, best_by_map, bootstrap_interval, normalize_name, paired_interval,
                            retrieval_metrics)
-
-
-class GroupsError(ValueError):
-    """A groups file that cannot be used (missing, not JSON, not a list of lists of names)."""
-
-
-def read_groups(path: str | Path) -> list[list[str]]:
-    """A JSON list of groups of similar drawing names, e.g. ``[["a", "b"], ["c", "d"]]``.
-
-    Raises:
-        GroupsError: the file is missing or does not hold such a list (the message says which).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise GroupsError(f"no groups file at {p}: give a JSON list of groups of drawing names")
-    try:
-        groups = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise GroupsError(f"{p} is not valid JSON ({err}): expected a list of groups of drawing names") from err
-    if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(n, str) for n in g)
-                                               for g in groups):
-        raise GroupsError(f"{p} must hold a JSON list of lists of drawing names, e.g. [[\"a\", \"b\"], [\"c\", \"d\"]]")
-    return groups
 
 
 def load_encodings(data_dir: str | Path) -> dict:
@@ -222,6 +198,6 @@ def compare_table(
     return text, rows
 
 
-__all__ = ["GroupsError", "read_groups", "load_encodings", "RANDOM_LABEL", "FLOOR_HIST", "FLOOR_RAW_GF", "FLOOR_STD",
+__all__ = ["load_encodings", "RANDOM_LABEL", "FLOOR_HIST", "FLOOR_RAW_GF", "FLOOR_STD",
            "FLOOR_LAYOUT", "FLOOR_LAYOUT_ROT", "floor_table", "format_table", "strongest_floor", "verdict_lines",
            "compare_table"]

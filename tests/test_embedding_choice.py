@@ -1,0 +1,89 @@
+"""The search embedding is chosen per archive: training scores the learned embedding, every
+floor and their fusions on the archive's own validation drawings, stores the best in the
+checkpoint, and SimDeepDXF.py --embedding auto searches with exactly that, saying why."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import joint_main
+import SimDeepDXF
+from model.fusion import Block
+from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
+from utils.checkpoint import load_checkpoint
+from utils.embedding_choice import Candidate, candidates, pick
+from utils.retrieval.embedders import make_embedder
+
+
+def _cand(name: str, mAP: float, floor: bool = False, n_blocks: int = 1) -> Candidate:
+    return Candidate(name, [Block("joint")] * n_blocks, floor=floor, metrics={"mAP": mAP})
+
+
+def test_pick_takes_the_best_and_a_floor_on_a_tie():
+    cands = [_cand("joint", 0.80), _cand("layout", 0.70, floor=True), _cand("joint + layout x2", 0.85, n_blocks=2),
+             _cand("gf_raw", 0.75, floor=True)]
+    best, floor = pick(cands)
+    assert best.name == "joint + layout x2" and floor.name == "gf_raw"
+    tie = [_cand("joint", 0.901), _cand("layout", 0.900, floor=True)]
+    assert pick(tie)[0].name == "layout"  # within the tie margin the floor wins
+    clear = [_cand("joint", 0.95), _cand("layout", 0.90, floor=True)]
+    assert pick(clear)[0].name == "joint"
+
+
+def test_candidates_zscore_floors_with_the_training_statistics():
+    rng = np.random.default_rng(0)
+    parts = {"hist": rng.normal(3, 2, (50, 12)), "gf_raw": rng.random((50, 210)),
+             "layout": rng.random((50, 768)), "layout_rot": rng.random((50, 120))}
+    cands = {c.name: c for c in candidates(parts)}
+    layout = cands["layout"].blocks[0]
+    np.testing.assert_allclose(layout.mean, parts["layout"].mean(0))
+    np.testing.assert_allclose(layout.std, parts["layout"].std(0))
+    assert cands["gf_raw"].blocks[0].mean is None  # the raw GF floor as the tables print it
+    assert {"joint", "gf", "deepdxf", "features", "layout_rot", "joint + layout_rot x4"} <= set(cands)
+    assert all(c.floor == (not any(b.name in ("joint", "gf", "deepdxf") for b in c.blocks)) for c in cands.values())
+
+
+def test_training_stores_the_choice_and_auto_searches_with_it(corpus, tmp_path, capsys):  # noqa: F811
+    summary = joint_main.main(_argv(corpus, "choice", "--epochs", "2", "--k_folds", "2"))
+    choice = summary["search_embedding"]
+    assert choice is not None and choice["n_queries"] >= 2
+    scores = choice["scores"]
+    floors = [n for n in scores if n in ("hist", "gf_raw", "gf_raw(z)", "features", "layout", "layout_rot")]
+    assert scores[choice["name"]] >= max(scores[n] for n in floors)  # never below the strongest floor
+    ckpt = load_checkpoint(corpus / "ckpt" / "choice" / "best_model.pth")
+    stored = ckpt["search_embedding"]
+    assert stored["name"] == choice["name"] and stored["why"] == choice["why"]
+    embedder = make_embedder(corpus / "ckpt" / "choice" / "best_model.pth")
+    assert embedder.kind == choice["name"] and embedder.why == choice["why"]
+    assert [b.to_dict() for b in embedder.blocks] == stored["blocks"]
+    assert json.loads((corpus / "logs" / "choice" / "summary.json").read_text())["search_embedding"]["name"] \
+        == choice["name"]
+    code = SimDeepDXF.main(["--model_path", str(corpus / "ckpt" / "choice" / "best_model.pth"), "--gallery",
+                            str(corpus / "DeepDXF"), "--export", str(tmp_path / "e.npz"), "--cache_dir",
+                            str(tmp_path / "cache")])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert code == 0 and first.startswith(f"embedding: {choice['name']}") and choice["why"] in first
+
+
+def test_without_groups_nothing_is_chosen_and_auto_says_so(corpus, capsys):  # noqa: F811
+    summary = joint_main.main(_argv(corpus, "nochoice", "--epochs", "1", "--group_pattern", "^(.*)$",
+                                    "--group_weight", "0"))
+    assert summary["search_embedding"] is None
+    embedder = make_embedder(corpus / "ckpt" / "nochoice" / "best_model.pth")
+    assert embedder.kind == "joint_floors" and "stores no choice" in embedder.why
+
+
+def test_a_users_groups_file_is_chosen_on(corpus, tmp_path):  # noqa: F811
+    """With every drawing its own group (no pieces, no revisions), only the user's groups
+    give queries: the choice is made on them."""
+    from dataset.pack import open_archive
+
+    names = [open_archive(corpus).name(i) for i in range(len(open_archive(corpus)))]
+    groups = [names[i:i + 3] for i in range(0, len(names) - 2, 3)]
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps(groups))
+    summary = joint_main.main(_argv(corpus, "usergroups", "--epochs", "1", "--group_pattern", "^(.*)$",
+                                    "--group_weight", "0", "--groups", str(path)))
+    assert summary["search_embedding"] is not None and summary["search_embedding"]["n_queries"] >= 2

@@ -1,0 +1,210 @@
+"""Choose the search embedding for the archive a model was trained on.
+
+A fusion weight chosen on one archive is not right on another: on lead-frame revisions
+the raw GF matrices are the strongest floor, on floor plans grouped by building a layout
+grid is, and a learned embedding may add to either or to neither. So after training,
+``joint_main.py`` scores on the archive's own validation drawings
+
+- the learned parts (``joint``, ``gf``, ``deepdxf``),
+- every non-learned floor (the entity-type histogram, the raw GF matrices, their
+  standardized pair, the layout grid and its rotation-robust form; z-scored with
+  statistics of the training drawings),
+- and the joint embedding fused with each floor at a few weights,
+
+and stores the best of them in the checkpoint (``search_embedding``: its blocks with
+their statistics, every candidate's mAP, the strongest floor, and one line saying why).
+``SimDeepDXF.py --embedding auto`` then searches with exactly that embedding.
+
+Queries are the validation drawings that share a group (``--group_pattern``: pieces and
+revisions of one drawing, e.g. the revisions ``dataset/make_revisions.py`` generates)
+or a group of the user's ``--groups`` file; the gallery is those drawings plus other
+validation drawings as distractors (at most ``max_drawings``). Without two such
+drawings there is nothing to choose on, and no choice is stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from dataset.dxf_process_DeepDXF import N_TYPES
+from model.DeepDXF_model import embed_sequences
+from model.floors import BLOCK_DIMS, FLOOR_LABELS, floor_block, layout_grid
+from model.fusion import Block, block_statistics, describe_blocks, fuse
+from model.GF_model import embed_graphs
+from model.joint_loss import joint_embedding
+from utils.ranking import paired_interval, retrieval_metrics
+
+#: floor blocks that are z-scored with the training drawings' statistics
+ZSCORED = ("hist", "gf_raw", "layout", "layout_rot")
+#: weights of a floor block fused with the unit joint embedding
+FUSION_WEIGHTS = (1.0, 2.0, 4.0)
+#: among candidates this close in mAP, the one with fewer blocks wins
+TIE = 0.002
+
+
+@dataclass
+class Candidate:
+    """One embedding to score: its name, blocks and whether it is a non-learned floor."""
+
+    name: str
+    blocks: list[Block]
+    floor: bool = False
+    metrics: Optional[dict] = field(default=None, repr=False)
+
+
+def drawing_parts(gf_model: Any, deepdxf_model: Any, dataset: Any, indices: Sequence[int],
+                  learned: bool = True) -> dict[str, np.ndarray]:
+    """Every raw block of the joint drawings ``indices`` of ``dataset`` (``graph(i)``: GF
+    features ``[10, F]`` (the 11 GF columns first) and adjacency; ``rows(i)``: DeepDXF rows):
+    the floor blocks of ``model.floors.BLOCK_DIMS`` and, when ``learned``, ``gf``,
+    ``deepdxf`` and ``joint`` of the two models. Each ``[n, d]``."""
+    graphs = [dataset.graph(int(i)) for i in indices]
+    feats = np.stack([np.asarray(f, dtype=np.float32) for f, _ in graphs])
+    adj = np.stack([np.asarray(a, dtype=np.float32) for _, a in graphs])
+    rows = [np.asarray(dataset.rows(int(i))) for i in indices]
+    arrays = {"type_counts": np.stack([np.bincount(r[:, 0], minlength=N_TYPES)[:N_TYPES] for r in rows]),
+              "gf_features": feats, "gf_adjacency": adj, "layout": np.stack([layout_grid(r) for r in rows])}
+    parts = {name: floor_block(name, arrays) for name in BLOCK_DIMS}
+    if learned:
+        g = embed_graphs(gf_model, feats, adj)
+        d = embed_sequences(deepdxf_model, rows)
+        parts.update(gf=g, deepdxf=d, joint=joint_embedding(torch.from_numpy(g), torch.from_numpy(d)).numpy())
+    return parts
+
+
+def candidates(train_parts: dict[str, np.ndarray]) -> list[Candidate]:
+    """The embeddings to choose from; floor blocks z-scored with ``train_parts``' statistics."""
+    z = {name: Block(name, 1.0, *block_statistics(train_parts[name])) for name in ZSCORED}
+
+    def zb(name: str, weight: float = 1.0) -> Block:
+        return Block(name, weight, z[name].mean, z[name].std)
+
+    floors = {
+        "hist": [zb("hist")],
+        "gf_raw": [Block("gf_raw")],
+        "gf_raw(z)": [zb("gf_raw")],
+        "features": [zb("hist"), zb("gf_raw")],
+        "layout": [zb("layout")],
+        "layout_rot": [zb("layout_rot")],
+    }
+    out = [Candidate(name, [Block(name)]) for name in ("joint", "gf", "deepdxf")]
+    out += [Candidate(name, blocks, floor=True) for name, blocks in floors.items()]
+    for name, blocks in floors.items():
+        if name == "hist":
+            continue
+        for w in FUSION_WEIGHTS:
+            fused = [Block("joint")] + [Block(b.name, w, b.mean, b.std) for b in blocks]
+            out.append(Candidate(f"joint + {name} x{w:g}", fused))
+    return out
+
+
+def score(cands: Sequence[Candidate], parts: dict[str, np.ndarray], names: Sequence[str],
+          groups: Sequence[Sequence[str]]) -> None:
+    """Fill each candidate's ``metrics`` (``utils.ranking.retrieval_metrics``) on the drawings
+    ``names`` (rows of ``parts``) against ``groups``."""
+    for c in cands:
+        c.metrics = retrieval_metrics(fuse(parts, c.blocks), names, groups)
+
+
+def pick(cands: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
+    """The chosen candidate and the strongest floor. The chosen one has the highest mAP;
+    among candidates within :data:`TIE` of it a floor wins (it needs no model and carries
+    no selection optimism), then the one with the fewest blocks, then the earlier one."""
+    scored = [c for c in cands if c.metrics is not None and np.isfinite(c.metrics["mAP"])]
+    top = max(c.metrics["mAP"] for c in scored)
+    near = [c for c in scored if c.metrics["mAP"] >= top - TIE]
+    best = min(near, key=lambda c: (not c.floor, len(c.blocks)))
+    floor = max((c for c in scored if c.floor), key=lambda c: c.metrics["mAP"])
+    return best, floor
+
+
+def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, names: Sequence[str],
+                            val_indices: Sequence[int], train_indices: Sequence[int],
+                            groups: Sequence[Sequence[str]], max_drawings: int = 1000,
+                            max_train: int = 2000, seed: int = 0) -> Optional[dict[str, Any]]:
+    """Score every candidate on the validation drawings and return the choice to store in
+    the checkpoint (``search_embedding``), or None when no group has two validation members.
+
+    Args:
+        gf_model, deepdxf_model: the trained models (a joint checkpoint's).
+        dataset: the joint drawings (``graph(i)``, ``rows(i)``); ``names``: their names.
+        val_indices, train_indices: joint-drawing indices of the validation and training part.
+        groups: groups of similar drawing names (pieces/revisions by ``--group_pattern``, and
+            the user's ``--groups``); only validation members count.
+        max_drawings: validation drawings at most (whole groups first, then distractors).
+        max_train: training drawings whose statistics z-score the floors.
+    Returns:
+        ``{"name", "blocks" (Block dicts), "why", "scores" (name -> mAP), "strongest_floor",
+        "n_queries", "n_drawings"}``.
+    """
+    rng = np.random.default_rng(seed)
+    val_names = {names[int(i)]: int(i) for i in val_indices}
+    val_groups = [[n for n in g if n in val_names] for g in groups]
+    val_groups = [g for g in val_groups if len(g) >= 2]
+    if not val_groups:
+        return None
+    members = list(dict.fromkeys(n for g in val_groups for n in g))
+    if len(members) > max_drawings:  # whole groups, in a seeded order
+        keep: list[str] = []
+        for k in rng.permutation(len(val_groups)):
+            if len(keep) + len(val_groups[k]) <= max_drawings:
+                keep.extend(n for n in val_groups[k] if n not in keep)
+        members = keep
+        val_groups = [g for g in val_groups if all(n in set(members) for n in g)]
+    others = [n for n in val_names if n not in set(members)]
+    room = max(0, max_drawings - len(members))
+    picked = members + [others[k] for k in rng.permutation(len(others))[:room]]
+    idx = [val_names[n] for n in picked]
+    train = np.asarray(train_indices, dtype=np.int64)
+    if len(train) > max_train:
+        train = np.sort(rng.choice(train, max_train, replace=False))
+    cands = candidates(drawing_parts(None, None, dataset, train, learned=False) if len(train) >= 2 else
+                       drawing_parts(None, None, dataset, idx, learned=False))
+    score(cands, drawing_parts(gf_model, deepdxf_model, dataset, idx), picked, val_groups)
+    best, floor = pick(cands)
+    lo, hi = paired_interval(best.metrics["per_query_ap"], floor.metrics["per_query_ap"])
+    n_q = best.metrics["n_queries"]
+    if best is floor:
+        why = (f"the strongest of {len(cands)} candidates on {n_q} validation queries of this archive "
+               f"(mAP {best.metrics['mAP']:.3f}): no learned embedding beat this floor there")
+    else:
+        why = (f"the best of {len(cands)} candidates on {n_q} validation queries of this archive: mAP "
+               f"{best.metrics['mAP']:.3f} vs the strongest floor {floor.name} {floor.metrics['mAP']:.3f} "
+               f"(paired 95% {lo:+.3f} to {hi:+.3f})")
+    return {"name": best.name, "blocks": [b.to_dict() for b in best.blocks], "why": why,
+            "description": describe_blocks(best.blocks),
+            "scores": {c.name: round(float(c.metrics["mAP"]), 4) for c in cands},
+            "strongest_floor": floor.name, "strongest_floor_label": _floor_label(floor.name),
+            "n_queries": int(n_q), "n_drawings": len(picked)}
+
+
+def _floor_label(name: str) -> str:
+    base = name.replace("(z)", "")
+    return FLOOR_LABELS.get(base, base)
+
+
+def store_choice(paths: Sequence[str | Path], choice: dict[str, Any]) -> None:
+    """Add ``search_embedding`` to each checkpoint in ``paths`` (rewritten atomically)."""
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        extra = {k: v for k, v in ckpt.items()
+                 if k not in ("format_version", "toolkit", "kind", "config", "state", "search_embedding")}
+        save_checkpoint(path, ckpt["kind"], ckpt["config"], ckpt["state"], **extra, search_embedding=choice)
+
+
+def choice_table(choice: dict[str, Any], top: int = 8) -> str:
+    """The best ``top`` candidates and every floor, one per line, for the log."""
+    scores = sorted(choice["scores"].items(), key=lambda kv: -kv[1])
+    lines = [f"  {name:<28} {m:.3f}" + ("  <- chosen" if name == choice["name"] else "")
+             for name, m in scores[:top]]
+    return "\n".join(lines)
+
+
+__all__ = ["Candidate", "ZSCORED", "FUSION_WEIGHTS", "drawing_parts", "candidates", "score", "pick",
+           "choose_search_embedding", "store_choice", "choice_table"]
