@@ -60,6 +60,7 @@ def test_training_stores_the_choice_and_auto_searches_with_it(corpus, tmp_path, 
     assert [b.to_dict() for b in embedder.blocks] == stored["blocks"]
     assert json.loads((corpus / "logs" / "choice" / "summary.json").read_text())["search_embedding"]["name"] \
         == choice["name"]
+    capsys.readouterr()
     code = SimDeepDXF.main(["--model_path", str(corpus / "ckpt" / "choice" / "best_model.pth"), "--gallery",
                             str(corpus / "DeepDXF"), "--export", str(tmp_path / "e.npz"), "--cache_dir",
                             str(tmp_path / "cache")])
