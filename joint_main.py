@@ -45,7 +45,7 @@ from dataset.pack import ArchiveError
 from model.joint_dataset import JointDataError, JointDataLoader
 from utils.checkpoint import load_checkpoint, load_trained_models
 from utils.embedding_choice import choice_table, choose_search_embedding, store_choice
-from utils.ranking import read_groups, resolve_groups
+from utils.ranking import GroupsError, read_groups, resolve_groups
 from utils.val_retrieval import pick_validation_drawings, validation_retrieval
 from utils.distributed import DistInfo, broadcast_object, cleanup_distributed
 from utils.run_log import RunLogger
@@ -209,7 +209,10 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         cfg.run_name = message
     try:
         data = JointDataLoader(cfg, info.rank, info.world_size, split=split, make_split=make_split)
-    except (ArchiveError, JointDataError, OSError) as err:
+        user_groups = read_user_groups(cfg, data.names)
+        if user_groups and cfg.group_weight > 0:  # the group term learns from the user's groups too
+            data.use_group_labels(merged_group_labels(data.names, data.split.groups, user_groups))
+    except (ArchiveError, JointDataError, GroupsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log: Any = None
@@ -278,12 +281,7 @@ def choose_and_store(cfg: JointConfig, data: JointDataLoader, summary: dict[str,
     of the choice (None: nothing to choose on)."""
     fold = int(summary["best_fold"])
     train_idx, val_idx = data.split.folds[fold]
-    groups = group_lists(data.names, data.split.groups)
-    if cfg.groups:
-        user, missing = resolve_groups(data.names, read_groups(cfg.groups))
-        groups += [[data.names[i] for i in g] for g in user if len(g) >= 2]
-        if missing:
-            log.warning(f"--groups: {len(missing)} names are not drawings of this archive (e.g. {missing[0]!r})")
+    groups = group_lists(data.names, data.split.groups) + read_user_groups(cfg, data.names)
     trained = load_trained_models(summary["best_checkpoint"], "cpu")
     choice = choose_search_embedding(trained.gf, trained.deepdxf, data.dataset, data.names, val_idx, train_idx,
                                      groups, cfg.choice_max_drawings, seed=cfg.seed)
@@ -296,6 +294,45 @@ def choose_and_store(cfg: JointConfig, data: JointDataLoader, summary: dict[str,
     log.info(f"search embedding: {choice['name']} [{choice['description']}]: {choice['why']}\n"
              + choice_table(choice))
     return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
+
+
+def read_user_groups(cfg: JointConfig, names: Sequence[str]) -> list[list[str]]:
+    """The groups of ``--groups`` (a JSON list of groups of drawing names) with two or more
+    drawings of this archive; a name the archive lacks is skipped with one warning."""
+    if not cfg.groups:
+        return []
+    found, missing = resolve_groups(names, read_groups(cfg.groups))
+    if missing:
+        print(f"warning: --groups: {len(missing)} names are not drawings of {cfg.data_dir} (e.g. {missing[0]!r})",
+              file=sys.stderr)
+    return [[names[i] for i in g] for g in found if len(g) >= 2]
+
+
+def merged_group_labels(names: Sequence[str], labels: Sequence[str], user_groups: Sequence[Sequence[str]]
+                        ) -> list[str]:
+    """Each drawing's group for the group term: its ``--group_pattern`` group (pieces and
+    revisions of one drawing) joined with every user group it shares a drawing with (so a
+    drawing's revisions follow it into its user group); union-find over both."""
+    parent = list(range(len(names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(members: Sequence[int]) -> None:
+        for j in members[1:]:
+            parent[root(j)] = root(members[0])
+    by_label: dict[str, list[int]] = {}
+    for i, g in enumerate(labels):
+        by_label.setdefault(g, []).append(i)
+    for members in by_label.values():
+        join(members)
+    index = {n: i for i, n in enumerate(names)}
+    for g in user_groups:
+        join([index[n] for n in g if n in index])
+    return [labels[root(i)] for i in range(len(names))]
 
 
 def group_lists(names: Sequence[str], group_of_each: Sequence[str]) -> list[list[str]]:

@@ -104,8 +104,9 @@ class JointConfig(GFConfig, DeepDXFConfig):
                           "SimDeepDXF.py --embedding auto searches with"})
     choice_max_drawings: int = field(default=1000, metadata={"help": "validation drawings at most for that choice"})
     groups: Optional[str] = field(default=None, metadata={"help": "JSON list of groups of similar drawing names of this "
-                          "archive (as SimDeepDXF.py --groups takes): their validation members are queries of the "
-                          "embedding choice too"})
+                          "archive (as SimDeepDXF.py --groups takes), e.g. part kinds: the group term pulls each group "
+                          "together (supervised; with a drawing's pieces and revisions), and their validation members "
+                          "are queries of the embedding choice and of the retrieval check"})
 
     # --- run control ----------------------------------------------------------
     resume: bool = field(default=False, metadata={"help": "continue the run --run_name (default: the latest joint run) from checkpoints/<run>/last.pth"})

@@ -477,9 +477,16 @@ class JointDataLoader:
         #: [n] int64 group id of every joint drawing when the group term is on, else None
         self.group_ids: Optional[np.ndarray] = None
         if cfg.group_weight > 0:
-            first_seen: dict[str, int] = {}
-            self.group_ids = np.fromiter((first_seen.setdefault(g, len(first_seen)) for g in split.groups),
-                                         dtype=np.int64, count=len(split.groups))
+            self.use_group_labels(split.groups)
+
+    def use_group_labels(self, labels: Sequence[str]) -> None:
+        """The group term's label of every joint drawing (``names``' order; default: the
+        split's ``--group_pattern`` groups, e.g. merged with a user's groups file)."""
+        if len(labels) != len(self.names):
+            raise JointDataError(f"{len(labels)} group labels for {len(self.names)} drawings")
+        first_seen: dict[str, int] = {}
+        self.group_ids = np.fromiter((first_seen.setdefault(g, len(first_seen)) for g in labels),
+                                     dtype=np.int64, count=len(labels))
 
     @property
     def layout(self) -> str:

@@ -88,3 +88,31 @@ def test_a_users_groups_file_is_chosen_on(corpus, tmp_path):  # noqa: F811
     summary = joint_main.main(_argv(corpus, "usergroups", "--epochs", "1", "--group_pattern", "^(.*)$",
                                     "--group_weight", "0", "--groups", str(path)))
     assert summary["search_embedding"] is not None and summary["search_embedding"]["n_queries"] >= 2
+
+
+def test_user_groups_join_the_pattern_groups_for_the_group_term():
+    from joint_main import merged_group_labels
+
+    names = ["a", "a__rev1", "b", "c", "c__rev1", "d"]
+    labels = merged_group_labels(names, ["a", "a", "b", "c", "c", "d"], [["a", "c"], ["d", "zz-not-here"]])
+    assert labels[0] == labels[1] == labels[3] == labels[4]  # a's and c's revisions follow them
+    assert len({labels[0], labels[2], labels[5]}) == 3
+
+
+def test_the_group_term_learns_the_users_groups(corpus, tmp_path):  # noqa: F811
+    from config.cli import parse_config
+    from config.joint_config import JointConfig
+    from model.joint_dataset import JointDataLoader
+    from utils.splits import make_split
+
+    cfg = parse_config(JointConfig, _argv(corpus, "g", "--group_pattern", "^(.*)$"))
+    data = JointDataLoader(cfg, make_split=make_split)
+    assert len(set(data.group_ids.tolist())) == len(data.names)  # every drawing alone
+    pairs = [data.names[i:i + 2] for i in range(0, 8, 2)]
+    (tmp_path / "g.json").write_text(json.dumps(pairs))
+    cfg.groups = str(tmp_path / "g.json")
+    data.use_group_labels(joint_main.merged_group_labels(data.names, data.split.groups,
+                                                         joint_main.read_user_groups(cfg, data.names)))
+    ids = data.group_ids
+    assert len(set(ids.tolist())) == len(data.names) - 4
+    assert all(ids[data.names.index(a)] == ids[data.names.index(b)] for a, b in pairs)
