@@ -50,7 +50,7 @@ from utils.retrieval.store import (EXACT_BELOW, EmbeddingStore, ShardedRows, Sto
                                    select_keys)
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 4  # 4: encodings of format 2; 3: sqlite + append-only shards (2: JSON + npz tables)
+CACHE_VERSION = 4  # a cache of another version is replaced (its history: docs/architecture.md)
 _C = len(GF_CLASSES)
 APP_NAME = "dxf-similarity"
 ENC_SHARD_ROWS = 1 << 13  # 20 MB per shard (allocated whole, sparse where the file system allows)
@@ -271,12 +271,6 @@ class EmbeddingCache:
                 found[k] = (None, self._new_failures[k])
         return found
 
-    def has_encoding(self, key: str) -> bool:
-        return key in self._new_enc or self.encoding_rows([key]).get(key, (None, None))[0] is not None
-
-    def failure(self, key: str) -> Optional[str]:
-        return self.encoding_rows([key]).get(key, (None, None))[1]
-
     def put_encoding(self, key: str, enc: DrawingEncoding) -> None:
         """Remember what the floors need of one drawing (written by :meth:`save`)."""
         self._new_enc[key] = (encoding_record(enc), enc.source or "")
@@ -295,12 +289,6 @@ class EmbeddingCache:
         out = {name: rec[name] for name in ENCODING_DTYPE.names}
         out["source"] = np.array([by_row.get(int(r), ("",))[0] or "" for r in rows], dtype=str)
         return out
-
-    def encodings(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """:meth:`encodings_at` by content key (every key must :meth:`has_encoding`)."""
-        self.save()
-        found = self.encoding_rows(keys)
-        return self.encodings_at(np.array([found[k][0] for k in keys], dtype=np.int64))
 
     # -------------------------------------------------------------- embeddings
     def model_store(self, identity: str, dim: Optional[int] = None) -> Optional[EmbeddingStore]:
@@ -344,11 +332,6 @@ class EmbeddingCache:
         """Remember drawings this model cannot embed (e.g. no GF matrices), until they change."""
         store = self.model_store(identity, dim)
         store.add_failures(keys, list(paths) or [""] * len(keys), reasons)
-
-    def embeddings(self, identity: str, keys: Sequence[str]) -> np.ndarray:
-        """``float32 [n, D]`` of keys the model's store holds."""
-        found = self.embedding_rows(identity, keys)
-        return self.model_store(identity).vectors(np.array([found[k][0] for k in keys], dtype=np.int64))
 
     # -------------------------------------------------------------------- save
     def save(self) -> None:
