@@ -8,7 +8,8 @@ grid is, and a learned embedding may add to either or to neither. So after train
 - the learned parts (``joint``, ``gf``, ``deepdxf``),
 - every non-learned floor (the entity-type histogram, the raw GF matrices, their
   standardized pair, the layout grid and its rotation-robust form; z-scored with
-  statistics of the training drawings),
+  statistics of the training drawings), and the standardized pair with a small layout
+  block added (it breaks the near-ties of global counts),
 - and the joint embedding fused with each floor at a few weights,
 
 and stores the best of them in the checkpoint (``search_embedding``: its blocks with
@@ -42,6 +43,9 @@ from utils.ranking import paired_interval, retrieval_metrics
 ZSCORED = ("hist", "gf_raw", "layout", "layout_rot")
 #: weights of a floor block fused with the unit joint embedding
 FUSION_WEIGHTS = (1.0, 2.0, 4.0)
+#: weights of a layout block added to the standardized histogram + raw GF pair: a small layout
+#: term breaks the near-ties of global counts between drawings of one kind (a non-learned floor)
+LAYOUT_TIE_WEIGHTS = (0.25, 0.5)
 #: among candidates this close in mAP, the one with fewer blocks wins
 TIE = 0.002
 
@@ -93,6 +97,9 @@ def candidates(train_parts: dict[str, np.ndarray]) -> list[Candidate]:
     }
     out = [Candidate(name, [Block(name)]) for name in ("joint", "gf", "deepdxf")]
     out += [Candidate(name, blocks, floor=True) for name, blocks in floors.items()]
+    for layout in ("layout", "layout_rot"):
+        for w in LAYOUT_TIE_WEIGHTS:
+            out.append(Candidate(f"features + {layout} x{w:g}", floors["features"] + [zb(layout, w)], floor=True))
     for name, blocks in floors.items():
         if name == "hist":
             continue
