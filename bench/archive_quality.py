@@ -96,12 +96,25 @@ def evaluate_set(name: str, folder: Path, groups_path: Path, models: dict[int, P
 
 
 def floor_table_of(files: Sequence[tuple[Path, str]], groups: list[list[str]], cache: Path) -> list:
-    """The floors of the gallery ``files``, z-scored with the gallery (as ``--groups`` does)."""
+    """The floors of the gallery ``files``, z-scored with the gallery (as ``--groups`` does),
+    and the non-learned fusions the embedding choice may pick (the standardized histogram +
+    raw GF pair with a small layout block), so that no choice of a floor passes as learning."""
+    from model.floors import BLOCK_DIMS, floor_block, standardize
+    from utils.embedding_choice import LAYOUT_TIE_WEIGHTS
     from utils.retrieval.embedders import floor_embedder
 
     g = build_gallery(files, floor_embedder("layout"), EmbeddingCache(cache), workers=1, quiet=True,
                       progress_bar=False)
-    return floor_table({"names": g.names, **g.enc}, groups)
+    arrays = {"names": g.names, **g.enc}
+    rows = floor_table(arrays, groups)
+    raw = {b: floor_block(b, arrays) for b in ("hist", "gf_raw", "layout", "layout_rot")}
+    for layout in ("layout", "layout_rot"):
+        for w in LAYOUT_TIE_WEIGHTS:
+            blocks = [standardize(raw[b], raw[b], [BLOCK_DIMS[b]]) for b in ("hist", "gf_raw")]
+            blocks.append(w * standardize(raw[layout], raw[layout], [BLOCK_DIMS[layout]]))
+            emb = np.concatenate(blocks, axis=1)
+            rows.append((f"standardized histogram + raw GF + {layout} x{w:g}", retrieval_metrics(emb, g.names, groups)))
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
