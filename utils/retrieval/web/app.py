@@ -111,7 +111,7 @@ def create_app(service: SearchService, render_in_background: bool = True) -> Fas
     async def search_upload(request: Request) -> dict:
         length = _int(request.headers.get("content-length"), "Content-Length")
         if length is not None and length > service.max_upload_bytes + MULTIPART_SLACK:
-            raise TooLarge(f"the upload ({length / 1e6:.1f} MB) is larger than the limit of "
+            raise TooLarge(f"the upload ({length / 1e6:.1f} MB) is larger than the upload limit of "
                            f"{service.max_upload_bytes / 1e6:g} MB (--max_upload_mb)")
         service.gallery()  # 503 before reading an upload it could not answer
         try:

@@ -3,7 +3,10 @@
 :class:`SearchService` owns one gallery (opened in a background thread, so the server
 answers at once and says how far the embedding has come), the non-learned floors asked
 for by name, and the thumbnails (rendered on first request, one drawing at a time, into
-``<cache folder>/thumbnails/``, never into the archive). It knows nothing of HTTP:
+``<cache folder>/thumbnails/``, never into the archive). The gallery's cache is an sqlite
+database that one thread may use, so one worker thread (the owner) opens the gallery
+and does every search in turn; drawings are parsed and pictures drawn outside it, so
+several requests at once share the work. It knows nothing of HTTP:
 ``utils/retrieval/web/app.py`` turns its answers into JSON and its errors into status
 codes (:attr:`ServiceError.status`).
 
@@ -17,8 +20,10 @@ import shutil
 import sys
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -27,7 +32,7 @@ from dataset.dxf_read import DrawingError, drawing_name
 from model.floors import FLOOR_KINDS, FLOOR_LABELS
 from utils.ranking import Method, percentile_among, similarity_matrix
 from utils.retrieval.embedders import Embedder, floor_embedder
-from utils.retrieval.encodings import load_drawing
+from utils.retrieval.encodings import DrawingEncoding, load_drawing
 from utils.retrieval.gallery import Gallery
 
 #: ``open_gallery(embedder, on_progress)``: the gallery of the served folders for one
@@ -39,6 +44,7 @@ OpenGallery = Callable[[Embedder, Optional[Callable[[int, int], None]]], Gallery
 COMPARE_FLOOR = "features"
 THUMBNAIL_SIZES = {"small": 320, "large": 900}
 UPLOAD_CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 class ServiceError(Exception):
@@ -105,38 +111,46 @@ class SearchService:
         self._error: Optional[str] = None
         self._progress = (0, 0)
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._floor_lock = threading.Lock()
-        self._embed_lock = threading.Lock()  # one query embedded at a time (the model is shared)
+        self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gallery")  # the cache's one thread
+        self._build_future: Optional[Future] = None
         self._render_lock = threading.Lock()  # one thumbnail rendered at a time
 
     # ------------------------------------------------------------ lifecycle
     def start(self, background: bool = True) -> "SearchService":
-        """Open the gallery: in a background thread (the server answers meanwhile), or now."""
-        if background:
-            self._thread = threading.Thread(target=self._build, name="gallery-build", daemon=True)
-            self._thread.start()
-        else:
-            self._build()
+        """Open the gallery in the owner thread: in the background (the server answers
+        meanwhile), or wait for it."""
+        if self._build_future is None:
+            self._build_future = self._owner.submit(self._build)
+        if not background:
+            self._build_future.result()
         return self
 
     def start_once(self) -> None:
         """:meth:`start` in the background unless the build was started already."""
-        if self._thread is None and self._gallery is None and self._error is None:
-            self.start(background=True)
+        self.start(background=True)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait for the background build; True when it has finished (ready or failed)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
+        if self._build_future is None:
+            return True
+        try:
+            self._build_future.result(timeout)
+        except FutureTimeout:
+            return False
         return True
 
     def stop(self) -> None:
-        """Stop a build still running (what was embedded stays in the cache)."""
+        """Stop a build still running (what was embedded stays in the cache) and the owner thread."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._owner.shutdown(wait=False, cancel_futures=True)
+
+    def _in_owner(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the owner thread (the one that may use the gallery's cache)."""
+        try:
+            future = self._owner.submit(fn, *args)
+        except RuntimeError:  # shut down
+            raise NotReady("the server is stopping") from None
+        return future.result()
 
     def _on_progress(self, done: int, total: int) -> None:
         self._progress = (done, total)
@@ -212,19 +226,22 @@ class SearchService:
         return {"total": len(names), "offset": offset, "limit": limit, "names": names[offset:offset + limit]}
 
     # ------------------------------------------------------------ search
-    def _searched(self, embedding: str) -> Gallery:
-        """The gallery of ``embedding``: the served one (``""``, ``auto`` or its kind), or a
-        non-learned floor, opened on first use (the encodings are cached: no DXF is parsed again)."""
-        gallery = self.gallery()
-        if embedding in ("", "auto", self.embedder.kind):
-            return gallery
-        if embedding not in FLOOR_KINDS:
+    def _check_embedding(self, embedding: str) -> None:
+        if embedding not in ("", "auto", self.embedder.kind) and embedding not in FLOOR_KINDS:
             raise BadInput(f"unknown embedding {embedding!r}: use auto (the served {self.embedder.kind}) or one "
                            f"of the non-learned floors {', '.join(FLOOR_KINDS)}")
-        with self._floor_lock:
-            if embedding not in self._floors:
-                self._floors[embedding] = self._open(floor_embedder(embedding), None)
-            return self._floors[embedding]
+
+    def _searched(self, embedding: str) -> Gallery:
+        """(Owner thread.) The gallery of ``embedding``: the served one (``""``, ``auto`` or
+        its kind), or a non-learned floor, opened on first use (the encodings are cached: no
+        DXF is parsed again)."""
+        gallery = self.gallery()
+        self._check_embedding(embedding)
+        if embedding in ("", "auto", self.embedder.kind):
+            return gallery
+        if embedding not in self._floors:
+            self._floors[embedding] = self._open(floor_embedder(embedding), None)
+        return self._floors[embedding]
 
     def _topk(self, k: Optional[int]) -> int:
         k = self.default_topk if k is None else k
@@ -258,8 +275,13 @@ class SearchService:
 
     def search_name(self, name: str, topk: Optional[int] = None, embedding: str = "") -> dict:
         """The top-k of gallery drawing ``name`` (itself and copies of it left out)."""
-        gallery = self._searched(embedding)
         k = self._topk(topk)
+        self.index_of(name)
+        self._check_embedding(embedding)
+        return self._in_owner(self._search_name, name, k, embedding)
+
+    def _search_name(self, name: str, k: int, embedding: str) -> dict:
+        gallery = self._searched(embedding)
         i = self._index_in(gallery, name)
         same = gallery.members_like(gallery.paths[i]) | {i}
         results = self._results(gallery, gallery.vectors[i], k, same)
@@ -283,15 +305,22 @@ class SearchService:
             BadInput: not a drawing, empty, corrupt or unusable for the embedding (the reason
                 the command line gives: ``cannot use NAME: why``).
         """
-        gallery = self._searched(embedding)
         k = self._topk(topk)
+        self._check_embedding(embedding)
+        self.gallery()
         try:
-            enc = load_drawing(path, self.max_len)
+            enc = load_drawing(path, self.max_len)  # parsed here: several uploads at once share the work
+        except DrawingError as err:
+            raise BadInput(f"cannot use {name}: {err.reason}") from None
+        return self._in_owner(self._search_drawing, enc, Path(path), name, k, embedding)
+
+    def _search_drawing(self, enc: DrawingEncoding, path: Path, name: str, k: int, embedding: str) -> dict:
+        gallery = self._searched(embedding)
+        try:
             gallery.embedder.check(enc)
         except DrawingError as err:
             raise BadInput(f"cannot use {name}: {err.reason}") from None
-        with self._embed_lock:
-            query = gallery.final(gallery.embedder.embed([enc]))[0]
+        query = gallery.final(gallery.embedder.embed([enc]))[0]
         same = gallery.members_like(path)
         return self._answer(gallery, {"name": drawing_name(name), "from": "upload"},
                             self._results(gallery, query, k, same), same)
@@ -354,8 +383,11 @@ class SearchService:
     def pair(self, a: str, b: str) -> dict:
         """Similarity of gallery drawings ``a`` and ``b``, placed among ``a``'s similarities
         to the rest of the gallery (without copies of either)."""
-        gallery = self.gallery()
         i, j = self.index_of(a), self.index_of(b)
+        return self._in_owner(self._pair, a, b, i, j)
+
+    def _pair(self, a: str, b: str, i: int, j: int) -> dict:
+        gallery = self.gallery()
         vec = gallery.vectors
         sim = float(similarity_matrix(vec[i:i + 1], vec[j:j + 1], self.method)[0, 0])
         same = gallery.members_like(gallery.paths[i]) | gallery.members_like(gallery.paths[j]) | {i, j}
@@ -384,7 +416,7 @@ class SearchService:
             return out
         from utils.retrieval.render import render_thumbnail
 
-        source = gallery.source(i)
+        source = self._in_owner(gallery.source, i)
         if source is None or not Path(source).is_file():
             raise NotFound(f"{name}: its DXF source is not available to draw")
         with self._render_lock:
