@@ -123,9 +123,10 @@ def robust_extents(boxes: np.ndarray, lo: float = 1.0, hi: float = 99.0, margin:
     """The part of a drawing worth showing: ``(xmin, ymin, xmax, ymax)`` from entity
     ``boxes: [n, 4]`` (``xmin, ymin, xmax, ymax`` each).
 
-    The core is the ``lo``-th to ``hi``-th percentile of the box corners, so that one
-    stray entity far away (a point left at 1e8) does not shrink the drawing to a dot;
-    it then grows to every entity lying within half the core's size of it (a frame or
+    The core runs from the ``lo``-th percentile of the boxes' left (bottom) edges to the
+    ``hi``-th of their right (top) edges, so that one stray entity far away (a point left
+    at 1e8) does not shrink the drawing to a dot; it then grows to every entity lying
+    within half the core's larger side of it (a frame or
     title block at the border stays whole), plus ``margin`` of its size on each side.
     Entities beyond are drawn but cut off. None without a finite box.
     """
@@ -133,11 +134,14 @@ def robust_extents(boxes: np.ndarray, lo: float = 1.0, hi: float = 99.0, margin:
     boxes = boxes[np.isfinite(boxes).all(axis=1)]
     if not len(boxes):
         return None
-    x0, x1 = np.percentile(boxes[:, [0, 2]], [lo, hi])
-    y0, y1 = np.percentile(boxes[:, [1, 3]], [lo, hi])
-    w, h = x1 - x0, y1 - y0
-    near = ((boxes[:, 0] >= x0 - w / 2) & (boxes[:, 2] <= x1 + w / 2)
-            & (boxes[:, 1] >= y0 - h / 2) & (boxes[:, 3] <= y1 + h / 2))
+    # "higher"/"lower": the extreme box is outside the core of any drawing of 2 to 101 boxes
+    x0, y0 = (float(np.percentile(boxes[:, c], lo, method="higher")) for c in (0, 1))
+    x1, y1 = (float(np.percentile(boxes[:, c], hi, method="lower")) for c in (2, 3))
+    if x1 < x0 or y1 < y0:  # too few boxes to tell a stray one: all of them
+        x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
+    reach = max(x1 - x0, y1 - y0) / 2
+    near = ((boxes[:, 0] >= x0 - reach) & (boxes[:, 2] <= x1 + reach)
+            & (boxes[:, 1] >= y0 - reach) & (boxes[:, 3] <= y1 + reach))
     if near.any():
         x0, y0 = min(x0, boxes[near, 0].min()), min(y0, boxes[near, 1].min())
         x1, y1 = max(x1, boxes[near, 2].max()), max(y1, boxes[near, 3].max())
