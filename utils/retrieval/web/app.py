@@ -85,6 +85,7 @@ def create_app(service: SearchService, render_in_background: bool = True) -> Fas
     async def page(request: Request) -> HTMLResponse:
         return templates.TemplateResponse(request, "index.html", {
             "description": service.description, "topk": service.default_topk, "floor": COMPARE_FLOOR,
+            "served": service.embedder.kind,
             "max_upload_mb": service.max_upload_bytes / 1e6})
 
     @app.get("/api/health", summary="Ready, or how far the gallery's embedding has come")
