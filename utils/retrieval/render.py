@@ -149,24 +149,6 @@ def robust_extents(boxes: np.ndarray, lo: float = 1.0, hi: float = 99.0, margin:
     return float(x0 - pad), float(y0 - pad), float(x1 + pad), float(y1 + pad)
 
 
-def _entity_boxes(doc) -> np.ndarray:
-    """Boxes ``[n, 4]`` of the modelspace entities of ``doc`` that have one."""
-    from ezdxf.lldxf.const import DXFError
-
-    from dataset.dxf_read import BoxComputer
-
-    boxes = BoxComputer(doc)
-    out = []
-    for e in doc.modelspace():
-        try:
-            box = boxes.box(e)
-        except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError):
-            continue  # an entity without a readable extent does not frame the picture
-        if box is not None:
-            out.append(box)
-    return np.array(out, dtype=np.float64).reshape(-1, 4)
-
-
 def _frame(ax, extents: Optional[tuple[float, float, float, float]]) -> None:
     """Show ``extents`` in ``ax`` at equal scale (the axes' shape decides what is added)."""
     if extents is None:
@@ -185,7 +167,7 @@ def _draw_dxf(ax, path: str) -> Optional[tuple[float, float, float, float]]:
     from ezdxf.addons.drawing.matplotlib import MatplotlibBackend
     from ezdxf.entities import Dimension
 
-    from dataset.dxf_read import open_dxf
+    from dataset.dxf_read import modelspace_boxes, open_dxf
 
     class StripFrontend(Frontend):
         """Draws a DIMENSION's lines and arrows but not its text."""
@@ -207,7 +189,7 @@ def _draw_dxf(ax, path: str) -> Optional[tuple[float, float, float, float]]:
         else:
             ctx.fonts = {style: face for style in ctx.fonts}
     StripFrontend(ctx, MatplotlibBackend(ax), config=cfg).draw_layout(msp, finalize=True)
-    extents = robust_extents(_entity_boxes(doc))
+    extents = robust_extents(modelspace_boxes(doc))
     _frame(ax, extents)
     return extents
 
