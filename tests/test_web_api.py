@@ -296,3 +296,33 @@ def _no_user_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     yield
     shutil.rmtree(tmp_path / "xdg", ignore_errors=True)
+
+
+def test_build_gallery_reports_progress_and_a_raising_callback_stops_it_keeping_what_was_done(tmp_path):
+    from tests.test_similarity_cli import write_drawing
+    from utils.retrieval.cache import EmbeddingCache
+    from utils.retrieval.embedders import floor_embedder
+    from utils.retrieval.gallery import build_gallery, collect_files
+
+    for k in range(4):
+        write_drawing(tmp_path / "g" / f"d{k}.dxf", n_lines=2 + k, n_circles=1 + k)
+    files = collect_files([tmp_path / "g"])
+    calls: list[tuple[int, int]] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(done: int, total: int) -> None:
+        calls.append((done, total))
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        build_gallery(files, floor_embedder("features"), EmbeddingCache(tmp_path / "cache"), quiet=True,
+                      on_progress=stop_at_two)
+    assert calls == [(0, 4), (1, 4), (2, 4)]
+    calls.clear()
+    gallery = build_gallery(files, floor_embedder("features"), EmbeddingCache(tmp_path / "cache"), quiet=True,
+                            on_progress=lambda done, total: calls.append((done, total)))
+    assert len(gallery) == 4
+    assert calls[0][1] < 4 and calls[-1][0] == calls[-1][1]  # what was encoded before the stop was kept

@@ -107,6 +107,7 @@ class SearchService:
         self.max_upload_bytes, self.default_topk, self.max_topk = max_upload_bytes, default_topk, max_topk
         self._gallery: Optional[Gallery] = None
         self._index: dict[str, int] = {}
+        self._sorted: list[str] = []
         self._floors: dict[str, Gallery] = {}
         self._error: Optional[str] = None
         self._progress = (0, 0)
@@ -168,6 +169,7 @@ class SearchService:
             print(f"error: {self._error}", file=sys.stderr)
             return
         self._index = {name: i for i, name in enumerate(gallery.names)}
+        self._sorted = sorted(gallery.names, key=str.casefold)
         self._gallery = gallery
         print(f"ready: {len(gallery)} drawings", file=sys.stderr, flush=True)
 
@@ -219,7 +221,8 @@ class SearchService:
         """A page of gallery names (sorted), optionally those containing ``contains`` (any case)."""
         if offset < 0 or limit < 1:
             raise BadInput(f"offset must be >= 0 and limit >= 1, got offset={offset}, limit={limit}")
-        names = sorted(self.gallery().names, key=str.casefold)
+        self.gallery()
+        names = self._sorted
         if contains:
             needle = contains.casefold()
             names = [n for n in names if needle in n.casefold()]
