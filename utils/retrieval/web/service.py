@@ -16,6 +16,9 @@ exactly the gallery the command line would.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import shutil
 import sys
 import tempfile
@@ -347,7 +350,8 @@ class SearchService:
         self.gallery()  # not ready: say so before reading the upload
         folder = Path(tempfile.mkdtemp(prefix="dxf-upload-"))
         try:
-            path = folder / ("upload" + Path(name).suffix.lower())
+            suffix = Path(name).suffix.lower()
+            path = folder / ("upload" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,10}", suffix) else ".unknown"))
             size = 0
             with open(path, "wb") as fh:
                 while True:
@@ -370,8 +374,6 @@ class SearchService:
 
     def _picture_url(self, path: Path) -> Optional[str]:
         """A ``data:`` URL of a thumbnail of the drawing at ``path`` (None if it cannot be drawn)."""
-        import base64
-
         from utils.retrieval.render import render_thumbnail
 
         out = path.with_suffix(".png")
@@ -413,7 +415,7 @@ class SearchService:
             raise BadInput(f"size must be one of {', '.join(THUMBNAIL_SIZES)}, got {size!r}")
         gallery = self.gallery()
         i = self.index_of(name)
-        key = gallery.keys[i] or f"name-{abs(hash(name))}"
+        key = gallery.keys[i] or "name-" + hashlib.sha1(name.encode("utf-8")).hexdigest()
         out = self.thumb_dir / f"{key}-{size}.png"
         if out.is_file():
             return out
