@@ -33,7 +33,7 @@ import numpy as np
 
 from dataset.dxf_read import DrawingError, drawing_name
 from model.floors import FLOOR_KINDS, FLOOR_LABELS
-from utils.ranking import Method, percentile_among, similarity_matrix
+from utils.ranking import Method, percentile_among, percentile_of, similarity_matrix
 from utils.retrieval.embedders import Embedder, floor_embedder
 from utils.retrieval.encodings import DrawingEncoding, load_drawing
 from utils.retrieval.gallery import Gallery
@@ -259,11 +259,14 @@ class SearchService:
         """The top-k of the compared vector ``query: [D]``, each with where its score falls
         among the query's scores with the rest of the gallery (pair mode's reference)."""
         hits = gallery.topk(query, k, self.method, same)
-        n = len(gallery)
+        scores = similarity_matrix(query[None], gallery.vectors, self.method)[0]  # once for every match
+        others = np.ones(len(gallery), dtype=bool)
+        others[list(same)] = False
         out = []
         for rank, (i, score) in enumerate(hits, 1):
-            others = np.array(sorted(set(range(n)) - same - {i}), dtype=np.int64)
-            pct = percentile_among(score, query, gallery.vectors[others], self.method)
+            others[i] = False
+            pct = percentile_of(score, scores[others])
+            others[i] = True
             out.append({"rank": rank, "name": gallery.names[i], "similarity": round(float(score), 6),
                         "percentile": None if np.isnan(pct) else round(float(pct), 2),
                         "thumbnail": thumbnail_url(gallery.names[i])})
