@@ -29,7 +29,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 # ezdxf's font manager and matplotlib's font fallback are chatty about missing glyphs
-for _name in ("ezdxf", "matplotlib.font_manager", "matplotlib.texmanager", "fontTools"):
+# (and axes._base about the limits a frame at equal scale widens)
+for _name in ("ezdxf", "matplotlib.font_manager", "matplotlib.texmanager", "fontTools", "matplotlib.axes._base"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 
