@@ -326,3 +326,8 @@ def test_build_gallery_reports_progress_and_a_raising_callback_stops_it_keeping_
                             on_progress=lambda done, total: calls.append((done, total)))
     assert len(gallery) == 4
     assert calls[0][1] < 4 and calls[-1][0] == calls[-1][1]  # what was encoded before the stop was kept
+
+
+def test_the_dxf_serve_command_is_simdeepdxf_serve(capsys):
+    assert SimDeepDXF.serve_main(["--embedding", "features"]) == 2
+    assert "--serve needs --gallery" in capsys.readouterr().err
