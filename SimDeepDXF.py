@@ -93,9 +93,10 @@ def validate(cfg: SimConfig) -> None:
     if cfg.topk < 1:
         raise UsageError(f"--topk must be at least 1, got {cfg.topk}")
     if cfg.serve and not cfg.gallery:
-        raise UsageError(f"--serve needs --gallery DIR [DIR ...] (the drawings to search), e.g. --gallery {DEMO_FOLDER}")
-    if cfg.serve and not (0 <= cfg.port <= 65535 and cfg.max_upload_mb > 0):
-        raise UsageError(f"--port must be 0..65535 and --max_upload_mb above 0, got {cfg.port} and {cfg.max_upload_mb}")
+        raise UsageError(f"--serve needs --gallery DIR [DIR ...] (the drawings to search), "
+                         f"e.g. --gallery {DEMO_FOLDER}")
+    if cfg.serve and not (1 <= cfg.port <= 65535 and cfg.max_upload_mb > 0):
+        raise UsageError(f"--port must be 1..65535 and --max_upload_mb above 0, got {cfg.port} and {cfg.max_upload_mb}")
     if cfg.gallery and not (cfg.query or cfg.export or cfg.groups or cfg.serve) and not pair:
         raise UsageError("--gallery needs --query FILE, --export FILE.npz, --groups FILE.json or --serve")
     if cfg.query is not None:

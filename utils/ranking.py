@@ -268,5 +268,5 @@ def best_by_map(rows: Sequence[tuple[str, Optional[dict]]]) -> Optional[tuple[st
 
 
 __all__ = ["Method", "METRIC_KEYS", "l2_normalize", "similarity_matrix", "topk", "topk_blocks", "percentile_among",
-           "percentile_of", "normalize_name", "resolve_groups", "metrics_from_relevance", "retrieval_metrics", "bootstrap_interval",
-           "paired_interval", "best_by_map"]
+           "percentile_of", "normalize_name", "resolve_groups", "metrics_from_relevance", "retrieval_metrics",
+           "bootstrap_interval", "paired_interval", "best_by_map"]

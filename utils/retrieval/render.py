@@ -307,4 +307,5 @@ def render_thumbnail(source: str | Path, out_path: str | Path, size_px: int = 32
         return atomic_write(out_path, lambda tmp: fig.savefig(tmp, dpi=dpi, facecolor="white", format="png"))
 
 
-__all__ = ["Panel", "render_panels", "render_thumbnail", "robust_extents", "has_cjk", "installed_cjk_font", "warn_missing_cjk_font"]
+__all__ = ["Panel", "render_panels", "render_thumbnail", "robust_extents", "has_cjk", "installed_cjk_font",
+           "warn_missing_cjk_font", "ezdxf_cjk_font"]

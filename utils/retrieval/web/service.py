@@ -214,7 +214,7 @@ class SearchService:
         Raises:
             NotFound: no such drawing.
         """
-        gallery = self.gallery()
+        self.gallery()  # NotReady while embedding
         i = self._index.get(name)
         if i is None:
             raise NotFound(f"no drawing named {name!r} in the gallery")
