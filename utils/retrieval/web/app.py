@@ -42,12 +42,13 @@ _UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-
                                                        "features, layout, layout_rot"}}}}}}}
 
 
-def _int(value: Optional[str], what: str) -> Optional[int]:
-    if value in (None, ""):
+def _int(value: object, what: str) -> Optional[int]:
+    """A whole-number parameter (None when not given)."""
+    if value is None or value == "":
         return None
     try:
-        return int(value)
-    except ValueError:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         raise BadInput(f"{what} must be a whole number, got {value!r}") from None
 
 
