@@ -10,6 +10,8 @@
     python SimDeepDXF.py --gallery archive/ --groups groups.json
     # no checkpoint: a non-learned embedding (features, layout or layout_rot)
     python SimDeepDXF.py --embedding features --gallery data/DXF --query data/DXF/QFN-a_rev0.dxf
+    # a search page and JSON API in the browser (http://127.0.0.1:8000/; also: dxf-serve --gallery ...)
+    python SimDeepDXF.py --serve --gallery archive/ [--host 127.0.0.1] [--port 8000]
 
 Without any of --file1/--file2/--gallery it runs a demo query: the first sample
 drawing of data/DXF against data/DXF. The model's configuration is read from the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -89,8 +91,13 @@ def validate(cfg: SimConfig) -> None:
         raise UsageError("--render draws a query's matches: give --query FILE and --gallery DIR")
     if cfg.topk < 1:
         raise UsageError(f"--topk must be at least 1, got {cfg.topk}")
-    if cfg.gallery and not (cfg.query or cfg.export or cfg.groups) and not pair:
-        raise UsageError("--gallery needs --query FILE, --export FILE.npz or --groups FILE.json")
+    if cfg.serve and not cfg.gallery:
+        raise UsageError(f"--serve needs --gallery DIR [DIR ...] (the drawings to search), "
+                         f"e.g. --gallery {DEMO_FOLDER}")
+    if cfg.serve and not (1 <= cfg.port <= 65535 and cfg.max_upload_mb > 0):
+        raise UsageError(f"--port must be 1..65535 and --max_upload_mb above 0, got {cfg.port} and {cfg.max_upload_mb}")
+    if cfg.gallery and not (cfg.query or cfg.export or cfg.groups or cfg.serve) and not pair:
+        raise UsageError("--gallery needs --query FILE, --export FILE.npz, --groups FILE.json or --serve")
     if cfg.query is not None:
         _check_drawing_arg("query", cfg.query)
     if cfg.groups is not None:
@@ -119,8 +126,9 @@ def preprocessed_index(cfg: SimConfig, embedder: Embedder) -> Optional[Preproces
 
 
 def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most: int = 0,
-                 quiet: bool = False) -> Gallery:
-    """Collect, encode, embed (cached) and report the drawings of ``entries``."""
+                 quiet: bool = False, on_progress: Optional[Callable[[int, int], None]] = None) -> Gallery:
+    """Collect, encode, embed (cached) and report the drawings of ``entries``
+    (``on_progress(done, total)``: see :func:`build_gallery`)."""
     files = collect_files(entries)
     if not files:
         raise UsageError(f"empty gallery: no .dxf/.h5 files under {', '.join(entries)}")
@@ -129,7 +137,7 @@ def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most
     cache = EmbeddingCache(cache_dir if cfg.cache else None)
     gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len, quiet=quiet, timeout=cfg.timeout,
                             progress_bar=True, forget_missing=not at_most,
-                            preprocessed=preprocessed_index(cfg, embedder))
+                            preprocessed=preprocessed_index(cfg, embedder), on_progress=on_progress)
     if not gallery.names:
         raise UsageError(f"empty gallery: none of the {len(files)} files under {', '.join(entries)} "
                          "could be used (see the warnings above)")
@@ -243,10 +251,24 @@ def describe_embedding(embedder: Embedder) -> str:
         (f" ({embedder.why})" if embedder.why else "")
 
 
+def serve_mode(cfg: SimConfig, embedder: Embedder) -> None:
+    """--serve: the search page and JSON API over the gallery (``utils/retrieval/web``),
+    opened with :func:`open_gallery` in the background; returns when the server stops."""
+    try:
+        from utils.retrieval.web.server import serve
+    except ImportError as err:
+        raise UsageError(f"--serve needs the web extra ({err.name} is not installed): pip install -e '.[web]'") \
+            from None
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.gallery[0])
+    serve(lambda emb, progress: open_gallery(cfg, cfg.gallery, emb, quiet=emb is not embedder, on_progress=progress),
+          embedder, cache_dir / "thumbnails" if cfg.cache else None, describe_embedding(embedder), cfg.host, cfg.port,
+          method=cfg.method, max_len=cfg.max_len, max_upload_mb=cfg.max_upload_mb, topk=cfg.topk)
+
+
 def run(cfg: SimConfig) -> dict:
     """Run the command described by ``cfg``; returns what it printed, as values (for tests)."""
     if all(v is None for v in (cfg.file1, cfg.file2, cfg.query, cfg.export, cfg.groups, cfg.render)) \
-            and not cfg.gallery:
+            and not cfg.gallery and not cfg.serve:
         demo = sorted(Path(DEMO_FOLDER).glob("*.dxf"))
         if not demo:
             raise UsageError("nothing to do: give --file1 A --file2 B, or --gallery DIR with --query/--export/"
@@ -262,6 +284,9 @@ def run(cfg: SimConfig) -> dict:
         embedder = with_features(embedder)
     print(describe_embedding(embedder))
     result: dict = {"embedding": embedder.kind}
+    if cfg.serve:
+        serve_mode(cfg, embedder)
+        return result
     if cfg.file1 is not None:
         result.update(pair_mode(cfg, embedder))
     if cfg.gallery and (cfg.query or cfg.export or cfg.groups):
@@ -298,6 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("stopped (Ctrl-C)", file=sys.stderr)
         return 130
     return 0
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    """``dxf-serve``: ``SimDeepDXF.py --serve`` (the same flags)."""
+    return main(["--serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

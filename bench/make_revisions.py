@@ -66,7 +66,7 @@ from ezdxf import transform as eztransform  # noqa: E402
 from ezdxf.math import Matrix44  # noqa: E402
 
 from bench.bench_data import LEADFRAME, THIRDPARTY  # noqa: E402
-from dataset.dxf_read import MAX_ABS_COORD, BoxComputer, DrawingError, open_dxf  # noqa: E402
+from dataset.dxf_read import MAX_ABS_COORD, BoxComputer, DrawingError, modelspace_boxes, open_dxf  # noqa: E402
 from dataset.make_sample_dxf import fixed_metadata  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
 from dataset.parallel import run_tasks  # noqa: E402
@@ -216,18 +216,7 @@ def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5,
 def drawing_extents(doc) -> tuple[float, float, float, float]:
     """``(cx, cy, width, height)`` of the modelspace from per-entity boxes (the
     preprocessing's box code, blocks boxed once); ``(0, 0, 1, 1)`` when unknown."""
-    boxer = BoxComputer(doc)
-    boxes = []
-    for e in doc.modelspace():
-        try:
-            box = boxer.box(e)
-        except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError):
-            continue  # an entity without a usable box does not move the centre
-        if box is not None:
-            boxes.append(box)
-    if not boxes:
-        return 0.0, 0.0, 1.0, 1.0
-    b = np.asarray(boxes, dtype=np.float64)
+    b = modelspace_boxes(doc)
     b = b[(np.abs(b) <= MAX_ABS_COORD).all(axis=1)]  # drops NaN/inf and absurd boxes
     if not len(b):
         return 0.0, 0.0, 1.0, 1.0

@@ -17,7 +17,7 @@ class SimConfig:
     """Similarity of two drawings, top-k retrieval, export and evaluation."""
 
     MAIN_FLAGS: ClassVar[tuple[str, ...]] = ("model_path", "file1", "file2", "gallery", "query", "topk", "groups",
-                                             "embedding", "render", "export")
+                                             "embedding", "render", "export", "serve")
 
     model_path: str = field(default="checkpoints/best_model.pth", metadata={
         "help": "checkpoint of a GF, DeepDXF or joint model (not needed for the non-learned "
@@ -67,6 +67,13 @@ class SimConfig:
     timeout: int = field(default=300, metadata={"help": "seconds allowed to parse one gallery DXF before it is skipped"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the mAP interval (--groups)"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap and the random floor"})
+    serve: bool = field(default=False, metadata={
+        "help": "serve a search page and a JSON API over --gallery (needs the web extra: pip install -e '.[web]')"})
+    host: str = field(default="127.0.0.1", metadata={
+        "help": "--serve: address to bind (127.0.0.1: this machine only; 0.0.0.0: every network interface)"})
+    port: int = field(default=8000, metadata={"help": "--serve: port to listen on"})
+    max_upload_mb: float = field(default=50.0, metadata={
+        "help": "--serve: largest drawing a user may upload, in MB (larger ones get HTTP 413)"})
     append_features: bool = field(default=False, metadata={
         "help": "append the standardized non-learned features (histogram and raw GF blocks, z-scored with "
                 "the gallery) to a learned embedding; --groups shows both so you can see whether it helps"})

@@ -319,6 +319,22 @@ class BoxComputer:
         return (ext.extmin.x, ext.extmin.y, ext.extmax.x, ext.extmax.y)
 
 
+def modelspace_boxes(doc) -> np.ndarray:
+    """float64 ``[n, 4]``: the box ``(xmin, ymin, xmax, ymax)`` of every modelspace entity of
+    ``doc`` that has one (:class:`BoxComputer`; an entity whose box cannot be computed is
+    left out)."""
+    boxer = BoxComputer(doc)
+    boxes = []
+    for e in doc.modelspace():
+        try:
+            box = boxer.box(e)
+        except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError, KeyError, DXFError):
+            continue  # an entity without a usable box does not frame the drawing
+        if box is not None:
+            boxes.append(box)
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
 def read_drawing(path: str | Path, keep_types: set[str] | None = None) -> DrawingEntities:
     """Parse a DXF file and return its modelspace entities in handle order, with boxes.
 

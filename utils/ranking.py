@@ -105,9 +105,16 @@ def percentile_among(score: float, query: np.ndarray, reference: np.ndarray, met
     (ties count half). NaN for an empty reference."""
     if len(reference) == 0:
         return float("nan")
-    s = similarity_matrix(np.atleast_2d(query), reference, method)[0]
-    below = float((s < score - 1e-9).sum()) + 0.5 * float((np.abs(s - score) <= 1e-9).sum())
-    return 100.0 * below / len(s)
+    return percentile_of(score, similarity_matrix(np.atleast_2d(query), reference, method)[0])
+
+
+def percentile_of(score: float, scores: np.ndarray) -> float:
+    """:func:`percentile_among` from the reference's ``scores: [m]`` already computed (one
+    query's scores, reused for each of its matches). NaN when ``scores`` is empty."""
+    if len(scores) == 0:
+        return float("nan")
+    below = float((scores < score - 1e-9).sum()) + 0.5 * float((np.abs(scores - score) <= 1e-9).sum())
+    return 100.0 * below / len(scores)
 
 
 # --------------------------------------------------------------------- names
@@ -286,6 +293,6 @@ def best_by_map(rows: Sequence[tuple[str, Optional[dict]]]) -> Optional[tuple[st
     return best
 
 
-__all__ = ["Method", "METRIC_KEYS", "GroupsError", "read_groups", "l2_normalize", "similarity_matrix", "topk", "topk_blocks", "percentile_among",
-           "normalize_name", "resolve_groups", "metrics_from_relevance", "retrieval_metrics", "bootstrap_interval",
-           "paired_interval", "best_by_map"]
+__all__ = ["Method", "METRIC_KEYS", "GroupsError", "read_groups", "l2_normalize", "similarity_matrix", "topk",
+           "topk_blocks", "percentile_among", "percentile_of", "normalize_name", "resolve_groups",
+           "metrics_from_relevance", "retrieval_metrics", "bootstrap_interval", "paired_interval", "best_by_map"]

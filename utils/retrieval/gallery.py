@@ -22,7 +22,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -294,7 +294,8 @@ def _to_do(keys: list[Optional[str]], has_enc: list[bool], has_emb: list[bool]) 
 def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: EmbeddingCache,
                   workers: int = 1, max_len: int = 50_000, quiet: bool = False, timeout: int = 300,
                   progress_bar: Optional[bool] = None, forget_missing: bool = True,
-                  preprocessed: Optional[PreprocessedIndex] = None) -> Gallery:
+                  preprocessed: Optional[PreprocessedIndex] = None,
+                  on_progress: Optional[Callable[[int, int], None]] = None) -> Gallery:
     """Encode and embed the drawings that the cache does not hold yet; look up all.
 
     An unchanged file is only ``stat``-ed; nothing is read for it but its rows in the
@@ -309,6 +310,9 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
         forget_missing: drop the cache's bookkeeping of files that no longer exist (off for
             a sample of a folder, e.g. pair mode's reference set, where it would stat the rest).
         preprocessed: encodings written by ``dataset/dxf_process.py`` to reuse for the same files.
+        on_progress: called as ``on_progress(done, total)`` with the drawings encoded so far
+            of those the cache did not hold (``(0, 0)`` when it held all); an exception it
+            raises stops the build (the cache keeps what was embedded before).
     Returns:
         the :class:`Gallery`; files that cannot be used are skipped with a warning naming them and why.
     Raises:
@@ -321,11 +325,14 @@ def build_gallery(files: Sequence[tuple[Path, str]], embedder: Embedder, cache: 
         todo = _to_do(keys, _known(keys, enc_found),
                       _known(keys, emb_found) if embedder.learned else [True] * len(keys))
         counts = {"new": 0, "reused": 0}
+        if on_progress is not None:
+            on_progress(0, len(todo))
         if todo:
             failed: dict[str, str] = {}
             try:
                 counts = _encode_and_embed(files, keys, todo, embedder, cache, workers, max_len, timeout, failed,
-                                           progress_bar if progress_bar is not None else not quiet, preprocessed)
+                                           progress_bar if progress_bar is not None else not quiet, preprocessed,
+                                           on_progress)
             finally:
                 for i, k in enumerate(keys):  # every copy of a failed drawing
                     if k in failed:
@@ -382,8 +389,8 @@ def _assemble(files: Sequence[tuple[Path, str]], keys: list[Optional[str]], embe
 
 def _encode_and_embed(files: Sequence[tuple[Path, str]], keys: list[Optional[str]], todo: list[int],
                       embedder: Embedder, cache: EmbeddingCache, workers: int, max_len: int, timeout: int,
-                      failed: dict[str, str], show_progress: bool, preprocessed: Optional[PreprocessedIndex]
-                      ) -> dict[str, int]:
+                      failed: dict[str, str], show_progress: bool, preprocessed: Optional[PreprocessedIndex],
+                      on_progress: Optional[Callable[[int, int], None]] = None) -> dict[str, int]:
     """Encode ``files[todo]`` in worker processes, embed them in batches, and put both in the
     cache (saved after every batch); the content key of a file that fails gets its reason in
     ``failed``. Ctrl-C embeds and keeps what was encoded, then re-raises.
@@ -398,6 +405,7 @@ def _encode_and_embed(files: Sequence[tuple[Path, str]], keys: list[Optional[str
         if show_progress and len(todo) > 1 else None
     batch = _EmbedBatch(embedder, cache, keys, files)
     counts = {"new": 0, "reused": 0}
+    n_done = 0
     tasks = [(i, str(files[i][0]), max_len, preprocessed.lookup(files[i][0]) if preprocessed else None)
              for i in todo]
     try:
@@ -406,6 +414,9 @@ def _encode_and_embed(files: Sequence[tuple[Path, str]], keys: list[Optional[str
             enc, reason, reused = res.value if res.value is not None else (None, "", False)
             if progress is not None:
                 progress.update(1)
+            n_done += 1
+            if on_progress is not None:
+                on_progress(n_done, len(todo))
             if enc is None:
                 if res.timed_out:  # not remembered: tried again next time
                     reason = f"timed out after {timeout} s (raise --timeout)"
