@@ -185,8 +185,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
     info = setup_distributed(cfg)
     try:
         return _main(cfg, info)
+    except KeyboardInterrupt:
+        if info.is_main:
+            print(interrupted_message(cfg), file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         cleanup_distributed(info)
+
+
+#: the exit code after Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
+
+
+def interrupted_message(cfg: JointConfig) -> str:
+    """One line after Ctrl-C: what ``last.pth`` of the run holds and the command that goes on."""
+    last = Path(cfg.checkpoints_dir) / cfg.run_name / LAST_NAME if cfg.run_name else None
+    if last is None or not last.is_file():
+        return "interrupted (Ctrl-C) before the first epoch ended: nothing saved to resume from"
+    ckpt = load_checkpoint(last, expect_kind="joint")
+    if ckpt.get("complete"):
+        return f"interrupted (Ctrl-C) after the run finished: {last} is complete"
+    return (f"interrupted (Ctrl-C): saved {last} after fold {ckpt.get('fold')} epoch {ckpt.get('epoch')}; "
+            f"go on with the same command plus --resume --run_name {cfg.run_name}")
 
 
 def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
