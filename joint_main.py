@@ -43,8 +43,13 @@ from joint_train import (
 )
 from dataset.pack import ArchiveError
 from model.joint_dataset import JointDataError, JointDataLoader
+from model.floors import FLOOR_LABELS
 from utils.checkpoint import load_checkpoint
-from utils.val_retrieval import pick_validation_drawings, validation_retrieval
+from utils.ranking import resolve_groups
+from utils.retrieval.evaluate import GroupsError, read_groups
+from utils.val_retrieval import (
+    FLOOR_KEYS, floor_maps, merge_groups, pick_validation_drawings, strongest_floor, validation_retrieval,
+)
 from utils.distributed import DistInfo, broadcast_object, cleanup_distributed
 from utils.run_log import RunLogger
 from utils.seed import seed_everything
@@ -100,8 +105,10 @@ def _find_resume(cfg: JointConfig) -> tuple[int, Optional[str], Any, Optional[Sp
     return 0, run, ckpt, Split.load(split_path) if split_path.is_file() else None
 
 
-def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, info: DistInfo) -> FoldSetup:
-    """The joint model, weighting, optimizer and loaders of one fold, behind the loop's callables."""
+def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, info: DistInfo,
+               user_groups: Sequence[Sequence[int]] = ()) -> FoldSetup:
+    """The joint model, weighting, optimizer and loaders of one fold, behind the loop's callables.
+    ``user_groups``: ``--groups`` as joint-drawing indices (more queries for the retrieval check)."""
     train_loader, val_loader = data.get_fold_loaders(fold)
     st = build_fold(cfg, train_loader, info, fold)
     objective, weighting = st.objective, st.weighting
@@ -132,9 +139,11 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
             log.info(f"fold {fold} epoch {epoch}: skipped {row['skipped_steps']} step(s) with NaN/inf loss or gradients")
         return drop_off_terms(row)
 
+    pick_groups = merge_groups(data.split.groups, user_groups) if user_groups else data.split.groups
     retrieval_drawings = {
-        part: pick_validation_drawings(idx, data.split.groups, cfg.val_retrieval, cfg.seed) if cfg.val_retrieval else []
+        part: pick_validation_drawings(idx, pick_groups, cfg.val_retrieval, cfg.seed) if cfg.val_retrieval else []
         for part, idx in (("val", val_loader.indices), ("test", data.split.test))}
+    floors: dict[str, dict[str, float]] = {}  # per part: the floors do not learn, compute them once
     if cfg.val_retrieval:
         n_val = len(retrieval_drawings["val"])
         log.info(f"fold {fold}: retrieval check on {n_val} validation drawing(s)" if n_val else
@@ -144,8 +153,12 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
         loader = data.get_test_loaders() if part == "test" else val_loader
         metrics = evaluate(objective, weighting, loader, cfg, info)
         if retrieval_drawings[part]:
+            if part not in floors:
+                floors[part] = floor_maps(data.dataset, data.names, data.split.groups, retrieval_drawings[part],
+                                          user_groups)
+                log.info(f"fold {fold}: {describe_floors(part, floors[part])}")
             metrics.update(validation_retrieval(objective, data.dataset, data.names, data.split.groups,
-                                                retrieval_drawings[part]))
+                                                retrieval_drawings[part], user_groups, floors[part]))
         if part == "val":
             log.set_chance_levels({"val_loss": metrics["chance_loss"],
                                    **{f"val_{t}_loss": metrics[f"chance_{t}"] for t in ("GF", "DeepDXF", *EXTRA_TERMS)}})
@@ -172,11 +185,38 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
 
 
 def describe_retrieval(metrics: dict[str, float]) -> str:
-    """``"; retrieval mAP 0.80 (raw GF floor 0.92)"`` when the metrics hold the retrieval check, else ``""``."""
+    """``"; retrieval mAP 0.80 (strongest floor layout_rot 0.92: below the floor)"`` when the metrics
+    hold the retrieval check, else ``""``."""
     m, f = metrics.get("retrieval_mAP", math.nan), metrics.get("floor_mAP", math.nan)
     if not math.isfinite(m):
         return ""
-    return f"; retrieval mAP {m:.3f} (raw GF floor {f:.3f}{': below the floor' if m < f else ''})"
+    return (f"; retrieval mAP {m:.3f} (strongest floor {strongest_floor(metrics) or '-'} {f:.3f}"
+            f"{': below the floor' if m < f else ''})")
+
+
+def describe_floors(part: str, floors: dict[str, float]) -> str:
+    """One line: every floor's mAP on the part's retrieval drawings and which is the strongest."""
+    maps = ", ".join(f"{k} {floors[f'floor_{k}_mAP']:.3f}" for k in FLOOR_KEYS
+                     if math.isfinite(floors.get(f"floor_{k}_mAP", math.nan)))
+    best = strongest_floor(floors)
+    if best is None:
+        return f"no floor for the {part} retrieval check (no query)"
+    return (f"{part} retrieval check: floors (mAP) {maps}; the model is compared with the strongest, {best} "
+            f"({FLOOR_LABELS[best]})")
+
+
+def read_user_groups(cfg: JointConfig, names: Sequence[str], log: Any) -> list[list[int]]:
+    """``--groups``: the listed groups as joint-drawing indices (names not among ``names`` are
+    left out, and the log says how many). Empty without ``--groups``."""
+    if not cfg.groups:
+        return []
+    listed = read_groups(cfg.groups)
+    found, missing = resolve_groups(names, listed)
+    found = [g for g in found if len(g) >= 2]
+    log.info(f"--groups {cfg.groups}: {len(found)} of {len(listed)} group(s) with >= 2 of the joint drawings"
+             + (f"; {len(missing)} name(s) not among them, e.g. {missing[0]!r}" if missing else "")
+             + ("" if cfg.val_retrieval else "; unused: --val_retrieval 0 turns the retrieval check off"))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
@@ -219,6 +259,12 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         return 2
     resume: Optional[dict[str, Any]] = None
     split: Optional[Split] = None
+    if cfg.groups:  # a bad file fails before any work
+        try:
+            read_groups(cfg.groups)
+        except GroupsError as err:
+            print(f"error: --groups: {err}", file=sys.stderr)
+            return 2
     if cfg.resume:  # rank 0 decides and sends what it found: ranks agree even without a shared filesystem
         status, message, resume, split = broadcast_object(_find_resume(cfg) if info.is_main else None, info)
         if status != 0:
@@ -249,13 +295,14 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
              + (f"{cfg.num_workers} DataLoader worker(s) per process" if cfg.num_workers else
                 "batches built in the training process (--num_workers 0)"))
 
+    user_groups = read_user_groups(cfg, data.names, log)
     done: list[dict[str, Any]] = list(resume.get("done", [])) if resume else []
     finished = {d["fold"] for d in done}
     results = [FoldResult(**{k: d[k] for k in FoldResult.__dataclass_fields__ if k in d}) for d in done]
     for fold in folds:
         if fold in finished:
             continue
-        setup = fold_setup(fold, cfg, data, log, info)
+        setup = fold_setup(fold, cfg, data, log, info, user_groups)
         run = LoopSettings(cfg.epochs, cfg.patience, cfg.min_delta, "joint",
                            dict(config_to_dict(cfg), DeepDXF_batch_size=setup.result_extra()["deepdxf_batch_size"]),
                            checkpoint_extra={"deepdxf_batch_size": setup.result_extra()["deepdxf_batch_size"]},
