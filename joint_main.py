@@ -205,6 +205,43 @@ def describe_floors(part: str, floors: dict[str, float]) -> str:
             f"({FLOOR_LABELS[best]})")
 
 
+#: a small archive's epoch should have at least this many optimizer steps (when it allows)
+MIN_STEPS_PER_EPOCH = 4
+#: the smallest GF batch (pairs) the default is scaled down to: 8 drawings, 15 negatives each
+MIN_GF_PAIRS = 4
+
+
+def fit_batch_to_archive(cfg: JointConfig, n_train: int, world_size: int = 1) -> Optional[str]:
+    """Scale the default ``GF_batch_size`` down for a small archive, in place.
+
+    With ``n_train`` training drawings per fold, the default batch (45 pairs, up to 90
+    drawings) gives ``ceil(n_train / 90)`` batches per epoch: 1 for an archive of 75
+    drawings, so 50 epochs are 50 optimizer steps. When ``--GF_batch_size`` is left at its
+    default and an epoch would have fewer than :data:`MIN_STEPS_PER_EPOCH` optimizer steps
+    (batches / accumulation steps / processes), the batch becomes
+    ``max(MIN_GF_PAIRS, n_train // (2 * MIN_STEPS_PER_EPOCH * accumulation * processes))``
+    pairs. Returns the log line that says so, or None when nothing changed.
+    """
+    default = JointConfig.__dataclass_fields__["GF_batch_size"].default
+    if cfg.GF_batch_size != default or n_train <= 0:
+        return None
+    per_step = cfg.accumulation_steps * max(1, world_size)
+
+    def steps(pairs: int) -> int:
+        return math.ceil(n_train / (2 * pairs)) // per_step
+
+    if steps(default) >= MIN_STEPS_PER_EPOCH:
+        return None
+    pairs = min(default, max(MIN_GF_PAIRS, n_train // (2 * MIN_STEPS_PER_EPOCH * per_step)))
+    if pairs == default:
+        return None
+    cfg.GF_batch_size = pairs
+    return (f"small archive: {n_train} training drawings per fold would be {steps(default) or 1} optimizer step(s) "
+            f"per epoch with the default --GF_batch_size {default}; using --GF_batch_size {pairs} "
+            f"({max(steps(pairs), 1)} step(s) per epoch). Give --GF_batch_size to choose; on a small archive "
+            f"also fewer folds (--k_folds 3) and more epochs (README: Small archives)")
+
+
 def read_user_groups(cfg: JointConfig, names: Sequence[str], log: Any) -> list[list[int]]:
     """``--groups``: the listed groups as joint-drawing indices (names not among ``names`` are
     left out, and the log says how many). Empty without ``--groups``."""
@@ -276,6 +313,9 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
     except (ArchiveError, JointDataError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    folds = list(range(data.split.n_folds)) if cfg.fold is None else [cfg.fold]
+    n_train = min((len(data.split.folds[f][0]) for f in folds if 0 <= f < data.split.n_folds), default=0)
+    batch_note = fit_batch_to_archive(cfg, n_train, info.world_size)
     log: Any = None
     if info.is_main:
         log = RunLogger(cfg.run_name or None, cfg, logs_root=cfg.logs_dir, checkpoints_root=cfg.checkpoints_dir,
@@ -285,7 +325,6 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
     if not info.is_main:
         log = _QuietLog(Path(cfg.checkpoints_dir) / cfg.run_name)
 
-    folds = list(range(data.split.n_folds)) if cfg.fold is None else [cfg.fold]
     if any(not 0 <= f < data.split.n_folds for f in folds):
         log.info(f"error: --fold {cfg.fold} is not one of the split's {data.split.n_folds} folds")
         return 2
@@ -295,6 +334,8 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
              + (f"{cfg.num_workers} DataLoader worker(s) per process" if cfg.num_workers else
                 "batches built in the training process (--num_workers 0)"))
 
+    if batch_note:
+        log.info(batch_note)
     user_groups = read_user_groups(cfg, data.names, log)
     done: list[dict[str, Any]] = list(resume.get("done", [])) if resume else []
     finished = {d["fold"] for d in done}
@@ -333,6 +374,12 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
                       f"{{val_loss_std:.4f}}, test {{test_loss_mean:.4f}} ± {{test_loss_std:.4f}}")
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command (``python joint_main.py``, the ``dxf-train`` console script): :func:`main`
+    as an exit code (0 after a run, its code on bad input or Ctrl-C)."""
+    out = main(argv)
+    return out if isinstance(out, int) else 0
+
+
 if __name__ == "__main__":
-    out = main()
-    sys.exit(out if isinstance(out, int) else 0)
+    sys.exit(cli())

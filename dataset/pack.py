@@ -47,6 +47,7 @@ from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, load_h5  # noqa: E40
 from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, load_gf  # noqa: E402
 from dataset.console import progress_bar  # noqa: E402
 from dataset.files import atomic_write  # noqa: E402
+from config.cli import paths_note  # noqa: E402
 
 PACK_FORMAT_VERSION = 1
 PACKED_DIR = "packed"
@@ -361,7 +362,8 @@ def iter_drawings(archive: PackedArchive | FolderArchive) -> Iterator[tuple[str,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         description="Pack the per-drawing encodings of a preprocessed folder into a few HDF5 shards "
-                    "that training reads lazily (for archives of 10^5 drawings and more).")
+                    "that training reads lazily (for archives of 10^5 drawings and more).",
+        epilog=paths_note())
     ap.add_argument("--data_dir", default="data", help="the --output folder of dataset/dxf_process.py (default: data)")
     ap.add_argument("--shard_size", type=int, default=50_000, help="drawings per shard (default: 50000)")
     ap.add_argument("--out", default=None, help="where the shards go (default: DATA_DIR/packed)")
