@@ -228,7 +228,7 @@ def fit_batch_to_archive(cfg: JointConfig, n_train: int, world_size: int = 1) ->
     per_step = cfg.accumulation_steps * max(1, world_size)
 
     def steps(pairs: int) -> int:
-        return math.ceil(n_train / (2 * pairs)) // per_step
+        return math.ceil(math.ceil(n_train / (2 * pairs)) / per_step)
 
     if steps(default) >= MIN_STEPS_PER_EPOCH:
         return None
@@ -236,10 +236,10 @@ def fit_batch_to_archive(cfg: JointConfig, n_train: int, world_size: int = 1) ->
     if pairs == default:
         return None
     cfg.GF_batch_size = pairs
-    return (f"small archive: {n_train} training drawings per fold would be {steps(default) or 1} optimizer step(s) "
+    return (f"small archive: {n_train} training drawings per fold would be {steps(default)} optimizer step(s) "
             f"per epoch with the default --GF_batch_size {default}; using --GF_batch_size {pairs} "
-            f"({max(steps(pairs), 1)} step(s) per epoch). Give --GF_batch_size to choose; on a small archive "
-            f"also fewer folds (--k_folds 3) and more epochs (README: Small archives)")
+            f"({steps(pairs)} step(s) per epoch). Give --GF_batch_size to choose; on a small archive also train "
+            f"one fold of a few (--k_folds 5 --fold 0) with more epochs (README: Small archives)")
 
 
 def read_user_groups(cfg: JointConfig, names: Sequence[str], log: Any) -> list[list[int]]:

@@ -12,8 +12,8 @@ SCRIPTS = {
     "dxf-process": "dataset.dxf_process:main",
     "dxf-pack": "dataset.pack:main",
     "dxf-train": "joint_main:cli",
-    "dxf-train-gf": "GF_main:main",
-    "dxf-train-deepdxf": "DeepDXF_train:main",
+    "dxf-train-gf": "GF_main:cli",
+    "dxf-train-deepdxf": "DeepDXF_train:cli",
     "dxf-search": "SimDeepDXF:main",
 }
 

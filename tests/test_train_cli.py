@@ -75,3 +75,18 @@ def test_running_joint_train_points_to_joint_main(args):
                           cwd=ROOT, timeout=120)
     assert done.returncode == 2
     assert "is a module" in done.stderr and "python joint_main.py" in done.stderr
+
+
+@pytest.mark.parametrize("module", ["GF_main", "DeepDXF_train"])
+def test_ctrl_c_in_the_single_model_trainers_is_one_line(module, monkeypatch, capsys):
+    import importlib
+
+    trainer = importlib.import_module(module)
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "main", interrupted)
+    assert trainer.cli([]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted (Ctrl-C)" in err and "fold_<i>.pth" in err
