@@ -69,9 +69,8 @@ def test_interrupted_before_any_epoch_says_nothing_was_saved(tmp_path):
     assert "nothing saved" in joint_main.interrupted_message(cfg)
 
 
-@pytest.mark.parametrize("args", [[], ["--help"]])
-def test_running_joint_train_points_to_joint_main(args):
-    done = subprocess.run([sys.executable, str(ROOT / "joint_train.py"), *args], capture_output=True, text=True,
+def test_running_joint_train_points_to_joint_main():
+    done = subprocess.run([sys.executable, str(ROOT / "joint_train.py"), "--help"], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert done.returncode == 2
     assert "is a module" in done.stderr and "python joint_main.py" in done.stderr

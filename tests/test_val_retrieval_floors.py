@@ -119,3 +119,17 @@ def test_joint_main_groups_file_adds_the_check(corpus, tmp_path, capsys):
     bad.write_text("{not json", encoding="utf-8")
     assert joint_main.main(_argv(corpus, "bad", "--groups", str(bad))) == 2
     assert "--groups" in capsys.readouterr().err
+
+
+def test_both_archive_layouts_give_the_type_counts_before_any_cut(tmp_path):
+    from dataset.pack import FolderArchive, PackedArchive, pack
+
+    write_synthetic_joint_corpus(tmp_path, 6, seed=3, max_len=20)
+    folders = FolderArchive(tmp_path)
+    packed = PackedArchive(pack(tmp_path, shard_size=4, progress=False)[0].parent)
+    assert folders.names() == packed.names()
+    for i, name in enumerate(folders.names()):
+        _, attrs = load_h5(tmp_path / "DeepDXF" / f"{name}.h5")
+        want = np.asarray(attrs["type_counts"], dtype=np.int64)
+        assert np.array_equal(folders.type_counts(i), want) and np.array_equal(packed.type_counts(i), want), name
+    packed.close()
