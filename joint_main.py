@@ -4,6 +4,7 @@
     python joint_main.py --data_dir data/real --fold 0 --epochs 10 --weighting dwa --cross_weight 0.5
     torchrun --nproc_per_node=4 joint_main.py --device cuda --amp --num_workers 4   # DistributedDataParallel
     python joint_main.py --resume --run_name NAME           # continue an interrupted run
+    python joint_main.py --groups my_groups.json            # the retrieval check also searches your groups
 
 Reads the drawings that have both encodings, from a packed archive
 (``<data_dir>/packed/shard-*.h5``, ``dataset/pack.py``) or from the per-drawing
