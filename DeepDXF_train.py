@@ -158,5 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command (``python DeepDXF_train.py``, its console script): :func:`main`, and after Ctrl-C one
+    line instead of a traceback (exit 130)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): each fold's best epoch so far is saved as fold_<i>.pth in the run's folder "
+              "under --checkpoints_dir; DeepDXF_train.py has no --resume (joint_main.py has): run it again to train anew",
+              file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -16,6 +16,7 @@ summary.json with the chance level of the loss) and ``checkpoints/<run_name>/``
 from __future__ import annotations
 
 import sys
+from typing import Sequence
 
 import torch
 
@@ -126,5 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command (``python GF_main.py``, its console script): :func:`main`, and after Ctrl-C one
+    line instead of a traceback (exit 130)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): each fold's best epoch so far is saved as fold_<i>.pth in the run's folder "
+              "under --checkpoints_dir; GF_main.py has no --resume (joint_main.py has): run it again to train anew",
+              file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -4,6 +4,7 @@
     python joint_main.py --data_dir data/real --fold 0 --epochs 10 --weighting dwa --cross_weight 0.5
     torchrun --nproc_per_node=4 joint_main.py --device cuda --amp --num_workers 4   # DistributedDataParallel
     python joint_main.py --resume --run_name NAME           # continue an interrupted run
+    python joint_main.py --groups my_groups.json            # the retrieval check also searches your groups
 
 Reads the drawings that have both encodings, from a packed archive
 (``<data_dir>/packed/shard-*.h5``, ``dataset/pack.py``) or from the per-drawing
@@ -43,10 +44,13 @@ from joint_train import (
 )
 from dataset.pack import ArchiveError
 from model.joint_dataset import JointDataError, JointDataLoader
+from model.floors import FLOOR_LABELS
 from utils.checkpoint import load_checkpoint, load_trained_models
 from utils.embedding_choice import choice_table, choose_search_embedding, store_choice
 from utils.ranking import GroupsError, read_groups, resolve_groups
-from utils.val_retrieval import pick_validation_drawings, validation_retrieval
+from utils.val_retrieval import (
+    FLOOR_KEYS, floor_maps, merge_groups, pick_validation_drawings, strongest_floor, validation_retrieval,
+)
 from utils.distributed import DistInfo, broadcast_object, cleanup_distributed
 from utils.run_log import RunLogger
 from utils.seed import seed_everything
@@ -102,8 +106,10 @@ def _find_resume(cfg: JointConfig) -> tuple[int, Optional[str], Any, Optional[Sp
     return 0, run, ckpt, Split.load(split_path) if split_path.is_file() else None
 
 
-def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, info: DistInfo) -> FoldSetup:
-    """The joint model, weighting, optimizer and loaders of one fold, behind the loop's callables."""
+def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, info: DistInfo,
+               user_groups: Sequence[Sequence[int]] = ()) -> FoldSetup:
+    """The joint model, weighting, optimizer and loaders of one fold, behind the loop's callables.
+    ``user_groups``: ``--groups`` as joint-drawing indices (more queries for the retrieval check)."""
     train_loader, val_loader = data.get_fold_loaders(fold)
     st = build_fold(cfg, train_loader, info, fold)
     objective, weighting = st.objective, st.weighting
@@ -134,9 +140,11 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
             log.info(f"fold {fold} epoch {epoch}: skipped {row['skipped_steps']} step(s) with NaN/inf loss or gradients")
         return drop_off_terms(row)
 
+    pick_groups = merge_groups(data.split.groups, user_groups) if user_groups else data.split.groups
     retrieval_drawings = {
-        part: pick_validation_drawings(idx, data.split.groups, cfg.val_retrieval, cfg.seed) if cfg.val_retrieval else []
+        part: pick_validation_drawings(idx, pick_groups, cfg.val_retrieval, cfg.seed) if cfg.val_retrieval else []
         for part, idx in (("val", val_loader.indices), ("test", data.split.test))}
+    floors: dict[str, dict[str, float]] = {}  # per part: the floors do not learn, compute them once
     if cfg.val_retrieval:
         n_val = len(retrieval_drawings["val"])
         log.info(f"fold {fold}: retrieval check on {n_val} validation drawing(s)" if n_val else
@@ -146,8 +154,12 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
         loader = data.get_test_loaders() if part == "test" else val_loader
         metrics = evaluate(objective, weighting, loader, cfg, info)
         if retrieval_drawings[part]:
+            if part not in floors:
+                floors[part] = floor_maps(data.dataset, data.names, data.split.groups, retrieval_drawings[part],
+                                          user_groups)
+                log.info(f"fold {fold}: {describe_floors(part, floors[part])}")
             metrics.update(validation_retrieval(objective, data.dataset, data.names, data.split.groups,
-                                                retrieval_drawings[part]))
+                                                retrieval_drawings[part], user_groups, floors[part]))
         if part == "val":
             log.set_chance_levels({"val_loss": metrics["chance_loss"],
                                    **{f"val_{t}_loss": metrics[f"chance_{t}"] for t in ("GF", "DeepDXF", *EXTRA_TERMS)}})
@@ -174,11 +186,75 @@ def fold_setup(fold: int, cfg: JointConfig, data: JointDataLoader, log: Any, inf
 
 
 def describe_retrieval(metrics: dict[str, float]) -> str:
-    """``"; retrieval mAP 0.80 (raw GF floor 0.92)"`` when the metrics hold the retrieval check, else ``""``."""
+    """``"; retrieval mAP 0.80 (strongest floor layout_rot 0.92: below the floor)"`` when the metrics
+    hold the retrieval check, else ``""``."""
     m, f = metrics.get("retrieval_mAP", math.nan), metrics.get("floor_mAP", math.nan)
     if not math.isfinite(m):
         return ""
-    return f"; retrieval mAP {m:.3f} (raw GF floor {f:.3f}{': below the floor' if m < f else ''})"
+    return (f"; retrieval mAP {m:.3f} (strongest floor {strongest_floor(metrics) or '-'} {f:.3f}"
+            f"{': below the floor' if m < f else ''})")
+
+
+def describe_floors(part: str, floors: dict[str, float]) -> str:
+    """One line: every floor's mAP on the part's retrieval drawings and which is the strongest."""
+    maps = ", ".join(f"{k} {floors[f'floor_{k}_mAP']:.3f}" for k in FLOOR_KEYS
+                     if math.isfinite(floors.get(f"floor_{k}_mAP", math.nan)))
+    best = strongest_floor(floors)
+    if best is None:
+        return f"no floor for the {part} retrieval check (no query)"
+    return (f"{part} retrieval check: floors (mAP) {maps}; the model is compared with the strongest, {best} "
+            f"({FLOOR_LABELS[best]})")
+
+
+#: a small archive's epoch should have at least this many optimizer steps (when it allows)
+MIN_STEPS_PER_EPOCH = 4
+#: the smallest GF batch (pairs) the default is scaled down to: 8 drawings, 15 negatives each
+MIN_GF_PAIRS = 4
+
+
+def fit_batch_to_archive(cfg: JointConfig, n_train: int, world_size: int = 1) -> Optional[str]:
+    """Scale the default ``GF_batch_size`` down for a small archive, in place.
+
+    With ``n_train`` training drawings per fold, the default batch (45 pairs, up to 90
+    drawings) gives ``ceil(n_train / 90)`` batches per epoch: 1 for an archive of 75
+    drawings, so 50 epochs are 50 optimizer steps. When ``--GF_batch_size`` is left at its
+    default and an epoch would have fewer than :data:`MIN_STEPS_PER_EPOCH` optimizer steps
+    (batches / accumulation steps / processes), the batch becomes
+    ``max(MIN_GF_PAIRS, n_train // (2 * MIN_STEPS_PER_EPOCH * accumulation * processes))``
+    pairs. Returns the log line that says so, or None when nothing changed.
+    """
+    default = JointConfig.__dataclass_fields__["GF_batch_size"].default
+    if cfg.GF_batch_size != default or n_train <= 0:
+        return None
+    per_step = cfg.accumulation_steps * max(1, world_size)
+
+    def steps(pairs: int) -> int:
+        return math.ceil(math.ceil(n_train / (2 * pairs)) / per_step)
+
+    if steps(default) >= MIN_STEPS_PER_EPOCH:
+        return None
+    pairs = min(default, max(MIN_GF_PAIRS, n_train // (2 * MIN_STEPS_PER_EPOCH * per_step)))
+    if pairs == default:
+        return None
+    cfg.GF_batch_size = pairs
+    return (f"small archive: {n_train} training drawings per fold would be {steps(default)} optimizer step(s) "
+            f"per epoch with the default --GF_batch_size {default}; using --GF_batch_size {pairs} "
+            f"({steps(pairs)} step(s) per epoch). Give --GF_batch_size to choose; on a small archive also train "
+            f"one fold of a few (--k_folds 5 --fold 0) with more epochs (README: Small archives)")
+
+
+def read_user_groups(cfg: JointConfig, names: Sequence[str], log: Any) -> list[list[int]]:
+    """``--groups``: the listed groups as joint-drawing indices (names not among ``names`` are
+    left out, and the log says how many). Empty without ``--groups``."""
+    if not cfg.groups:
+        return []
+    listed = read_groups(cfg.groups)
+    found, missing = resolve_groups(names, listed)
+    found = [g for g in found if len(g) >= 2]
+    log.info(f"--groups {cfg.groups}: {len(found)} of {len(listed)} group(s) with >= 2 of the joint drawings"
+             + (f"; {len(missing)} name(s) not among them, e.g. {missing[0]!r}" if missing else "")
+             + ("" if cfg.val_retrieval else "; unused: --val_retrieval 0 turns the retrieval check off"))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
@@ -187,8 +263,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
     info = setup_distributed(cfg)
     try:
         return _main(cfg, info)
+    except KeyboardInterrupt:
+        if info.is_main:
+            print(interrupted_message(cfg), file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         cleanup_distributed(info)
+
+
+#: the exit code after Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
+
+
+def interrupted_message(cfg: JointConfig) -> str:
+    """One line after Ctrl-C: what ``last.pth`` of the run holds and the command that goes on."""
+    last = Path(cfg.checkpoints_dir) / cfg.run_name / LAST_NAME if cfg.run_name else None
+    if last is None or not last.is_file():
+        return "interrupted (Ctrl-C) before the first epoch ended: nothing saved to resume from"
+    ckpt = load_checkpoint(last, expect_kind="joint")
+    if ckpt.get("complete"):
+        return f"interrupted (Ctrl-C) after the run finished: {last} is complete"
+    return (f"interrupted (Ctrl-C): saved {last} after fold {ckpt.get('fold')} epoch {ckpt.get('epoch')}; "
+            f"go on with the same command plus --resume --run_name {cfg.run_name}")
 
 
 def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
@@ -201,6 +297,12 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         return 2
     resume: Optional[dict[str, Any]] = None
     split: Optional[Split] = None
+    if cfg.groups:  # a bad file fails before any work
+        try:
+            read_groups(cfg.groups)
+        except GroupsError as err:
+            print(f"error: --groups: {err}", file=sys.stderr)
+            return 2
     if cfg.resume:  # rank 0 decides and sends what it found: ranks agree even without a shared filesystem
         status, message, resume, split = broadcast_object(_find_resume(cfg) if info.is_main else None, info)
         if status != 0:
@@ -209,12 +311,12 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         cfg.run_name = message
     try:
         data = JointDataLoader(cfg, info.rank, info.world_size, split=split, make_split=make_split)
-        user_groups = read_user_groups(cfg, data.names)
-        if user_groups and cfg.group_weight > 0:  # the group term learns from the user's groups too
-            data.use_group_labels(merged_group_labels(data.names, data.split.groups, user_groups))
-    except (ArchiveError, JointDataError, GroupsError, OSError) as err:
+    except (ArchiveError, JointDataError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    folds = list(range(data.split.n_folds)) if cfg.fold is None else [cfg.fold]
+    n_train = min((len(data.split.folds[f][0]) for f in folds if 0 <= f < data.split.n_folds), default=0)
+    batch_note = fit_batch_to_archive(cfg, n_train, info.world_size)
     log: Any = None
     if info.is_main:
         log = RunLogger(cfg.run_name or None, cfg, logs_root=cfg.logs_dir, checkpoints_root=cfg.checkpoints_dir,
@@ -224,7 +326,6 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
     if not info.is_main:
         log = _QuietLog(Path(cfg.checkpoints_dir) / cfg.run_name)
 
-    folds = list(range(data.split.n_folds)) if cfg.fold is None else [cfg.fold]
     if any(not 0 <= f < data.split.n_folds for f in folds):
         log.info(f"error: --fold {cfg.fold} is not one of the split's {data.split.n_folds} folds")
         return 2
@@ -234,13 +335,19 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
              + (f"{cfg.num_workers} DataLoader worker(s) per process" if cfg.num_workers else
                 "batches built in the training process (--num_workers 0)"))
 
+    if batch_note:
+        log.info(batch_note)
+    user_groups = read_user_groups(cfg, data.names, log)
+    user_names = [[data.names[i] for i in g] for g in user_groups]
+    if user_names and cfg.group_weight > 0:  # the group term learns the user's groups too
+        data.use_group_labels(merged_group_labels(data.names, data.split.groups, user_names))
     done: list[dict[str, Any]] = list(resume.get("done", [])) if resume else []
     finished = {d["fold"] for d in done}
     results = [FoldResult(**{k: d[k] for k in FoldResult.__dataclass_fields__ if k in d}) for d in done]
     for fold in folds:
         if fold in finished:
             continue
-        setup = fold_setup(fold, cfg, data, log, info)
+        setup = fold_setup(fold, cfg, data, log, info, user_groups)
         run = LoopSettings(cfg.epochs, cfg.patience, cfg.min_delta, "joint",
                            dict(config_to_dict(cfg), DeepDXF_batch_size=setup.result_extra()["deepdxf_batch_size"]),
                            checkpoint_extra={"deepdxf_batch_size": setup.result_extra()["deepdxf_batch_size"]},
@@ -268,20 +375,21 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         return {**summarize_folds(results), **extra}
     best = summarize_folds(results)
     if cfg.choose_embedding and best.get("best_checkpoint"):
-        extra["search_embedding"] = choose_and_store(cfg, data, best, log)
+        extra["search_embedding"] = choose_and_store(cfg, data, best, log, user_names)
     return finish_run(log, results, extra,
                       f"joint over {len(results)} fold(s): best combined val loss {{val_loss_mean:.4f}} ± "
                       f"{{val_loss_std:.4f}}, test {{test_loss_mean:.4f}} ± {{test_loss_std:.4f}}")
 
 
-def choose_and_store(cfg: JointConfig, data: JointDataLoader, summary: dict[str, Any], log: Any) -> Optional[dict]:
+def choose_and_store(cfg: JointConfig, data: JointDataLoader, summary: dict[str, Any], log: Any,
+                     user_groups: Sequence[Sequence[str]] = ()) -> Optional[dict]:
     """Choose the search embedding on the best fold's validation drawings
     (``utils.embedding_choice``), store it in that fold's checkpoint (published as
     ``best_model.pth``), and say what was chosen and why; returns what summary.json keeps
     of the choice (None: nothing to choose on)."""
     fold = int(summary["best_fold"])
     train_idx, val_idx = data.split.folds[fold]
-    groups = group_lists(data.names, data.split.groups) + read_user_groups(cfg, data.names)
+    groups = group_lists(data.names, data.split.groups) + [list(g) for g in user_groups]
     trained = load_trained_models(summary["best_checkpoint"], "cpu")
     choice = choose_search_embedding(trained.gf, trained.deepdxf, data.dataset, data.names, val_idx, train_idx,
                                      groups, cfg.choice_max_drawings, seed=cfg.seed)
@@ -294,18 +402,6 @@ def choose_and_store(cfg: JointConfig, data: JointDataLoader, summary: dict[str,
     log.info(f"search embedding: {choice['name']} [{choice['description']}]: {choice['why']}\n"
              + choice_table(choice))
     return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
-
-
-def read_user_groups(cfg: JointConfig, names: Sequence[str]) -> list[list[str]]:
-    """The groups of ``--groups`` (a JSON list of groups of drawing names) with two or more
-    drawings of this archive; a name the archive lacks is skipped with one warning."""
-    if not cfg.groups:
-        return []
-    found, missing = resolve_groups(names, read_groups(cfg.groups))
-    if missing:
-        print(f"warning: --groups: {len(missing)} names are not drawings of {cfg.data_dir} (e.g. {missing[0]!r})",
-              file=sys.stderr)
-    return [[names[i] for i in g] for g in found if len(g) >= 2]
 
 
 def merged_group_labels(names: Sequence[str], labels: Sequence[str], user_groups: Sequence[Sequence[str]]
@@ -343,6 +439,12 @@ def group_lists(names: Sequence[str], group_of_each: Sequence[str]) -> list[list
     return [members for members in by_group.values() if len(members) >= 2]
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command (``python joint_main.py``, the ``dxf-train`` console script): :func:`main`
+    as an exit code (0 after a run, its code on bad input or Ctrl-C)."""
+    out = main(argv)
+    return out if isinstance(out, int) else 0
+
+
 if __name__ == "__main__":
-    out = main()
-    sys.exit(out if isinstance(out, int) else 0)
+    sys.exit(cli())

@@ -395,3 +395,16 @@ __all__ = [
     "make_scaler", "TrainState", "build_fold", "EXTRA_TERMS", "extra_weights", "train_epoch", "evaluation_batches", "evaluate", "explain_loss",
     "joint_state", "load_joint_state",
 ]
+
+
+def _run_as_script() -> int:
+    """``python joint_train.py``: this file is a module; say what to run instead (exit 2)."""
+    import sys
+
+    print("joint_train.py is a module (one epoch of joint training, evaluation, checkpoints), not a command.\n"
+          "Train with:  python joint_main.py --help", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(_run_as_script())

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -146,6 +147,13 @@ def _add_field(parser: argparse.ArgumentParser | argparse._ArgumentGroup, f: dat
     parser.add_argument(flag, **kwargs)
 
 
+def paths_note() -> str:
+    """The last lines of every command's ``--help``: where relative paths, the defaults
+    included, are taken from (the current folder, not the toolkit's)."""
+    return (f"Relative paths, the defaults included (data/, logs/, checkpoints/), are relative to the current "
+            f"folder (now {os.getcwd()}), not to where the toolkit is installed.")
+
+
 def build_parser(cls: type, description: str = "") -> argparse.ArgumentParser:
     """An ``argparse.ArgumentParser`` with one flag per field of dataclass ``cls``: the
     :data:`MAIN_FLAGS` it has (or the class's own ``MAIN_FLAGS`` attribute) in a first
@@ -157,6 +165,7 @@ def build_parser(cls: type, description: str = "") -> argparse.ArgumentParser:
         description=description or (cls.__doc__ or "").strip().split("\n")[0],
         formatter_class=_HelpFormatter,
         usage="%(prog)s [-h] [options]   (main options first, then advanced)",
+        epilog=paths_note(),
     )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     main_names = getattr(cls, "MAIN_FLAGS", MAIN_FLAGS)  # a config may name its own main flags

@@ -95,7 +95,10 @@ class JointConfig(GFConfig, DeepDXFConfig):
     # --- retrieval check -------------------------------------------------------
     val_retrieval: int = field(default=200, metadata={"help": "each validation pass and the test also search up to this many "
                           "of their drawings with each other (groups by --group_pattern: pieces, revisions) and log the mAP "
-                          "of the joint embedding beside the raw GF floor's (0 = off; NaN when no group has two members)"})
+                          "of the joint embedding beside the strongest non-learned floor's (0 = off; NaN when no group has two members)"})
+    groups: str = field(default="", metadata={"help": "JSON file: a list of groups of similar drawing names (as SimDeepDXF.py "
+                        "--groups reads); the retrieval check also searches with the validation and test drawings of these "
+                        "groups (a path relative to the current folder)"})
 
     # --- the search embedding --------------------------------------------------
     choose_embedding: bool = field(default=True, metadata={"help": "after training, score the learned embedding, every "

@@ -19,8 +19,8 @@ Layout of ``<data_dir>/packed/shard-00000.h5`` (one shard per ``shard_size`` dra
 
 ``open_archive(data_dir)`` gives the same reader interface over a packed folder or
 over the per-drawing ``GF/`` + ``DeepDXF/`` folders, so training takes either:
-``len``, ``name(i)``, ``names()``, ``graph(i)``, ``gf_layout(i)``, ``rows(i)``, ``lengths()``, ``unpaired()``,
-``layout`` (``"packed"`` or ``"folders"``) and ``describe()``.
+``len``, ``name(i)``, ``names()``, ``graph(i)``, ``gf_layout(i)``, ``rows(i)``, ``type_counts(i)``, ``lengths()``,
+``unpaired()``, ``layout`` (``"packed"`` or ``"folders"``) and ``describe()``.
 
 Shards are a snapshot: :func:`pack_staleness` tells when the per-drawing folders changed
 after packing (the readers' ``describe()`` then says so, and ``dataset/dxf_process.py``
@@ -47,6 +47,7 @@ from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, load_h5  # noqa: E40
 from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, load_gf  # noqa: E402
 from dataset.console import progress_bar  # noqa: E402
 from dataset.files import atomic_write  # noqa: E402
+from config.cli import paths_note  # noqa: E402
 
 PACK_FORMAT_VERSION = 1
 PACKED_DIR = "packed"
@@ -225,6 +226,11 @@ class PackedArchive:
         lo, hi = self._offsets[k][j], self._offsets[k][j + 1]
         return self._file(k)["deepdxf/rows"][lo:hi]
 
+    def type_counts(self, i: int) -> np.ndarray:
+        """Supported entities per DeepDXF type of drawing i, ``int64 [N_TYPES]`` (before any cut)."""
+        k, j = self._locate(i)
+        return np.asarray(self._file(k)["deepdxf/type_counts"][j], dtype=np.int64)
+
     def lengths(self) -> np.ndarray:
         """Rows per drawing ``int64 [n]`` (from the offset tables, no row is read)."""
         return np.concatenate([np.diff(o) for o in self._offsets])
@@ -280,6 +286,15 @@ class FolderArchive:
 
     def rows(self, i: int) -> np.ndarray:
         return load_h5(self.data_dir / "DeepDXF" / f"{self._names[i]}.h5")[0]
+
+    def type_counts(self, i: int) -> np.ndarray:
+        """Supported entities per DeepDXF type of drawing i, ``int64 [N_TYPES]`` (the file's
+        ``type_counts`` attribute, counted before any cut; else counted from its rows)."""
+        rows, attrs = load_h5(self.data_dir / "DeepDXF" / f"{self._names[i]}.h5")
+        counts = attrs.get("type_counts")
+        if counts is None:
+            counts = np.bincount(np.asarray(rows)[:, 0].astype(np.int64), minlength=N_TYPES)
+        return np.asarray(counts, dtype=np.int64).reshape(N_TYPES)
 
     def lengths(self) -> np.ndarray:
         out = np.empty(len(self), dtype=np.int64)
@@ -347,7 +362,8 @@ def iter_drawings(archive: PackedArchive | FolderArchive) -> Iterator[tuple[str,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         description="Pack the per-drawing encodings of a preprocessed folder into a few HDF5 shards "
-                    "that training reads lazily (for archives of 10^5 drawings and more).")
+                    "that training reads lazily (for archives of 10^5 drawings and more).",
+        epilog=paths_note())
     ap.add_argument("--data_dir", default="data", help="the --output folder of dataset/dxf_process.py (default: data)")
     ap.add_argument("--shard_size", type=int, default=50_000, help="drawings per shard (default: 50000)")
     ap.add_argument("--out", default=None, help="where the shards go (default: DATA_DIR/packed)")

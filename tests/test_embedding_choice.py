@@ -111,8 +111,9 @@ def test_the_group_term_learns_the_users_groups(corpus, tmp_path):  # noqa: F811
     pairs = [data.names[i:i + 2] for i in range(0, 8, 2)]
     (tmp_path / "g.json").write_text(json.dumps(pairs))
     cfg.groups = str(tmp_path / "g.json")
+    found = joint_main.read_user_groups(cfg, data.names, type("Log", (), {"info": lambda self, m: None})())
     data.use_group_labels(joint_main.merged_group_labels(data.names, data.split.groups,
-                                                         joint_main.read_user_groups(cfg, data.names)))
+                                                         [[data.names[i] for i in g] for g in found]))
     ids = data.group_ids
     assert len(set(ids.tolist())) == len(data.names) - 4
     assert all(ids[data.names.index(a)] == ids[data.names.index(b)] for a, b in pairs)

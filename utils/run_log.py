@@ -324,6 +324,19 @@ class RunLogger:
         """Write loss_curve.png (:meth:`plot_lines`): one panel for the train/val loss, one for
         other ``*_loss`` columns and one for ``w_*``/``weight_*`` columns when present, dashed
         chance levels, and why train can sit above val. Returns None without metrics."""
+        fig = self.loss_figure()
+        if fig is None:
+            return None
+        import matplotlib.pyplot as plt
+
+        out = Path(path) if path is not None else self.log_dir / "loss_curve.png"
+        fig.savefig(out, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return out
+
+    def loss_figure(self) -> Any:
+        """The matplotlib figure of :meth:`plot_losses` (None without metrics); each panel's
+        legend sits below its axes, off the curves."""
         lines = self.plot_lines()
         if not lines:
             return None
@@ -334,7 +347,7 @@ class RunLogger:
         from matplotlib.ticker import MaxNLocator
 
         panels = list(dict.fromkeys(line["panel"] for line in lines))
-        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.4), squeeze=False)
         for ax, panel in zip(axes[0], panels):
             for line in (ln for ln in lines if ln["panel"] == panel):
                 ax.plot(line["x"], line["y"], line["style"], color=line["colour"], label=line["label"],
@@ -345,13 +358,11 @@ class RunLogger:
             ax.grid(alpha=0.3)
             handles, _ = ax.get_legend_handles_labels()
             if handles:
-                ax.legend(fontsize=7, ncol=2 if len(handles) > 8 else 1)
+                ax.legend(fontsize=7, ncol=3 if len(handles) > 8 else 2, loc="upper center",
+                          bbox_to_anchor=(0.5, -0.14), frameon=False)
         fig.suptitle(f"{self.run_name}\n{PLOT_NOTE}; dashed: chance level", fontsize=9)
         fig.tight_layout()
-        out = Path(path) if path is not None else self.log_dir / "loss_curve.png"
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
+        return fig
 
     # ------------------------------------------------------ summary/checkpoints
     def write_summary(self, summary: dict[str, Any]) -> Path:
