@@ -15,6 +15,7 @@ SCRIPTS = {
     "dxf-train-gf": "GF_main:cli",
     "dxf-train-deepdxf": "DeepDXF_train:cli",
     "dxf-search": "SimDeepDXF:main",
+    "dxf-serve": "SimDeepDXF:serve_main",
 }
 
 
