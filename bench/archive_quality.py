@@ -70,6 +70,33 @@ def train(data: Path, groups: Path | None, out: Path, seed: int, epochs: int, ex
     return ckpt
 
 
+def rechoose(out: Path, seed: int, groups: Path | None) -> None:
+    """Choose the search embedding of a trained seed again (``joint_main.choose_and_store``
+    on the saved split and config), e.g. after the choice rule changed; no training."""
+    import shutil
+
+    import joint_main
+    from config.cli import config_from_dict
+    from config.joint_config import JointConfig
+    from model.joint_dataset import JointDataLoader
+    from utils.checkpoint import load_checkpoint
+    from utils.ranking import resolve_groups
+    from utils.splits import Split
+
+    run = out / "ckpt" / f"seed{seed}"
+    fold_ckpt = run / "fold_0.pth"
+    cfg = config_from_dict(JointConfig, load_checkpoint(fold_ckpt)["config"])
+    data = JointDataLoader(cfg, split=Split.load(out / "logs" / f"seed{seed}" / "split.json"))
+    user = [] if groups is None else [[data.names[i] for i in g] for g in resolve_groups(data.names, read_groups(groups))[0]
+                                      if len(g) >= 2]
+
+    class Log:
+        def info(self, msg: str) -> None:
+            print(f"seed {seed}: {msg}")
+    joint_main.choose_and_store(cfg, data, {"best_fold": 0, "best_checkpoint": str(fold_ckpt)}, Log(), user)
+    shutil.copyfile(fold_ckpt, run / "best_model.pth")
+
+
 def evaluate_set(name: str, folder: Path, groups_path: Path, models: dict[int, Path], embeddings: Sequence[str],
                  cache: Path) -> dict:
     """The table of one evaluation set: floors, then each embedding over the seeds."""
@@ -127,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--embeddings", nargs="+", default=["auto", "joint", "joint_floors"])
     p.add_argument("--output", default="data/bench/archive-quality")
+    p.add_argument("--rechoose", action="store_true", help="choose the search embedding of the trained seeds again")
     p.add_argument("--train_args", nargs=argparse.REMAINDER, default=[],
                    help="more joint_main.py flags (the rest of the command line)")
     args = p.parse_args(argv)
@@ -134,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = link_training_folder([Path(t) for t in args.train], out / "train")
     groups = Path(args.train_groups) if args.train_groups else None
     models = {s: train(data, groups, out, s, args.epochs, args.train_args) for s in args.seeds}
+    if args.rechoose:
+        for s in args.seeds:
+            rechoose(out, s, groups)
     parts, tables = [], {}
     for name, folder, gpath in args.set:
         res = evaluate_set(name, Path(folder), Path(gpath), models, args.embeddings, out / "cache")

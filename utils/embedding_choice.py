@@ -118,14 +118,23 @@ def score(cands: Sequence[Candidate], parts: dict[str, np.ndarray], names: Seque
 
 
 def pick(cands: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
-    """The chosen candidate and the strongest floor. The chosen one has the highest mAP;
-    among candidates within :data:`TIE` of it a floor wins (it needs no model and carries
-    no selection optimism), then the one with the fewest blocks, then the earlier one."""
+    """The chosen candidate and the strongest floor.
+
+    The strongest floor is the default. A candidate with a learned part replaces it only
+    when it is better on the same queries beyond their noise: the paired bootstrap 95 %
+    interval of its per-query AP minus the floor's lies above zero (the best such
+    candidate by mAP). Among floors within :data:`TIE` of the strongest, the one with the
+    fewest blocks. So the choice is never below the strongest floor by more than the
+    noise of the validation queries, and a learned embedding is searched with only where
+    it measurably adds.
+    """
     scored = [c for c in cands if c.metrics is not None and np.isfinite(c.metrics["mAP"])]
-    top = max(c.metrics["mAP"] for c in scored)
-    near = [c for c in scored if c.metrics["mAP"] >= top - TIE]
-    best = min(near, key=lambda c: (not c.floor, len(c.blocks)))
-    floor = max((c for c in scored if c.floor), key=lambda c: c.metrics["mAP"])
+    floors = [c for c in scored if c.floor]
+    top = max(c.metrics["mAP"] for c in floors)
+    floor = min((c for c in floors if c.metrics["mAP"] >= top - TIE), key=lambda c: (len(c.blocks), -c.metrics["mAP"]))
+    better = [c for c in scored if not c.floor and c.metrics["mAP"] > floor.metrics["mAP"]
+              and paired_interval(c.metrics.get("per_query_ap", []), floor.metrics.get("per_query_ap", []))[0] > 0]
+    best = max(better, key=lambda c: c.metrics["mAP"]) if better else floor
     return best, floor
 
 
@@ -176,8 +185,11 @@ def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, nam
     lo, hi = paired_interval(best.metrics["per_query_ap"], floor.metrics["per_query_ap"])
     n_q = best.metrics["n_queries"]
     if best is floor:
-        why = (f"the strongest of {len(cands)} candidates on {n_q} validation queries of this archive "
-               f"(mAP {best.metrics['mAP']:.3f}): no learned embedding beat this floor there")
+        runner = max((c for c in cands if not c.floor), key=lambda c: c.metrics["mAP"])
+        lo, hi = paired_interval(runner.metrics["per_query_ap"], floor.metrics["per_query_ap"])
+        why = (f"the strongest floor on {n_q} validation queries of this archive (mAP {best.metrics['mAP']:.3f}); "
+               f"no learned candidate was clearly better (best: {runner.name} {runner.metrics['mAP']:.3f}, "
+               f"paired 95% {lo:+.3f} to {hi:+.3f})")
     else:
         why = (f"the best of {len(cands)} candidates on {n_q} validation queries of this archive: mAP "
                f"{best.metrics['mAP']:.3f} vs the strongest floor {floor.name} {floor.metrics['mAP']:.3f} "
