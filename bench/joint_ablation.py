@@ -63,7 +63,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.bench_data import LABELLED_GROUPS  # noqa: E402
-from config.split_config import DEFAULT_GROUP_PATTERN  # noqa: E402
+from dataset.formats import DEFAULT_GROUP_PATTERN  # noqa: E402
 from dataset.dxf_process_DeepDXF import load_h5_rows  # noqa: E402
 from model.DeepDXF_model import embed_sequences  # noqa: E402
 from model.GF_model import embed_graphs  # noqa: E402

@@ -9,7 +9,7 @@ exist once; where the two defaults differ the joint value is set here:
 * ``lr`` / ``weight_decay`` are the DeepDXF parameter group's (and the cross-model
   heads'); the GF group has its own ``GF_lr`` / ``GF_weight_decay`` (the GF trainer
   uses 3e-3 / 1e-5, the DeepDXF trainer 3e-4 / 0.01).
-* ``group_pattern`` is the shared default of ``config/split_config.py``.
+* ``group_pattern`` is the shared default of ``dataset/formats.py``.
 
 Every field is a flag of ``joint_main.py`` (``config/cli.py``). :meth:`JointConfig.gf_config`
 and :meth:`JointConfig.deepdxf_config` give the configs the model builders take.
@@ -22,7 +22,7 @@ from typing import Literal, Optional
 
 from config.DeepDXF_config import DeepDXFConfig
 from config.GF_config import GFConfig
-from config.split_config import DEFAULT_GROUP_PATTERN
+from dataset.formats import DEFAULT_GROUP_PATTERN
 
 WEIGHTINGS = ("uncertainty", "gradnorm", "dwa", "fixed")
 

@@ -3,7 +3,7 @@ import warnings
 
 import pytest
 
-from config.split_config import DEFAULT_GROUP_PATTERN
+from dataset.formats import DEFAULT_GROUP_PATTERN
 from utils.splits import Split, group_of, make_split
 
 
