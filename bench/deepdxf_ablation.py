@@ -27,12 +27,12 @@ import torch  # noqa: E402
 
 from bench.bench_data import LABELLED_GROUPS  # noqa: E402
 from config.DeepDXF_config import DeepDXFConfig  # noqa: E402
-from utils.schedule import warmup_cosine  # noqa: E402
-from model.DeepDXF_dataset import load_deepdxf_dir, make_loader  # noqa: E402
+from utils.train.schedule import warmup_cosine  # noqa: E402
+from dataset.loaders.deepdxf import load_deepdxf_dir, make_loader  # noqa: E402
 from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss, embed_sequences  # noqa: E402
 from utils.retrieval import (bootstrap_interval, floor_embeddings, floor_table, format_table,  # noqa: E402
                              load_encodings, normalize_name, retrieval_metrics, standardize_blocks)
-from utils.seed import seed_everything  # noqa: E402
+from utils.train.seed import seed_everything  # noqa: E402
 
 NO_AUG = dict(DeepDXF_aug_crop=False, DeepDXF_aug_drop=False, DeepDXF_aug_jitter=False, DeepDXF_aug_shift=False)
 

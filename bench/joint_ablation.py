@@ -67,8 +67,8 @@ from dataset.formats import DEFAULT_GROUP_PATTERN  # noqa: E402
 from dataset.dxf_process_DeepDXF import load_h5_rows  # noqa: E402
 from model.DeepDXF_model import embed_sequences  # noqa: E402
 from model.GF_model import embed_graphs  # noqa: E402
-from utils.checkpoint import load_trained_models  # noqa: E402
-from utils.splits import make_split  # noqa: E402
+from utils.train.checkpoint import load_trained_models  # noqa: E402
+from utils.train.splits import make_split  # noqa: E402
 from utils.retrieval import bootstrap_interval, floor_table, load_encodings, normalize_name, retrieval_metrics  # noqa: E402
 
 VARIANTS = ("gf", "deepdxf", "joint-fixed", "joint-uncertainty", "joint-gradnorm", "joint-dwa",
@@ -170,14 +170,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # the DeepDXF batch size the joint runs derive (fold 0 of the same split)
     from config.joint_config import JointConfig
-    from model.joint_dataset import JointDataLoader
+    from dataset.loaders.joint import JointData
 
     jcfg = JointConfig(data_dir=str(data_dir), k_folds=args.k_folds, test_fraction=args.test_fraction,
                        GF_batch_size=args.GF_batch_size)
     results: dict = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     for seed in args.seeds:
         jcfg.seed = seed
-        train_loader = JointDataLoader(jcfg, make_split=make_split).get_fold_loaders(0)[0]
+        data = JointData(jcfg)
+        split = make_split(data.names, jcfg.test_fraction, jcfg.k_folds, jcfg.seed, jcfg.group_pattern)
+        train_loader = data.fold_loaders(split, 0)[0]
         dx_batch = train_loader.deepdxf_batch_size
         for variant in args.variants:
             key = f"{variant}-s{seed}"

@@ -49,7 +49,7 @@ from dataset.files import atomic_write_text  # noqa: E402
 from utils.embedders import (  # noqa: E402
     DrawingEncoding, combined_embedding, deepdxf_embedding_fn, floor_block, gf_embedding_fn, joint_vectors, load_drawing,
     make_embedder, stack_encodings)
-from utils.checkpoint import load_checkpoint  # noqa: E402
+from utils.train.checkpoint import load_checkpoint  # noqa: E402
 from utils.retrieval import METRIC_KEYS, bootstrap_interval, floor_table, retrieval_metrics  # noqa: E402
 
 #: training variants: name -> extra joint_main.py flags

@@ -41,7 +41,7 @@ from dataset.files import atomic_write_text  # noqa: E402
 from model.joint_loss import group_contrastive_loss  # noqa: E402
 from utils.embedders import floor_block, stack_encodings  # noqa: E402
 from utils.retrieval import floor_table, retrieval_metrics, zscore_l2  # noqa: E402
-from utils.splits import group_of  # noqa: E402
+from dataset.names import group_of  # noqa: E402
 
 #: feature sets: name -> ((floor block, z-scored with the train drawings?), ...)
 BLOCK_SETS: dict[str, tuple[tuple[str, bool], ...]] = {

@@ -46,7 +46,7 @@ class GFConfig:
     num_threads: int = field(
         default=1,
         metadata={"help": "torch CPU threads (0 = torch's default). GF tensors are tiny: more threads only add "
-                          "synchronisation, and on a busy 2-core machine 2 threads ran 70x slower than 1 (bench/bench_gf.py)"},
+                          "synchronisation (docs/architecture.md)"},
     )
 
     # --- optimisation ------------------------------------------------------

@@ -171,7 +171,7 @@ class FolderArchive:
         for GF files written before preprocessing computed it)."""
         return load_gf_layout(self.gf_path(i))
 
-    def graph_arrays(self, layout: bool = False) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def graph_arrays(self, *, layout: bool = False) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """Every drawing's GF graph, checked: ``features float32 [n, C, C+1]``, ``adjacency
         float32 [n, C, C]`` and, with ``layout``, ``float32 [n, C, LAYOUT_DIM]``, else None.
 
@@ -310,7 +310,7 @@ class PackedArchive:
         k, j = self._locate(i)
         return self._layout(self._file(k), j)
 
-    def graph_arrays(self, layout: bool = False) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def graph_arrays(self, *, layout: bool = False) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """Every drawing's GF graph at once, one read per shard and dataset (a per-drawing
         loop costs minutes at 10^6 drawings): ``features float32 [n, C, C+1]``,
         ``adjacency float32 [n, C, C]`` and, with ``layout``, ``float32 [n, C, LAYOUT_DIM]``,

@@ -49,9 +49,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import h5py
 import numpy as np
+from ezdxf.entities import DXFGraphic
 
 from dataset.dxf_read import MAX_ABS_COORD
 from dataset.files import atomic_write
@@ -93,7 +95,7 @@ def _box_of(points: np.ndarray) -> list[float]:
     return [lo[0], lo[1], hi[0], hi[1]]
 
 
-def raw_params(e, dxftype: str, box: np.ndarray) -> tuple[list[float], float]:
+def raw_params(e: DXFGraphic, dxftype: str, box: np.ndarray) -> tuple[list[float], float]:
     """Unquantized parameters of one entity in the slot order of :data:`PARAM_TABLE`,
     and its DIMENSION value (NaN for other types). ``box``: the entity's ``[4]`` box."""
     dxf = e.dxf
@@ -188,7 +190,7 @@ def quantize(type_idx: np.ndarray, raw: np.ndarray, extent: np.ndarray) -> np.nd
     return q.astype(np.int32)
 
 
-def deepdxf_encode(entities: list, types: list[str], boxes: np.ndarray, invalid: np.ndarray,
+def deepdxf_encode(entities: Sequence[DXFGraphic], types: list[str], boxes: np.ndarray, invalid: np.ndarray,
                    max_len: int) -> tuple[np.ndarray, dict]:
     """DeepDXF rows of entities given in handle order.
 

@@ -10,7 +10,7 @@ from config.GF_config import GFConfig
 from config.joint_config import JointConfig
 from model.DeepDXF_model import build_deepdxf_model
 from model.GF_model import build_gf_model
-from utils.checkpoint import (
+from utils.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     joint_config_from_checkpoint,

@@ -7,7 +7,7 @@ from config.cli import config_to_dict
 from config.GF_config import GFConfig
 from dataset.dxf_process_GF import LAYOUT_DIM
 from tests.test_similarity_cli import deepdxf_config, make_corpus
-from utils.checkpoint import save_checkpoint
+from utils.train.checkpoint import save_checkpoint
 from utils.embedders import (COMBINED_BLOCKS, FLOOR_BLOCK_WEIGHT, combined_embedding, floor_block, load_drawing,
                              make_embedder, stack_encodings)
 

@@ -481,7 +481,7 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
         raise EmbedderError(f"unknown embedding {embedding!r}: choose one of {', '.join(EMBEDDING_CHOICES)}")
     if embedding in FLOOR_KINDS:
         return floor_embedder(embedding)
-    from utils.checkpoint import CheckpointError, load_trained_models
+    from utils.train.checkpoint import CheckpointError, load_trained_models
 
     if model_path is None:
         raise EmbedderError("no --model_path given: pass a checkpoint, or use --embedding features")

@@ -85,7 +85,7 @@ def load_gf_graphs(data_dir: str | Path, names: Optional[Sequence[str]] = None, 
     try:
         archive = open_archive(data_dir, need="gf")
         try:
-            feats, adjs, lays = archive.graph_arrays(layout)
+            feats, adjs, lays = archive.graph_arrays(layout=layout)
             all_names = archive.names()
         finally:
             archive.close()

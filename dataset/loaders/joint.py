@@ -374,14 +374,6 @@ class JointLoader:
     def seed(self) -> int:
         return self.part_sampler.seed
 
-    @property
-    def epoch(self) -> int:
-        return self.part_sampler.epoch
-
-    @property
-    def shuffle(self) -> bool:
-        return self.part_sampler.shuffle
-
     def set_epoch(self, epoch: int) -> None:
         self.part_sampler.set_epoch(epoch)
 

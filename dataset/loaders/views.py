@@ -63,9 +63,9 @@ class GFViewRates:
     """How much a GF view changes a graph (``GF_feature_mask_rate``, ``GF_edge_drop_rate``,
     ``GF_edge_add_rate`` of the config)."""
 
-    feature_mask: float = 0.2
-    edge_drop: float = 0.2
-    edge_add: float = 0.1
+    feature_mask: float
+    edge_drop: float
+    edge_add: float
 
     @classmethod
     def of(cls, cfg: Any) -> "GFViewRates":
