@@ -7,7 +7,7 @@
     python bench/bench_gf.py --load 20000          # GF_main's start: reading the graphs, folders vs packed
 
 One fold is what ``GF_main.py`` runs per fold with the default settings: the 20 %
-test split and 10 folds of ``utils/splits.py`` (so ~72 % of the graphs train, ~8 %
+test split and 10 folds of ``utils/train/splits.py`` (so ~72 % of the graphs train, ~8 %
 validate), ``GF_batch_size=45`` pairs, AdamW with gradient clipping, a validation
 loss every epoch. The script times ``--epochs_measured`` epochs (after one warm-up
 step) and extrapolates to ``--epochs`` (50); it says when it extrapolated.

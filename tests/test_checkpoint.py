@@ -1,4 +1,4 @@
-"""utils/checkpoint.py: round trip, atomic write, weights-only reading, clear errors, the models of each kind."""
+"""utils/train/checkpoint.py: round trip, atomic write, weights-only reading, clear errors, the models of each kind."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""utils/splits.py: grouping of names and the grouped test split + k folds."""
+"""dataset/names.py and utils/train/splits.py: grouping of names and the grouped test split + k folds."""
 import warnings
 
 import pytest

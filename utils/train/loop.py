@@ -123,7 +123,7 @@ class FoldResult:
 
 @dataclass
 class LoopSettings:
-    """How :func:`fit_fold` runs and what it writes.
+    """How a fold runs (:class:`FoldTracker`) and what it writes.
 
     ``kind``/``config``: the checkpoint kind and the flat config saved with it;
     ``checkpoint_extra``: more top-level checkpoint entries (e.g. the chance level);
