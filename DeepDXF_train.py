@@ -32,7 +32,7 @@ from utils.run_log import RunLogger, progress
 from utils.schedule import make_lr_scheduler, plan_schedule
 from utils.seed import seed_everything
 from utils.splits import make_split
-from utils.train_loop import FoldSetup, LoopSettings, finish_run, fit_fold, raw_dxf_hint
+from utils.train_loop import FoldSetup, LoopSettings, exit_code_on_ctrl_c, finish_run, fit_fold, raw_dxf_hint
 
 def train_one_epoch(model: DeepDXFModel, opt: torch.optim.Optimizer, loader: DataLoader, sched, scaler,
                     cfg: DeepDXFConfig, device: torch.device, max_steps: int,
@@ -161,13 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cli(argv: Sequence[str] | None = None) -> int:
     """The command (``python DeepDXF_train.py``, its console script): :func:`main`, and after Ctrl-C one
     line instead of a traceback (exit 130)."""
-    try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): each fold's best epoch so far is saved as fold_<i>.pth in the run's folder "
-              "under --checkpoints_dir; DeepDXF_train.py has no --resume (joint_main.py has): run it again to train anew",
-              file=sys.stderr)
-        return 130
+    return exit_code_on_ctrl_c(main, argv, "DeepDXF_train.py")
 
 
 if __name__ == "__main__":

@@ -339,8 +339,8 @@ def _main(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         log.info(batch_note)
     user_groups = read_user_groups(cfg, data.names, log)
     user_names = [[data.names[i] for i in g] for g in user_groups]
-    if user_names and cfg.group_weight > 0:  # the group term learns the user's groups too
-        data.use_group_labels(merged_group_labels(data.names, data.split.groups, user_names))
+    if user_groups and cfg.group_weight > 0:  # the group term learns the user's groups (with their revisions)
+        data.use_group_labels(merge_groups(data.split.groups, user_groups))
     done: list[dict[str, Any]] = list(resume.get("done", [])) if resume else []
     finished = {d["fold"] for d in done}
     results = [FoldResult(**{k: d[k] for k in FoldResult.__dataclass_fields__ if k in d}) for d in done]
@@ -402,33 +402,6 @@ def choose_and_store(cfg: JointConfig, data: JointDataLoader, summary: dict[str,
     log.info(f"search embedding: {choice['name']} [{choice['description']}]: {choice['why']}\n"
              + choice_table(choice))
     return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
-
-
-def merged_group_labels(names: Sequence[str], labels: Sequence[str], user_groups: Sequence[Sequence[str]]
-                        ) -> list[str]:
-    """Each drawing's group for the group term: its ``--group_pattern`` group (pieces and
-    revisions of one drawing) joined with every user group it shares a drawing with (so a
-    drawing's revisions follow it into its user group); union-find over both."""
-    parent = list(range(len(names)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def join(members: Sequence[int]) -> None:
-        for j in members[1:]:
-            parent[root(j)] = root(members[0])
-    by_label: dict[str, list[int]] = {}
-    for i, g in enumerate(labels):
-        by_label.setdefault(g, []).append(i)
-    for members in by_label.values():
-        join(members)
-    index = {n: i for i, n in enumerate(names)}
-    for g in user_groups:
-        join([index[n] for n in g if n in index])
-    return [labels[root(i)] for i in range(len(names))]
 
 
 def group_lists(names: Sequence[str], group_of_each: Sequence[str]) -> list[list[str]]:

@@ -97,10 +97,9 @@ def test_a_users_groups_file_is_chosen_on(corpus, tmp_path):  # noqa: F811
 
 
 def test_user_groups_join_the_pattern_groups_for_the_group_term():
-    from joint_main import merged_group_labels
+    from utils.val_retrieval import merge_groups
 
-    names = ["a", "a__rev1", "b", "c", "c__rev1", "d"]
-    labels = merged_group_labels(names, ["a", "a", "b", "c", "c", "d"], [["a", "c"], ["d", "zz-not-here"]])
+    labels = merge_groups(["a", "a", "b", "c", "c", "d"], [[0, 3], [5]])
     assert labels[0] == labels[1] == labels[3] == labels[4]  # a's and c's revisions follow them
     assert len({labels[0], labels[2], labels[5]}) == 3
 
@@ -109,6 +108,7 @@ def test_the_group_term_learns_the_users_groups(corpus, tmp_path):  # noqa: F811
     from config.cli import parse_config
     from config.joint_config import JointConfig
     from model.joint_dataset import JointDataLoader
+    from utils.val_retrieval import merge_groups
     from utils.splits import make_split
 
     cfg = parse_config(JointConfig, _argv(corpus, "g", "--group_pattern", "^(.*)$"))
@@ -118,8 +118,7 @@ def test_the_group_term_learns_the_users_groups(corpus, tmp_path):  # noqa: F811
     (tmp_path / "g.json").write_text(json.dumps(pairs))
     cfg.groups = str(tmp_path / "g.json")
     found = joint_main.read_user_groups(cfg, data.names, type("Log", (), {"info": lambda self, m: None})())
-    data.use_group_labels(joint_main.merged_group_labels(data.names, data.split.groups,
-                                                         [[data.names[i] for i in g] for g in found]))
+    data.use_group_labels(merge_groups(data.split.groups, found))
     ids = data.group_ids
     assert len(set(ids.tolist())) == len(data.names) - 4
     assert all(ids[data.names.index(a)] == ids[data.names.index(b)] for a, b in pairs)

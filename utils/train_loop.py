@@ -22,10 +22,11 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -331,6 +332,19 @@ def finish_run(log: Any, results: list[FoldResult], extra: dict[str, Any], headl
     return summary
 
 
+def exit_code_on_ctrl_c(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]],
+                        script: str) -> int:
+    """``main(argv)`` as a command: after Ctrl-C one line instead of a traceback (exit 130),
+    saying what a trainer without ``--resume`` (``script``) left on disk."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): each fold's best epoch so far is saved as fold_<i>.pth in the run's folder "
+              f"under --checkpoints_dir; {script} has no --resume (joint_main.py has): run it again to train anew",
+              file=sys.stderr)
+        return 130
+
+
 def raw_dxf_hint(data_dir: str | Path) -> Optional[str]:
     """An error message when ``data_dir`` holds raw DXF drawings instead of preprocessing
     output (no ``GF/``/``DeepDXF/`` folders): the command to preprocess them into a
@@ -354,4 +368,4 @@ def _quote(path: Path) -> str:
 
 
 __all__ = ["FoldResult", "FoldSetup", "LoopSettings", "fit_fold", "summarize_folds", "finish_run", "mean_std",
-           "rng_state", "set_rng_state", "raw_dxf_hint", "LAST_NAME"]
+           "rng_state", "set_rng_state", "raw_dxf_hint", "LAST_NAME", "exit_code_on_ctrl_c"]
