@@ -17,26 +17,11 @@ from config.joint_config import JointConfig
 from joint_train import TrainState, build_joint, make_optimizer, make_scaler, make_scheduler, train_epoch
 from model.joint_dataset import JointDataLoader
 from tests.synthetic import write_synthetic_joint_corpus
+from tests.test_joint_train import corpus, one_thread  # noqa: F401 (fixtures: the same tiny corpus, one thread)
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.distributed import DistInfo
 from utils.schedule import SchedulePlan, make_lr_scheduler
 from utils.splits import make_split
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster (and steadier on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mechanics_corpus")
-    write_synthetic_joint_corpus(root, 30, seed=1, max_len=40)
-    return root
 
 
 def _cfg(root, **kw) -> JointConfig:
