@@ -134,12 +134,11 @@ def floor_table_of(files: Sequence[tuple[Path, str]], groups: list[list[str]], c
                       progress_bar=False)
     arrays = {"names": g.names, **g.enc}
     rows = floor_table(arrays, groups)
-    raw = {b: floor_block(b, arrays) for b in ("hist", "gf_raw", "layout", "layout_rot")}
+    unit = {b: standardize(raw, raw, [BLOCK_DIMS[b]])
+            for b in ("hist", "gf_raw", "layout", "layout_rot") for raw in [floor_block(b, arrays)]}
     for layout in ("layout", "layout_rot"):
         for w in LAYOUT_TIE_WEIGHTS:
-            blocks = [standardize(raw[b], raw[b], [BLOCK_DIMS[b]]) for b in ("hist", "gf_raw")]
-            blocks.append(w * standardize(raw[layout], raw[layout], [BLOCK_DIMS[layout]]))
-            emb = np.concatenate(blocks, axis=1)
+            emb = np.concatenate([unit["hist"], unit["gf_raw"], w * unit[layout]], axis=1)
             rows.append((f"standardized histogram + raw GF + {layout} x{w:g}", retrieval_metrics(emb, g.names, groups)))
     return rows
 

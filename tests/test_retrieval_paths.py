@@ -212,6 +212,16 @@ def _slow_sim(tmp_path: Path, marks: Path, delay: float) -> Path:
     return script
 
 
+def _many_drawings(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """A flat gallery of ``n`` small drawings, and an empty folder for the parse marks."""
+    gallery = tmp_path / "many"
+    for k in range(n):
+        write_drawing(gallery / f"图 {k}.dxf", n_lines=1 + k, n_circles=k % 3)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    return gallery, marks
+
+
 def _popen(script: Path, args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -220,11 +230,7 @@ def _popen(script: Path, args: list[str]) -> subprocess.Popen:
 
 @pytest.mark.skipif(not Path("/proc").is_dir() or os.name != "posix", reason="needs POSIX signals")
 def test_ctrl_c_keeps_the_learned_embeddings_and_the_rerun_parses_only_the_rest(corpus, tmp_path):  # noqa: F811
-    gallery = tmp_path / "many"
-    for k in range(12):
-        write_drawing(gallery / f"图 {k}.dxf", n_lines=1 + k, n_circles=k % 3)
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    gallery, marks = _many_drawings(tmp_path, 12)
     args = ["--model_path", str(corpus["gf"]), "--gallery", str(gallery), "--export", str(tmp_path / "e.npz"),
             "--cache_dir", str(tmp_path / "cache"), "--workers", "1"]
     proc = _popen(_slow_sim(tmp_path, marks, 0.3), args)
@@ -254,11 +260,7 @@ def test_ctrl_c_keeps_the_learned_embeddings_and_the_rerun_parses_only_the_rest(
 
 @pytest.mark.skipif(os.name != "posix", reason="advisory file locks (fcntl)")
 def test_two_queries_at_once_on_one_cache_embed_the_gallery_once(corpus, tmp_path):  # noqa: F811
-    gallery = tmp_path / "many"
-    for k in range(8):
-        write_drawing(gallery / f"图 {k}.dxf", n_lines=1 + k, n_circles=k % 3)
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    gallery, marks = _many_drawings(tmp_path, 8)
     script = _slow_sim(tmp_path, marks, 0.2)
     procs = [_popen(script, ["--model_path", str(corpus["gf"]), "--gallery", str(gallery), "--query",
                              str(gallery / f"图 {i}.dxf"), "--cache_dir", str(tmp_path / "cache"), "--workers", "1"])
