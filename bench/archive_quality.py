@@ -71,29 +71,32 @@ def train(data: Path, groups: Path | None, out: Path, seed: int, epochs: int, ex
 
 
 def rechoose(out: Path, seed: int, groups: Path | None) -> None:
-    """Choose the search embedding of a trained seed again (``joint_main.choose_and_store``
+    """Choose the search embedding of a trained seed again (``utils.train.embedding_choice.choose_and_store``
     on the saved split and config), e.g. after the choice rule changed; no training."""
     import shutil
 
-    import joint_main
     from config.cli import config_from_dict
     from config.joint_config import JointConfig
-    from model.joint_dataset import JointDataLoader
-    from utils.checkpoint import load_checkpoint
+    from dataset.loaders.joint import JointData
+    from utils.train.checkpoint import load_checkpoint
+    from utils.train.embedding_choice import choose_and_store
     from utils.ranking import resolve_groups
-    from utils.splits import Split
+    from utils.train.splits import Split
 
     run = out / "ckpt" / f"seed{seed}"
     fold_ckpt = run / "fold_0.pth"
     cfg = config_from_dict(JointConfig, load_checkpoint(fold_ckpt)["config"])
-    data = JointDataLoader(cfg, split=Split.load(out / "logs" / f"seed{seed}" / "split.json"))
+    data = JointData(cfg)
+    split = Split.load(out / "logs" / f"seed{seed}" / "split.json")
     user = [] if groups is None else [[data.names[i] for i in g] for g in resolve_groups(data.names, read_groups(groups))[0]
                                       if len(g) >= 2]
 
     class Log:
         def info(self, msg: str) -> None:
             print(f"seed {seed}: {msg}")
-    joint_main.choose_and_store(cfg, data, {"best_fold": 0, "best_checkpoint": str(fold_ckpt)}, Log(), user)
+    train_idx, val_idx = split.folds[0]
+    choose_and_store(fold_ckpt, data.dataset, data.names, split.groups, train_idx, val_idx, Log(),
+                     max_drawings=cfg.choice_max_drawings, seed=cfg.seed, user_groups=user)
     shutil.copyfile(fold_ckpt, run / "best_model.pth")
 
 
@@ -127,7 +130,7 @@ def floor_table_of(files: Sequence[tuple[Path, str]], groups: list[list[str]], c
     and the non-learned fusions the embedding choice may pick (the standardized histogram +
     raw GF pair with a small layout block), so that no choice of a floor passes as learning."""
     from model.floors import BLOCK_DIMS, floor_block, standardize
-    from utils.embedding_choice import LAYOUT_TIE_WEIGHTS
+    from utils.train.embedding_choice import LAYOUT_TIE_WEIGHTS
     from utils.retrieval.embedders import floor_embedder
 
     g = build_gallery(files, floor_embedder("layout"), EmbeddingCache(cache), workers=1, quiet=True,

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from config.DeepDXF_config import DeepDXFConfig  # noqa: E402
-from model.DeepDXF_dataset import DeepDXFCollate, DeepDXFDataset, LengthGroupedBatchSampler, load_deepdxf_dir  # noqa: E402
+from dataset.loaders.deepdxf import DeepDXFCollate, DeepDXFDataset, LengthGroupedBatchSampler, load_deepdxf_dir  # noqa: E402
 from model.DeepDXF_model import build_deepdxf_model, deepdxf_step_loss, embed_sequences  # noqa: E402
 
 

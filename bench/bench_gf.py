@@ -7,7 +7,7 @@
     python bench/bench_gf.py --load 20000          # GF_main's start: reading the graphs, folders vs packed
 
 One fold is what ``GF_main.py`` runs per fold with the default settings: the 20 %
-test split and 10 folds of ``utils/splits.py`` (so ~72 % of the graphs train, ~8 %
+test split and 10 folds of ``utils/train/splits.py`` (so ~72 % of the graphs train, ~8 %
 validate), ``GF_batch_size=45`` pairs, AdamW with gradient clipping, a validation
 loss every epoch. The script times ``--epochs_measured`` epochs (after one warm-up
 step) and extrapolates to ``--epochs`` (50); it says when it extrapolated.
@@ -35,11 +35,12 @@ import torch  # noqa: E402
 
 from bench.bench_data import LABELLED_GROUPS  # noqa: E402
 from config.GF_config import GFConfig  # noqa: E402
-from model.GF_dataset import GFPairLoader  # noqa: E402
-from model.GF_model import build_gf_model, gf_step_loss  # noqa: E402
+from dataset.loaders.gf import GFPairLoader  # noqa: E402
+from dataset.loaders.views import GFViewRates  # noqa: E402
+from GF_main import evaluate  # noqa: E402
+from model.GF_model import build_gf_model  # noqa: E402
 from tests.synthetic import synthetic_gf_graphs  # noqa: E402
-from utils.GF_utils import evaluate_loss  # noqa: E402
-from utils.splits import make_split  # noqa: E402
+from utils.train.splits import make_split  # noqa: E402
 
 DEV_GROUPS = LABELLED_GROUPS
 
@@ -51,14 +52,16 @@ def time_fold(n_graphs: int, epochs_measured: int, threads: int, cfg: GFConfig) 
     graphs = synthetic_gf_graphs(n_graphs, seed=cfg.seed)
     split = make_split(graphs.names, cfg.test_fraction, cfg.k_folds, cfg.seed, r"$^")  # every name its own group
     train_idx, val_idx = split.folds[0]
-    train = GFPairLoader(graphs.subset(train_idx), cfg.GF_batch_size, shuffle=True, seed=cfg.seed)
-    val = GFPairLoader(graphs.subset(val_idx), cfg.GF_batch_size, shuffle=False, seed=cfg.seed)
+    rates = GFViewRates.of(cfg)
+    train = GFPairLoader(graphs.subset(train_idx), cfg.GF_batch_size, rates, shuffle=True, seed=cfg.seed,
+                         view_seed=cfg.seed)
+    val = GFPairLoader(graphs.subset(val_idx), cfg.GF_batch_size, rates, shuffle=False, seed=cfg.seed,
+                       view_seed=cfg.seed)
     model = build_gf_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
 
-    def step(batch: tuple) -> float:
-        loss = gf_step_loss(model, batch, gen)
+    def step(views) -> float:
+        loss = model.loss(views)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -73,7 +76,7 @@ def time_fold(n_graphs: int, epochs_measured: int, threads: int, cfg: GFConfig) 
         t0 = time.perf_counter()
         losses = [step(b) for b in train]
         t1 = time.perf_counter()
-        vl = evaluate_loss(model, val, seed=cfg.seed)
+        vl = evaluate(model, val)["loss"]
         t2 = time.perf_counter()
         train_s += t1 - t0
         val_s += t2 - t1
@@ -99,7 +102,7 @@ def dev_retrieval(real_dir: str, groups_path: Path, seeds: int, epochs: int, cfg
     """Print dev-set mAP of GF embeddings (every pooling) untrained vs trained, per seed."""
     import json
 
-    from model.GF_dataset import load_gf_graphs
+    from dataset.loaders.gf import load_gf_graphs
     from model.GF_model import embed_graphs
     from model.floors import raw_gf_embedding
     from utils.ranking import retrieval_metrics
@@ -125,12 +128,11 @@ def dev_retrieval(real_dir: str, groups_path: Path, seeds: int, epochs: int, cfg
         model = build_gf_model(cfg)
         before = [m_ap(embed_graphs(model, graphs.features, graphs.adjacency, pooling=p)) for p in poolings]
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        loader = GFPairLoader(graphs, cfg.GF_batch_size, shuffle=True, seed=seed)
-        gen = torch.Generator().manual_seed(seed)
+        loader = GFPairLoader(graphs, cfg.GF_batch_size, GFViewRates.of(cfg), shuffle=True, seed=seed, view_seed=seed)
         for epoch in range(epochs):
             loader.set_epoch(epoch)
-            for batch in loader:
-                loss = gf_step_loss(model, batch, gen)
+            for views in loader:
+                loss = model.loss(views)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -146,8 +148,8 @@ def time_loading(n: int) -> int:
     """Seconds to read ``n`` graphs from per-drawing files and from packed shards."""
     import tempfile
 
-    from dataset.pack import pack
-    from model.GF_dataset import load_gf_graphs
+    from dataset.archive import pack
+    from dataset.loaders.gf import load_gf_graphs
     from tests.synthetic import write_synthetic_joint_corpus
 
     with tempfile.TemporaryDirectory() as tmp:

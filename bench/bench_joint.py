@@ -25,12 +25,12 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from config.joint_config import JointConfig  # noqa: E402
-from joint_train import (  # noqa: E402
-    TrainState, build_joint, make_optimizer, make_scaler, make_scheduler, train_epoch,
-)
-from utils.distributed import DistInfo  # noqa: E402
-from model.joint_dataset import JointDataLoader  # noqa: E402
-from utils.splits import make_split  # noqa: E402
+from dataset.loaders.joint import JointData  # noqa: E402
+from joint_train import TrainState, build_joint, make_optimizer, train_epoch  # noqa: E402
+from utils.train.amp import amp_dtype, make_grad_scaler  # noqa: E402
+from utils.train.distributed import DistInfo  # noqa: E402
+from utils.train.schedule import make_lr_scheduler, plan_schedule  # noqa: E402
+from utils.train.splits import make_split  # noqa: E402
 
 MODES = {"fp32": (False, "auto"), "fp16": (True, "fp16"), "bf16": (True, "bf16")}
 
@@ -42,7 +42,15 @@ def make_state(cfg: JointConfig, loader, device: torch.device, wrap=None) -> Tra
     weighting.to(device)
     opt = make_optimizer(obj, weighting, cfg)
     model = wrap(obj) if wrap else obj
-    return TrainState(obj, model, weighting, opt, make_scheduler(opt, cfg, max(1, len(loader))), make_scaler(cfg, device))
+    sched = make_lr_scheduler(opt, plan_schedule(max(1, len(loader)), cfg.epochs, cfg.warmup_steps))
+    return TrainState(obj, model, weighting, opt, sched, make_grad_scaler(device, amp_dtype(cfg.amp, cfg.amp_dtype, device)))
+
+
+def fold0_train_loader(cfg: JointConfig):
+    """The training loader of fold 0 of a fresh split of the joint drawings."""
+    data = JointData(cfg)
+    split = make_split(data.names, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
+    return data.fold_loaders(split, 0)[0]
 
 
 def run_mode(name: str, args: argparse.Namespace, device: torch.device) -> dict:
@@ -51,7 +59,7 @@ def run_mode(name: str, args: argparse.Namespace, device: torch.device) -> dict:
                       GF_batch_size=args.GF_batch_size, weighting=args.weighting, cross_weight=args.cross_weight,
                       warmup_steps=0)
     info = DistInfo(device=device)
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train = fold0_train_loader(cfg)
     st = make_state(cfg, train, device)
     epoch, steps, drawings, row = 0, 0, 0, {}
     if device.type == "cuda":
@@ -88,7 +96,7 @@ def ddp_check(args: argparse.Namespace, device: torch.device) -> str:
     try:
         cfg = JointConfig(data_dir=args.data_dir, device=str(device), k_folds=2, GF_batch_size=args.GF_batch_size,
                           DeepDXF_dropout=0.0, grad_clip=0.0, warmup_steps=0)
-        train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+        train = fold0_train_loader(cfg)
         train.set_epoch(1)
         train.max_steps = 1
         plain = make_state(cfg, train, device)

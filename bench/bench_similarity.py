@@ -46,7 +46,7 @@ def default_checkpoints(folder: Path) -> dict[str, Path]:
     from config.cli import config_to_dict
     from model.DeepDXF_model import build_deepdxf_model
     from model.GF_model import build_gf_model
-    from utils.checkpoint import save_checkpoint
+    from utils.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     g, d = GFConfig(), DeepDXFConfig()

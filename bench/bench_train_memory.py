@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, save_h5  # noqa: E402
 from dataset.dxf_process_GF import save_gf  # noqa: E402
-from dataset.pack import pack  # noqa: E402
+from dataset.archive import pack  # noqa: E402
 
 TINY = ["--GF_hidden", "16", "--GF_proj_dim", "16", "--GF_num_layers", "1", "--DeepDXF_d_model", "32",
         "--DeepDXF_heads", "2", "--DeepDXF_layers", "1", "--DeepDXF_proj_dim", "16", "--DeepDXF_size_dim", "4",

@@ -49,7 +49,7 @@ from dataset.files import atomic_write_text  # noqa: E402
 from model.floors import floor_block  # noqa: E402
 from utils.retrieval.embedders import Block, block_statistics, fuse, make_embedder, part_functions  # noqa: E402
 from utils.retrieval.encodings import DrawingEncoding, load_drawing, stack_encodings  # noqa: E402
-from utils.checkpoint import load_checkpoint  # noqa: E402
+from utils.train.checkpoint import load_checkpoint  # noqa: E402
 from utils.ranking import METRIC_KEYS, bootstrap_interval, retrieval_metrics  # noqa: E402
 from utils.retrieval.evaluate import floor_table  # noqa: E402
 

@@ -43,7 +43,7 @@ from model.floors import floor_block, zscore_l2  # noqa: E402
 from utils.ranking import retrieval_metrics  # noqa: E402
 from utils.retrieval.encodings import stack_encodings  # noqa: E402
 from utils.retrieval.evaluate import floor_table  # noqa: E402
-from utils.splits import group_of  # noqa: E402
+from dataset.names import group_of  # noqa: E402
 
 #: feature sets: name -> ((floor block, z-scored with the train drawings?), ...)
 BLOCK_SETS: dict[str, tuple[tuple[str, bool], ...]] = {

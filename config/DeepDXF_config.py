@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from config.split_config import DEFAULT_GROUP_PATTERN
+from dataset.formats import DEFAULT_GROUP_PATTERN
 
 
 @dataclass

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from config.split_config import DEFAULT_GROUP_PATTERN
-from dataset.dxf_process_GF import LAYOUT_DIM
+from dataset.formats import DEFAULT_GROUP_PATTERN, GF_FEATURES, LAYOUT_DIM
 
 #: node feature size of the GF encoding itself (1 free count + 10 overlap columns)
-GF_BASE_FEATURES = 11
+GF_BASE_FEATURES = GF_FEATURES
 #: What a saved config (a checkpoint's) that lacks a field meant: the value the field had
 #: before it existed. ``GF_layout_features`` came later with default on; a checkpoint
 #: without it has a GF model of the 11 GF features alone.
@@ -35,7 +34,7 @@ class GFConfig:
     group_pattern: str = field(
         default=DEFAULT_GROUP_PATTERN,
         metadata={"help": "regex removed from a drawing name to get its group, so that revisions (' Rev1') and pieces ('_2') "
-                          "of one drawing stay on one side of the split (default: config.split_config.DEFAULT_GROUP_PATTERN)"},
+                          "of one drawing stay on one side of the split (default: dataset.formats.DEFAULT_GROUP_PATTERN)"},
     )
     seed: int = field(default=42, metadata={"help": "seed of split, initialisation, pairing and views"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:1, ..."})
@@ -47,7 +46,7 @@ class GFConfig:
     num_threads: int = field(
         default=1,
         metadata={"help": "torch CPU threads (0 = torch's default). GF tensors are tiny: more threads only add "
-                          "synchronisation, and on a busy 2-core machine 2 threads ran 70x slower than 1 (bench/bench_gf.py)"},
+                          "synchronisation (docs/architecture.md)"},
     )
 
     # --- optimisation ------------------------------------------------------

@@ -9,7 +9,7 @@ exist once; where the two defaults differ the joint value is set here:
 * ``lr`` / ``weight_decay`` are the DeepDXF parameter group's (and the cross-model
   heads'); the GF group has its own ``GF_lr`` / ``GF_weight_decay`` (the GF trainer
   uses 3e-3 / 1e-5, the DeepDXF trainer 3e-4 / 0.01).
-* ``group_pattern`` is the shared default of ``config/split_config.py``.
+* ``group_pattern`` is the shared default of ``dataset/formats.py``.
 
 Every field is a flag of ``joint_main.py`` (``config/cli.py``). :meth:`JointConfig.gf_config`
 and :meth:`JointConfig.deepdxf_config` give the configs the model builders take.
@@ -22,7 +22,7 @@ from typing import Literal, Optional
 
 from config.DeepDXF_config import DeepDXFConfig
 from config.GF_config import GFConfig
-from config.split_config import DEFAULT_GROUP_PATTERN
+from dataset.formats import DEFAULT_GROUP_PATTERN
 
 WEIGHTINGS = ("uncertainty", "gradnorm", "dwa", "fixed")
 
@@ -48,8 +48,8 @@ class JointConfig(GFConfig, DeepDXFConfig):
     )
     num_threads: int = field(
         default=1,
-        metadata={"help": "torch CPU threads per process (0 = torch's default); on a busy 2-core machine one "
-                          "thread ran a joint epoch in 13 s, two in 22 s"},
+        metadata={"help": "torch CPU threads per process (0 = torch's default; one is fastest for these small "
+                          "models on a busy machine, docs/architecture.md)"},
     )
     GF_batch_size: int = field(default=45, metadata={"help": "GF pairs per batch: a joint batch holds up to 2 x GF_batch_size drawings"})
     DeepDXF_batch_size: int = field(
@@ -72,7 +72,7 @@ class JointConfig(GFConfig, DeepDXFConfig):
 
     # --- loss weighting -------------------------------------------------------
     weighting: Literal["uncertainty", "gradnorm", "dwa", "fixed"] = field(
-        default="uncertainty", metadata={"help": "how the GF and DeepDXF losses are weighted (utils/dynamic_weight.py); "
+        default="uncertainty", metadata={"help": "how the GF and DeepDXF losses are weighted (model/weighting/); "
                                                  "on the dev set all four tie (bench/joint_ablation.py)"})
     w_GF: float = field(default=1.0, metadata={"help": "fixed weight of the GF loss (weighting=fixed)"})
     w_DeepDXF: float = field(default=1.0, metadata={"help": "fixed weight of the DeepDXF loss (weighting=fixed)"})
@@ -89,7 +89,7 @@ class JointConfig(GFConfig, DeepDXFConfig):
     group_weight: float = field(default=1.0, metadata={"help": "weight of the term that pulls the joint embeddings of one group "
                           "(a drawing and its revisions or pieces, by --group_pattern) together and away from other groups, "
                           "and each drawing's two views together; batches keep groups together. With revisions among the "
-                          "training drawings (bench/make_revisions.py) it teaches what a revision keeps (0 = off)"})
+                          "training drawings (dataset/make_revisions.py) it teaches what a revision keeps (0 = off)"})
     group_temperature: float = field(default=0.1, metadata={"help": "temperature of the group term"})
 
     # --- retrieval check -------------------------------------------------------

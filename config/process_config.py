@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from dataset.dxf_process_GF import GF_CLASSES
-from dataset.encode import DEFAULT_INPUT, DEFAULT_MAX_LEN
+from dataset.formats import DEFAULT_MAX_LEN, GF_CLASSES
+
+DEFAULT_INPUT = "data/DXF"
+"""The input folder of ``dataset/dxf_process.py`` with no arguments (filled with the sample corpus)."""
 
 
 @dataclass
@@ -60,3 +62,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"--shard {text!r}: expected 0 <= I < N")
     return i, n
+
+
+__all__ = ["DEFAULT_INPUT", "ProcessConfig", "parse_shard"]

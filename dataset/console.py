@@ -12,6 +12,8 @@ from typing import Any, Iterable, Optional
 
 from tqdm import tqdm
 
+__all__ = ["interactive", "progress_bar"]
+
 
 def interactive() -> bool:
     """True when stderr is a terminal (bars are drawn only then)."""

@@ -49,27 +49,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import h5py
 import numpy as np
+from ezdxf.entities import DXFGraphic
 
 from dataset.dxf_read import MAX_ABS_COORD
 from dataset.files import atomic_write
-
-#: Version of both encodings (written into every .h5; older outputs are encoded again by a
-#: rerun of preprocessing). 2: DIMENSION boxes at their block's insert point, box tests
-#: tolerant to floating-point noise.
-FORMAT_VERSION = 2
-
-DEEPDXF_TYPES: tuple[str, ...] = (
-    "LINE", "CIRCLE", "ARC", "LWPOLYLINE", "TEXT", "MTEXT",
-    "HATCH", "DIMENSION", "LEADER", "INSERT", "SPLINE", "SOLID",
-)
-N_TYPES = len(DEEPDXF_TYPES)
-N_PARAMS = 12
-VALUE_COLUMN = 1 + N_PARAMS
-N_COLUMNS = VALUE_COLUMN + 1
-TYPE_INDEX = {name: i for i, name in enumerate(DEEPDXF_TYPES)}
+from dataset.formats import (DEEPDXF_TYPES, FORMAT_VERSION, N_COLUMNS, N_PARAMS, N_TYPES, TYPE_INDEX,
+                             VALUE_COLUMN)
 
 #: Slot kinds per type ('X', 'Y', 'L', 'A', 'N', 'S'); unused slots are absent.
 PARAM_TABLE: dict[str, str] = {
@@ -106,7 +95,7 @@ def _box_of(points: np.ndarray) -> list[float]:
     return [lo[0], lo[1], hi[0], hi[1]]
 
 
-def raw_params(e, dxftype: str, box: np.ndarray) -> tuple[list[float], float]:
+def raw_params(e: DXFGraphic, dxftype: str, box: np.ndarray) -> tuple[list[float], float]:
     """Unquantized parameters of one entity in the slot order of :data:`PARAM_TABLE`,
     and its DIMENSION value (NaN for other types). ``box``: the entity's ``[4]`` box."""
     dxf = e.dxf
@@ -201,7 +190,7 @@ def quantize(type_idx: np.ndarray, raw: np.ndarray, extent: np.ndarray) -> np.nd
     return q.astype(np.int32)
 
 
-def deepdxf_encode(entities: list, types: list[str], boxes: np.ndarray, invalid: np.ndarray,
+def deepdxf_encode(entities: Sequence[DXFGraphic], types: list[str], boxes: np.ndarray, invalid: np.ndarray,
                    max_len: int) -> tuple[np.ndarray, dict]:
     """DeepDXF rows of entities given in handle order.
 
@@ -291,3 +280,23 @@ def load_h5_rows(path: str | Path) -> np.ndarray:
     if rows.ndim != 2 or rows.shape[1] != N_COLUMNS:
         raise ValueError(f"{path}: 'entities' has shape {rows.shape}, expected [L, {N_COLUMNS}]")
     return rows
+
+
+def h5_matches_source(path: str | Path, *, source_mtime_ns: int) -> bool:
+    """True when ``path`` is a readable ``.h5`` of this ``FORMAT_VERSION`` encoded from a
+    source file of modification time ``source_mtime_ns`` (what a rerun of preprocessing
+    may keep); False for a missing, unreadable, older or other file."""
+    if not Path(path).is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return (int(f.attrs.get("source_mtime_ns", -1)) == source_mtime_ns
+                    and int(f.attrs.get("format_version", -1)) == FORMAT_VERSION)
+    except OSError:
+        return False
+
+
+__all__ = [
+    "PARAM_TABLE", "KIND_MATRIX", "raw_params", "drawing_extent", "quantize", "deepdxf_encode", "save_h5", "load_h5",
+    "h5_length", "load_h5_rows", "h5_matches_source",
+]

@@ -23,22 +23,12 @@ pairs): 50,000 entities take well under a second on one core.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from dataset.files import atomic_write
-
-#: Default class order (rows/columns of the matrices).
-GF_CLASSES: tuple[str, ...] = (
-    "ARC", "TEXT", "MTEXT", "LWPOLYLINE", "INSERT",
-    "DIMENSION", "LEADER", "CIRCLE", "HATCH", "LINE",
-)
-
-#: Rings around the drawing centre and cells per side of the symmetrized grid of :func:`layout_features`.
-LAYOUT_RINGS = 4
-LAYOUT_GRID = 4
-#: Columns of ``layout``: ring shares, then one share per D4 orbit of the grid cells.
-LAYOUT_DIM = LAYOUT_RINGS + ((LAYOUT_GRID + 1) // 2) * ((LAYOUT_GRID + 1) // 2 + 1) // 2
+from dataset.formats import GF_CLASSES, LAYOUT_DIM, LAYOUT_GRID, LAYOUT_RINGS
 
 #: Upper bound on candidate pairs held in memory at once by :func:`count_overlaps`.
 PAIR_CHUNK = 4_000_000
@@ -264,3 +254,35 @@ def load_gf(path: str | Path, keys: tuple[str, ...] | list[str] | None = None) -
         if missing:
             raise KeyError(f"{path}: no array {', '.join(missing)} in this GF file (it holds {', '.join(data.files)})")
         return {key: data[key] for key in wanted}
+
+
+def zero_layout(*lead: int) -> np.ndarray:
+    """The ``layout`` of a drawing whose GF file predates it: zeros ``float32 [*lead, C, LAYOUT_DIM]``."""
+    return np.zeros((*lead, len(GF_CLASSES), LAYOUT_DIM), dtype=np.float32)
+
+
+def load_gf_layout(source: str | Path | Mapping[str, np.ndarray], *, missing_ok: bool = True) -> np.ndarray:
+    """The ``layout`` array ``float32 [C, LAYOUT_DIM]`` of a GF file (its path, or the arrays
+    :func:`load_gf` read from it).
+
+    Files written before preprocessing computed it have none: zeros (:func:`zero_layout`),
+    or ``KeyError`` with ``missing_ok=False`` (for a caller that counts them).
+    """
+    if isinstance(source, Mapping):
+        if "layout" in source:
+            return np.asarray(source["layout"], dtype=np.float32)
+        if missing_ok:
+            return zero_layout()
+        raise KeyError("no array layout in this GF encoding")
+    try:
+        return np.asarray(load_gf(source, keys=("layout",))["layout"], dtype=np.float32)
+    except KeyError:
+        if missing_ok:
+            return zero_layout()
+        raise
+
+
+__all__ = [
+    "BOX_TOLERANCE", "PAIR_CHUNK", "box_tolerance", "class_indices", "count_overlaps", "class_adjacency",
+    "normalize_features", "layout_features", "gf_encode", "save_gf", "load_gf", "zero_layout", "load_gf_layout",
+]

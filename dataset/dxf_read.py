@@ -31,11 +31,16 @@ import numpy as np
 import ezdxf
 from ezdxf import bbox as ezbbox
 from ezdxf import recover
+from ezdxf.document import Drawing
+from ezdxf.entities import DXFGraphic
 from ezdxf.lldxf.const import DXFError
 from ezdxf.math import bulge_to_arc
 
 # ezdxf logs every repair it makes (thousands of lines on real archives); keep errors only.
 logging.getLogger("ezdxf").setLevel(logging.ERROR)
+
+__all__ = ["MAX_ABS_COORD", "TYPE_ALIASES", "DrawingError", "DrawingEntities", "drawing_name", "name_in_folder",
+           "find_drawings", "sniff_dxf", "open_dxf", "arc_box", "lwpolyline_box", "BoxComputer", "read_drawing"]
 
 #: Coordinates beyond this magnitude are treated as invalid (corrupt data).
 MAX_ABS_COORD = 1e12
@@ -77,7 +82,7 @@ class DrawingEntities:
     """
 
     path: str
-    entities: list
+    entities: list[DXFGraphic]
     types: list[str]
     handles: np.ndarray
     boxes: np.ndarray
@@ -183,7 +188,7 @@ def sniff_dxf(path: str | Path) -> None:
         raise DrawingError(path, f"not a DXF file (starts with {shown!r})")
 
 
-def open_dxf(path: str | Path) -> tuple["ezdxf.document.Drawing", bool]:
+def open_dxf(path: str | Path) -> tuple[Drawing, bool]:
     """Read a DXF file with ``ezdxf.readfile``; fall back to ``ezdxf.recover``
     for damaged files. Returns ``(doc, recovered)``; raises :class:`DrawingError`."""
     sniff_dxf(path)
@@ -231,7 +236,7 @@ def lwpolyline_box(points: np.ndarray, closed: bool) -> tuple[float, float, floa
 class BoxComputer:
     """Axis-aligned boxes of entities, with per-block caching for INSERTs."""
 
-    def __init__(self, doc):
+    def __init__(self, doc: Drawing) -> None:
         self.doc = doc
         self.cache = ezbbox.Cache()
         self.block_boxes: dict[str, np.ndarray | None] = {}
@@ -263,7 +268,7 @@ class BoxComputer:
             self.block_boxes[name] = np.array([arr[:, 0].min(), arr[:, 1].min(), arr[:, 2].max(), arr[:, 3].max()])
         return self.block_boxes[name]
 
-    def box(self, e) -> tuple[float, float, float, float] | None:
+    def box(self, e: DXFGraphic) -> tuple[float, float, float, float] | None:
         """Box ``(xmin, ymin, xmax, ymax)`` of one entity, None when it has no extent."""
         dxf = e.dxf
         dxftype = e.dxftype()

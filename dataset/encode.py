@@ -8,7 +8,8 @@ encoded on the fly:
 - :func:`encode_file`: the same, written as ``<output>/GF/<name>.npz`` and
   ``<output>/DeepDXF/<name>.h5``;
 - :func:`process_file`: :func:`encode_file` for a worker: every problem of the file
-  becomes a ``skipped`` / ``failed`` manifest row instead of an exception.
+  becomes a ``skipped`` / ``failed`` manifest row (``dataset/manifest.py``) instead of
+  an exception.
 """
 from __future__ import annotations
 
@@ -18,14 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.dxf_process_DeepDXF import DEEPDXF_TYPES, N_COLUMNS, deepdxf_encode, save_h5
-from dataset.dxf_process_GF import GF_CLASSES, gf_encode, save_gf
+from dataset.archive import output_paths
+from dataset.dxf_process_DeepDXF import deepdxf_encode, save_h5
+from dataset.dxf_process_GF import gf_encode, save_gf
 from dataset.dxf_read import DrawingError, read_drawing
-
-DEFAULT_INPUT = "data/DXF"
-"""The input folder of ``dataset/dxf_process.py`` with no arguments (filled with the sample corpus)."""
-DEFAULT_MAX_LEN = 50_000
-"""Default cap on the DeepDXF rows of one drawing."""
+from dataset.formats import DEEPDXF_TYPES, DEFAULT_MAX_LEN, GF_CLASSES, N_COLUMNS
+from dataset.manifest import new_row
 
 
 @dataclass
@@ -86,12 +85,6 @@ def encode_drawing(path: str | Path, classes: tuple[str, ...] = GF_CLASSES,
     return gf, rows, info
 
 
-def output_paths(output: str | Path, name: str) -> tuple[Path, Path]:
-    """Where a drawing's encodings go: ``(<output>/GF/<name>.npz, <output>/DeepDXF/<name>.h5)``."""
-    out = Path(output)
-    return out / "GF" / f"{name}.npz", out / "DeepDXF" / f"{name}.h5"
-
-
 def remove_outputs(output: str | Path, name: str) -> None:
     """Delete a drawing's encodings (stale results of a file that now fails)."""
     for path in output_paths(output, name):
@@ -121,14 +114,6 @@ def encode_file(task: EncodeTask) -> dict:
     return {"n_entities": n_all, "n_dropped": n_dropped, "n_cut": info["n_cut"], "reason": reason}
 
 
-def failed_row(task: EncodeTask, reason: str, seconds: float = 0.0) -> dict:
-    """The manifest row of a file given up (``failed``), its stale encodings removed."""
-    remove_outputs(task.output, task.name)
-    return {"path": task.path, "name": task.name, "status": "failed", "reason": reason,
-            "n_entities": 0, "n_dropped": 0, "n_cut": 0, "seconds": round(seconds, 3),
-            "size": task.size, "mtime_ns": task.mtime_ns}
-
-
 def process_file(task: EncodeTask) -> dict:
     """Read one drawing, write its two encodings, and return its manifest row.
 
@@ -137,8 +122,7 @@ def process_file(task: EncodeTask) -> dict:
     ``dataset.parallel.run_tasks``).
     """
     start = time.perf_counter()
-    row = {"path": task.path, "name": task.name, "status": "ok", "reason": "",
-           "n_entities": 0, "n_dropped": 0, "n_cut": 0, "size": task.size, "mtime_ns": task.mtime_ns}
+    row = new_row(task)
     try:
         row.update(encode_file(task))
     except DrawingError as err:
@@ -151,3 +135,6 @@ def process_file(task: EncodeTask) -> dict:
     if row["status"] != "ok":
         remove_outputs(task.output, task.name)
     return row
+
+
+__all__ = ["EncodeTask", "encode_drawing", "remove_outputs", "encode_file", "process_file"]

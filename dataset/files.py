@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+__all__ = ["atomic_write", "atomic_write_text"]
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once

@@ -50,7 +50,6 @@ import argparse
 import math
 import random
 import re
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,9 +61,10 @@ from ezdxf.document import Drawing
 from ezdxf.enums import TextEntityAlignment
 from ezdxf.layouts import BlockLayout, Modelspace
 
+__all__ = ["FAMILIES", "Family", "Revision", "family_of", "make_revision", "build_drawing", "fixed_metadata",
+           "make_sample_corpus", "main"]
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 DEFAULT_OUTPUT = ROOT / "data" / "DXF"
 FAMILY_PATTERN = r"_rev\d+$"
@@ -230,7 +230,7 @@ class Sheet:
     def line(self, a: Point, b: Point, layer: str = "OUTLINE") -> None:
         self.msp.add_line(a, b, dxfattribs={"layer": layer})
 
-    def poly(self, pts: Sequence[Point], closed: bool = True, layer: str = "OUTLINE",
+    def poly(self, pts: Sequence[Point], *, closed: bool = True, layer: str = "OUTLINE",
              bulges: Sequence[float] | None = None) -> None:
         if bulges is None:
             self.msp.add_lwpolyline(pts, close=closed, dxfattribs={"layer": layer})
@@ -367,93 +367,13 @@ def _draw_pins(sh: Sheet, r: Revision, center: Point) -> list[Point]:
 
 
 def _package_views(sh: Sheet, r: Revision, rng: random.Random) -> tuple[float, float, float, float]:
-    """Top view, side view and section of one package; returns the content extent."""
+    """Top view, side view and section of one package, its land pattern and lead frame;
+    returns the content extent."""
     k, th = sh.k, sh.th
     bw, bh = r.body[0] * k, r.body[1] * k
-    c = (0.0, 0.0)
-    ch = min(bw, bh) * 0.08  # pin-1 chamfer
-    body = [(-bw / 2 + ch, bh / 2), (-bw / 2, bh / 2 - ch), (-bw / 2, -bh / 2),
-            (bw / 2, -bh / 2), (bw / 2, bh / 2)]
-    sh.poly(body)
-    sh.line((-bw / 2 - th, 0.0), (bw / 2 + th, 0.0), layer="CENTER")
-    sh.line((0.0, -bh / 2 - th), (0.0, bh / 2 + th), layer="CENTER")
-    pins = _draw_pins(sh, r, c)
-    fam = r.family
-    if fam.label_all_pins:
-        for i, (x, y) in enumerate(pins):
-            dx = -th if x < 0 else th
-            sh.text(str(i + 1), (x + dx, y), h=th * 0.6)
-    else:
-        sh.text("1", (pins[0][0] - th, pins[0][1]), h=th * 0.6)
-        sh.text(str(len(pins)), (pins[-1][0] + (th if pins[-1][0] > 0 else -th), pins[-1][1]),
-                h=th * 0.6)
-    # Pin-1 mark: a circle (and a SOLID triangle in some revisions).
-    m = (-bw / 2 + ch * 2.5, bh / 2 - ch * 2.5)
-    sh.msp.add_circle(m, ch * 0.6, dxfattribs={"layer": "OUTLINE"})
-    if r.solid:
-        sh.msp.add_solid([(m[0] - ch, m[1] - ch * 3), (m[0] + ch, m[1] - ch * 3),
-                          (m[0], m[1] - ch * 1.5)], dxfattribs={"layer": "OUTLINE"})
-    if fam.exposed_pad:
-        pw, ph = r.pad[0] * k, r.pad[1] * k
-        e = min(pw, ph) * 0.1
-        ep = [(-pw / 2 + e, ph / 2), (-pw / 2, ph / 2 - e), (-pw / 2, -ph / 2),
-              (pw / 2, -ph / 2), (pw / 2, ph / 2)]
-        sh.poly(ep, layer="PAD")
-        sh.hatch_solid(ep)
-        # Tie bars from the pad corners to the body corners (lead frame).
-        for sx, sy in ((1, 1), (1, -1), (-1, -1)):
-            sh.line((sx * pw / 2, sy * ph / 2), (sx * bw / 2, sy * bh / 2), layer="PAD")
-        sh.dim_linear((-pw / 2, -ph / 2), (pw / 2, -ph / 2), base=(0.0, -bh / 2 + th * 1.5))
-        sh.dim_aligned((-pw / 2 + e, ph / 2), (-pw / 2, ph / 2 - e), distance=th)
-    # Corner fillets on the body as ARCs (mold corners).
-    rr = ch * 0.5
-    for cy, a0 in ((-bh / 2 + rr, 270.0), (bh / 2 - rr, 0.0)):
-        sh.msp.add_arc((bw / 2 - rr, cy), rr, a0, a0 + 90.0, dxfattribs={"layer": "OUTLINE"})
-    # Dimensions of the top view.
-    sh.dim_linear((-bw / 2, bh / 2), (bw / 2, bh / 2), base=(0.0, bh / 2 + r.lead_len * k + th * 2))
-    sh.dim_linear((bw / 2, -bh / 2), (bw / 2, bh / 2), base=(bw / 2 + r.lead_len * k + th * 2, 0.0),
-                  angle=90.0)
-    if len(pins) > 1:
-        p0, p1 = pins[0], pins[1]
-        sh.dim_linear(p0, p1, base=(p0[0] - r.lead_len * k - th * 2, p0[1]), angle=90.0)
-    sh.dim_radius(m, ch * 0.6, angle=45.0)
-    if r.extra_dims:
-        sh.dim_linear(pins[0], (pins[0][0] + r.lead_len * k, pins[0][1]),
-                      base=(pins[0][0], pins[0][1] + th * 2))
-    sh.leader([(m[0], m[1]), (m[0] + bw * 0.3, m[1] + bh * 0.35), (m[0] + bw * 0.45, m[1] + bh * 0.35)],
-              "PIN 1 标识")
-    # Side view below the top view.
-    sx, sy = r.side_shift[0] * k, -bh - 3 * th + r.side_shift[1] * k
-    t = min(bw, bh) * 0.18
-    sh.rect(sx, sy + t / 2, bw, t)
-    sh.line((sx - bw / 2, sy), (sx + bw / 2, sy), layer="OUTLINE")
-    if fam.gull_wing:
-        # Gull-wing profile on both ends: out of the body, bend (ARC), down, bend, foot.
-        rb = t * 0.15
-        for d in (1.0, -1.0):
-            x0 = sx + d * bw / 2
-            start, end = (180.0, 270.0) if d > 0 else (270.0, 360.0)
-            sh.line((x0, sy + t * 0.5), (x0 + d * rb, sy + t * 0.5), layer="PIN")
-            sh.msp.add_arc((x0 + d * rb, sy + t * 0.5 - rb), rb, (start + 180.0) % 360.0,
-                           (end + 180.0) % 360.0 or 360.0, dxfattribs={"layer": "PIN"})
-            sh.line((x0 + d * 2 * rb, sy + t * 0.5 - rb), (x0 + d * 2 * rb, sy + rb), layer="PIN")
-            sh.msp.add_arc((x0 + d * 3 * rb, sy + rb), rb, start, end, dxfattribs={"layer": "PIN"})
-            sh.line((x0 + d * 3 * rb, sy), (x0 + d * r.lead_len * k, sy), layer="PIN")
-        sh.text("GAUGE PLANE", (sx + bw / 2 + r.lead_len * k, sy - th), h=th * 0.5)
-    else:
-        n_side = r.pins_per_side if fam.kind != "sot" else 2
-        for i in range(n_side):
-            x = sx + (i - (n_side - 1) / 2) * r.pitch * k
-            sh.rect(x, sy + t * 0.05, r.lead_w * k, t * 0.1, layer="PIN")
-    sh.dim_linear((sx - bw / 2, sy), (sx - bw / 2, sy + t), base=(sx - bw / 2 - th * 2, sy), angle=90.0)
-    if r.spline:
-        # Mold flash / meniscus curve of the side view.
-        cps = [(sx - bw / 2 + bw * f, sy + t * (1.0 + 0.12 * math.sin(f * math.pi)))
-               for f in (0.0, 0.2, 0.45, 0.7, 1.0)]
-        if r.fit_spline:
-            sh.msp.add_spline(cps, dxfattribs={"layer": "OUTLINE"})
-        else:
-            sh.msp.add_open_spline(cps, degree=3, dxfattribs={"layer": "OUTLINE"})
+    pins, mark = _top_view(sh, r)
+    _top_view_dimensions(sh, r, pins, mark)
+    sy, t = _side_view(sh, r)
     # Section A-A to the right, pattern hatch for the mold compound.
     ax = bw + 4 * th
     sec = [(ax - bw / 2, -t / 2), (ax + bw / 2, -t / 2), (ax + bw / 2, t / 2), (ax - bw / 2, t / 2)]
@@ -475,6 +395,118 @@ def _package_views(sh: Sheet, r: Revision, rng: random.Random) -> tuple[float, f
     ymin = min(sy - t - 4 * th, land_ext[1], lf_ext[1])
     xmax = max(ax + bw / 2 + 2 * th, land_ext[2])
     return xmin, ymin, xmax, max(bh / 2 + r.lead_len * k + 4 * th, lf_ext[3])
+
+
+def _top_view(sh: Sheet, r: Revision) -> tuple[list[Point], Point]:
+    """The package from above: body with its pin-1 chamfer, centre lines, pins and their
+    numbers, the pin-1 mark, the exposed pad, the mold corner fillets. Returns the pin
+    positions and the centre of the pin-1 mark."""
+    k, th = sh.k, sh.th
+    bw, bh = r.body[0] * k, r.body[1] * k
+    ch = min(bw, bh) * 0.08  # pin-1 chamfer
+    body = [(-bw / 2 + ch, bh / 2), (-bw / 2, bh / 2 - ch), (-bw / 2, -bh / 2),
+            (bw / 2, -bh / 2), (bw / 2, bh / 2)]
+    sh.poly(body)
+    sh.line((-bw / 2 - th, 0.0), (bw / 2 + th, 0.0), layer="CENTER")
+    sh.line((0.0, -bh / 2 - th), (0.0, bh / 2 + th), layer="CENTER")
+    pins = _draw_pins(sh, r, (0.0, 0.0))
+    if r.family.label_all_pins:
+        for i, (x, y) in enumerate(pins):
+            dx = -th if x < 0 else th
+            sh.text(str(i + 1), (x + dx, y), h=th * 0.6)
+    else:
+        sh.text("1", (pins[0][0] - th, pins[0][1]), h=th * 0.6)
+        sh.text(str(len(pins)), (pins[-1][0] + (th if pins[-1][0] > 0 else -th), pins[-1][1]),
+                h=th * 0.6)
+    # Pin-1 mark: a circle (and a SOLID triangle in some revisions).
+    m = (-bw / 2 + ch * 2.5, bh / 2 - ch * 2.5)
+    sh.msp.add_circle(m, ch * 0.6, dxfattribs={"layer": "OUTLINE"})
+    if r.solid:
+        sh.msp.add_solid([(m[0] - ch, m[1] - ch * 3), (m[0] + ch, m[1] - ch * 3),
+                          (m[0], m[1] - ch * 1.5)], dxfattribs={"layer": "OUTLINE"})
+    if r.family.exposed_pad:
+        _exposed_pad(sh, r)
+    # Corner fillets on the body as ARCs (mold corners).
+    rr = ch * 0.5
+    for cy, a0 in ((-bh / 2 + rr, 270.0), (bh / 2 - rr, 0.0)):
+        sh.msp.add_arc((bw / 2 - rr, cy), rr, a0, a0 + 90.0, dxfattribs={"layer": "OUTLINE"})
+    return pins, m
+
+
+def _exposed_pad(sh: Sheet, r: Revision) -> None:
+    """The exposed pad (solid hatch), its tie bars to the body corners and its dimensions."""
+    k, th = sh.k, sh.th
+    bw, bh = r.body[0] * k, r.body[1] * k
+    pw, ph = r.pad[0] * k, r.pad[1] * k
+    e = min(pw, ph) * 0.1
+    ep = [(-pw / 2 + e, ph / 2), (-pw / 2, ph / 2 - e), (-pw / 2, -ph / 2),
+          (pw / 2, -ph / 2), (pw / 2, ph / 2)]
+    sh.poly(ep, layer="PAD")
+    sh.hatch_solid(ep)
+    # Tie bars from the pad corners to the body corners (lead frame).
+    for sx, sy in ((1, 1), (1, -1), (-1, -1)):
+        sh.line((sx * pw / 2, sy * ph / 2), (sx * bw / 2, sy * bh / 2), layer="PAD")
+    sh.dim_linear((-pw / 2, -ph / 2), (pw / 2, -ph / 2), base=(0.0, -bh / 2 + th * 1.5))
+    sh.dim_aligned((-pw / 2 + e, ph / 2), (-pw / 2, ph / 2 - e), distance=th)
+
+
+def _top_view_dimensions(sh: Sheet, r: Revision, pins: list[Point], m: Point) -> None:
+    """Body size, pitch, the pin-1 mark's radius (and a lead length) of the top view, and
+    the leader that names pin 1."""
+    k, th = sh.k, sh.th
+    bw, bh = r.body[0] * k, r.body[1] * k
+    ch = min(bw, bh) * 0.08
+    sh.dim_linear((-bw / 2, bh / 2), (bw / 2, bh / 2), base=(0.0, bh / 2 + r.lead_len * k + th * 2))
+    sh.dim_linear((bw / 2, -bh / 2), (bw / 2, bh / 2), base=(bw / 2 + r.lead_len * k + th * 2, 0.0),
+                  angle=90.0)
+    if len(pins) > 1:
+        p0, p1 = pins[0], pins[1]
+        sh.dim_linear(p0, p1, base=(p0[0] - r.lead_len * k - th * 2, p0[1]), angle=90.0)
+    sh.dim_radius(m, ch * 0.6, angle=45.0)
+    if r.extra_dims:
+        sh.dim_linear(pins[0], (pins[0][0] + r.lead_len * k, pins[0][1]),
+                      base=(pins[0][0], pins[0][1] + th * 2))
+    sh.leader([(m[0], m[1]), (m[0] + bw * 0.3, m[1] + bh * 0.35), (m[0] + bw * 0.45, m[1] + bh * 0.35)],
+              "PIN 1 标识")
+
+
+def _side_view(sh: Sheet, r: Revision) -> tuple[float, float]:
+    """The package from the side, below the top view: body, leads (gull-wing profile or
+    flat pads), its height and a mold flash curve. Returns its base line and height."""
+    k, th = sh.k, sh.th
+    bw, bh = r.body[0] * k, r.body[1] * k
+    sx, sy = r.side_shift[0] * k, -bh - 3 * th + r.side_shift[1] * k
+    t = min(bw, bh) * 0.18
+    sh.rect(sx, sy + t / 2, bw, t)
+    sh.line((sx - bw / 2, sy), (sx + bw / 2, sy), layer="OUTLINE")
+    if r.family.gull_wing:
+        # Gull-wing profile on both ends: out of the body, bend (ARC), down, bend, foot.
+        rb = t * 0.15
+        for d in (1.0, -1.0):
+            x0 = sx + d * bw / 2
+            start, end = (180.0, 270.0) if d > 0 else (270.0, 360.0)
+            sh.line((x0, sy + t * 0.5), (x0 + d * rb, sy + t * 0.5), layer="PIN")
+            sh.msp.add_arc((x0 + d * rb, sy + t * 0.5 - rb), rb, (start + 180.0) % 360.0,
+                           (end + 180.0) % 360.0 or 360.0, dxfattribs={"layer": "PIN"})
+            sh.line((x0 + d * 2 * rb, sy + t * 0.5 - rb), (x0 + d * 2 * rb, sy + rb), layer="PIN")
+            sh.msp.add_arc((x0 + d * 3 * rb, sy + rb), rb, start, end, dxfattribs={"layer": "PIN"})
+            sh.line((x0 + d * 3 * rb, sy), (x0 + d * r.lead_len * k, sy), layer="PIN")
+        sh.text("GAUGE PLANE", (sx + bw / 2 + r.lead_len * k, sy - th), h=th * 0.5)
+    else:
+        n_side = r.pins_per_side if r.family.kind != "sot" else 2
+        for i in range(n_side):
+            x = sx + (i - (n_side - 1) / 2) * r.pitch * k
+            sh.rect(x, sy + t * 0.05, r.lead_w * k, t * 0.1, layer="PIN")
+    sh.dim_linear((sx - bw / 2, sy), (sx - bw / 2, sy + t), base=(sx - bw / 2 - th * 2, sy), angle=90.0)
+    if r.spline:
+        # Mold flash / meniscus curve of the side view.
+        cps = [(sx - bw / 2 + bw * f, sy + t * (1.0 + 0.12 * math.sin(f * math.pi)))
+               for f in (0.0, 0.2, 0.45, 0.7, 1.0)]
+        if r.fit_spline:
+            sh.msp.add_spline(cps, dxfattribs={"layer": "OUTLINE"})
+        else:
+            sh.msp.add_open_spline(cps, degree=3, dxfattribs={"layer": "OUTLINE"})
+    return sy, t
 
 
 def _land_pattern_view(sh: Sheet, r: Revision, at: Point) -> tuple[float, float, float, float]:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Generic, Iterator, Optional, Sequence, TypeVar
 
+__all__ = ["WORKER_DIED", "TaskResult", "timeout_message", "error_message", "run_tasks"]
+
 T = TypeVar("T")
 R = TypeVar("R")
 

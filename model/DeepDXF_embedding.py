@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dataset.dxf_process_DeepDXF import DEEPDXF_TYPES, N_COLUMNS, N_PARAMS, N_TYPES, VALUE_COLUMN
+from dataset.formats import DEEPDXF_TYPES, N_COLUMNS, N_PARAMS, N_TYPES, VALUE_COLUMN
 
 DIMENSION_TYPE: int = list(DEEPDXF_TYPES).index("DIMENSION")
 N_QUANT: int = 256  # quantized values 0..255

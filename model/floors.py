@@ -47,8 +47,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dataset.dxf_process_DeepDXF import DEEPDXF_TYPES, N_TYPES
-from dataset.dxf_process_GF import GF_CLASSES
+from dataset.formats import DEEPDXF_TYPES, GF_CLASSES, N_TYPES
 
 GRID = 8
 _EPS = 1e-12

@@ -1,8 +1,9 @@
 """The joint objective: the GF loss, the DeepDXF loss and an optional cross-model term.
 
-The two model losses come from their own modules (``gf_step_loss`` of
+The two model losses come from their own modules (``DenseGraphMatching.loss`` of
 ``model/GF_model.py``, ``deepdxf_step_loss`` of ``model/DeepDXF_model.py``, NT-Xent of
-``model/DeepDXF_loss.py``).
+``model/DeepDXF_loss.py``). Every view is drawn by the data loader
+(``dataset/loaders/views.py``): a :class:`JointBatch` brings them, the model draws nothing.
 Without more, two models that share no parameter are merely trained side by side.
 The **cross-model term** ties them: small projection heads map the GF graph
 embedding and the DeepDXF drawing embedding of the same drawing into one space,
@@ -44,11 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.DeepDXF_dataset import DeepDXFBatch
-from model.DeepDXF_loss import nt_xent_chance, nt_xent_loss  # noqa: F401  (the DeepDXF loss, re-exported)
-from model.DeepDXF_model import deepdxf_step_loss
-from model.GF_model import gf_step_loss
-from model.layers.DenseGraphMatching import augment_view
+from model.DeepDXF_model import DeepDXFBatch, deepdxf_step_loss
+from model.GF_model import GraphBatch, PairViews
 
 TASKS = ("GF", "DeepDXF")
 
@@ -130,32 +128,35 @@ class CrossModelHeads(nn.Module):
 
 @dataclass
 class JointBatch:
-    """One joint step: the same drawings for both models.
+    """One joint step: the same drawings for both models, their views drawn.
 
     Attributes:
-        gf_pairs: ``(x1, adj1, mask1, x2, adj2, mask2)`` GF pair batch (``GFPairLoader`` layout).
-        gf_graphs: ``(x [B,10,11], adj [B,10,10], mask [B,10])`` the batch's B drawings in order.
-        deepdxf: ``DeepDXFBatch`` of the same B drawings in the same order.
+        gf_views: two views of the GF graphs of the batch's pairs (the GF loss's input).
+        gf_graphs: the batch's B drawings in order, un-augmented (the cross term's input).
+        deepdxf: two DeepDXF views of the same B drawings in the same order.
         index: [B] drawing indices (into the joint dataset's names).
         part: index of this batch in the epoch (seeds its views).
         group: [B] int64 group ids of the drawings (the group term's labels), or None.
+        group_views: two GF views of the B drawings (``[2B, ...]``: every drawing's
+            first view, then every second view) when the group term is on, else None.
     """
 
-    gf_pairs: tuple[Tensor, ...]
-    gf_graphs: tuple[Tensor, Tensor, Tensor]
+    gf_views: PairViews
+    gf_graphs: GraphBatch
     deepdxf: DeepDXFBatch
     index: Tensor
     part: int = 0
     group: Optional[Tensor] = None
+    group_views: Optional[GraphBatch] = None
 
     @property
     def n_drawings(self) -> int:
         return int(self.index.numel())
 
     def to(self, device: torch.device | str) -> "JointBatch":
-        return JointBatch(tuple(t.to(device) for t in self.gf_pairs), tuple(t.to(device) for t in self.gf_graphs),
-                          self.deepdxf.to(device), self.index.to(device), self.part,
-                          None if self.group is None else self.group.to(device))
+        return JointBatch(self.gf_views.to(device), self.gf_graphs.to(device), self.deepdxf.to(device),
+                          self.index.to(device), self.part, None if self.group is None else self.group.to(device),
+                          None if self.group_views is None else self.group_views.to(device))
 
 
 class JointObjective(nn.Module):
@@ -188,38 +189,36 @@ class JointObjective(nn.Module):
                 d_gf = gf.encode(z, torch.zeros(1, 10, 10), torch.ones(1, 10, dtype=torch.bool), pooling="concat").shape[-1]
             self.heads = CrossModelHeads(d_gf, deepdxf.embed_dim, cross_dim)
 
-    def forward(self, batch: JointBatch, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+    def forward(self, batch: JointBatch) -> dict[str, Tensor]:
         """Loss terms (float32 scalars): ``GF``, ``DeepDXF``, ``cross`` and ``group`` (0 when off)."""
-        l_gf = gf_step_loss(self.gf, batch.gf_pairs, generator).float()
+        l_gf = self.gf.loss(batch.gf_views).float()
         l_dx, (e1, e2) = deepdxf_step_loss(self.deepdxf, batch.deepdxf, self.deepdxf_cfg, return_embeddings=True)
         out = {"GF": l_gf, "DeepDXF": l_dx.float()}
         if self.heads is not None:
-            g = self.gf.encode(*batch.gf_graphs, pooling="concat")
+            g = self.gf.encode(batch.gf_graphs.x, batch.gf_graphs.adj, batch.gf_graphs.mask, pooling="concat")
             a, b = self.heads(g, 0.5 * (e1.float() + e2.float()))
             out["cross"] = clip_loss(a, b, self.cross_temperature)
         else:
             out["cross"] = l_gf.new_zeros(())
-        out["group"] = self.group_term(batch, e1, e2, generator) if self.group_on else l_gf.new_zeros(())
+        out["group"] = self.group_term(batch, e1, e2) if self.group_on else l_gf.new_zeros(())
         return out
 
-    def group_term(self, batch: JointBatch, e1: Tensor, e2: Tensor,
-                   generator: Optional[torch.Generator] = None) -> Tensor:
+    def group_term(self, batch: JointBatch, e1: Tensor, e2: Tensor) -> Tensor:
         """The group term of a batch: SupCon over the joint embeddings of two views per drawing.
 
-        GF views: ``augment_view`` of the batch's graphs with the GF model's rates; DeepDXF
-        views: the pooled embeddings ``e1``, ``e2`` [B, De] of the DeepDXF step. Labels:
+        GF views: ``batch.group_views`` (two views of the batch's graphs); DeepDXF views:
+        the pooled embeddings ``e1``, ``e2`` [B, De] of the DeepDXF step. Labels:
         ``batch.group`` (each drawing its own group when None).
         """
-        x, adj, mask = batch.gf_graphs
-        gf = self.gf
-        rates = (gf.feature_mask_rate, gf.edge_drop_rate, gf.edge_add_rate)
-        views = [augment_view(x, adj, mask, *rates, generator=generator) for _ in range(2)]
-        g = gf.encode(torch.cat([v[0] for v in views]), torch.cat([v[1] for v in views]), torch.cat([mask, mask]))
+        views = batch.group_views
+        if views is None:
+            raise ValueError("the group term is on but the batch holds no group views (JointCollate group_views=True)")
+        g = self.gf.encode(views.x, views.adj, views.mask)
         j = joint_embedding(g, torch.cat([e1, e2]))
-        group = batch.group if batch.group is not None else torch.arange(x.shape[0], device=x.device)
+        b = batch.gf_graphs.x.shape[0]
+        group = batch.group if batch.group is not None else torch.arange(b, device=g.device)
         return group_contrastive_loss(j, torch.cat([group, group]), self.group_temperature)
 
 
 __all__ = ["TASKS", "clip_loss", "clip_chance", "CrossModelHeads", "JointBatch", "group_chance",
-           "group_contrastive_loss", "joint_embedding",
-           "JointObjective", "nt_xent_loss", "nt_xent_chance"]
+           "group_contrastive_loss", "joint_embedding", "JointObjective"]

@@ -11,9 +11,13 @@ import numpy as np
 import torch
 
 from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, save_h5
+from dataset.archive import GF_DIR
 from dataset.dxf_process_GF import save_gf
-from model.GF_dataset import N_NODES, GFGraphs, gf_dir
-from model.layers.DenseGraphMatching import node_mask
+from dataset.formats import GF_NODES as N_NODES
+from dataset.loaders.gf import GFGraphs
+from dataset.loaders.joint import JointData, JointLoader
+from model.GF_model import node_mask
+from utils.train.splits import Split, make_split
 
 
 def synthetic_gf_graphs(n: int, seed: int = 0, present_rate: float = 0.7, edge_rate: float = 0.4) -> GFGraphs:
@@ -44,7 +48,7 @@ def synthetic_gf_graphs(n: int, seed: int = 0, present_rate: float = 0.7, edge_r
 
 def save_gf_npz(graphs: GFGraphs, data_dir: str | Path) -> Path:
     """Write graphs as ``<data_dir>/GF/<name>.npz`` (features and adjacency). Returns the folder."""
-    folder = gf_dir(data_dir)
+    folder = Path(data_dir) / GF_DIR
     folder.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(graphs.names):
         save_gf(folder / f"{name}.npz", {"features": graphs.features[i].numpy(),
@@ -79,4 +83,28 @@ def write_synthetic_joint_corpus(data_dir: str | Path, n: int, seed: int = 0, ma
     return graphs.names
 
 
-__all__ = ["synthetic_gf_graphs", "save_gf_npz", "write_synthetic_joint_corpus"]
+def joint_data(cfg, rank: int = 0, world_size: int = 1, split: Split | None = None) -> tuple[JointData, Split]:
+    """The joint drawings of ``cfg.data_dir`` and a split of them, drawn from the config as
+    ``joint_train.py`` draws it (``utils.train.loop.start_run``) unless ``split`` is given."""
+    data = JointData(cfg, rank, world_size)
+    if split is None:
+        split = make_split(data.names, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
+    return data, split
+
+
+def fold_loaders(cfg, fold: int = 0, rank: int = 0, world_size: int = 1) -> tuple[JointLoader, JointLoader]:
+    """(train, validation) loaders of ``fold`` of :func:`joint_data`."""
+    data, split = joint_data(cfg, rank, world_size)
+    return data.fold_loaders(split, fold)
+
+
+def test_loader(cfg, rank: int = 0, world_size: int = 1) -> JointLoader:
+    """The test loader of :func:`joint_data`."""
+    data, split = joint_data(cfg, rank, world_size)
+    return data.test_loader(split)
+
+
+test_loader.__test__ = False  # a helper, not a test
+
+__all__ = ["synthetic_gf_graphs", "save_gf_npz", "write_synthetic_joint_corpus", "joint_data", "fold_loaders",
+           "test_loader"]

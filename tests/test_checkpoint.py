@@ -1,4 +1,4 @@
-"""utils/checkpoint.py: round trip, atomic write, weights-only reading, clear errors, the models of each kind."""
+"""utils/train/checkpoint.py: round trip, atomic write, weights-only reading, clear errors, the models of each kind."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from config.GF_config import GFConfig
 from config.joint_config import JointConfig
 from model.DeepDXF_model import build_deepdxf_model
 from model.GF_model import build_gf_model
-from utils.checkpoint import (
+from utils.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     joint_config_from_checkpoint,

@@ -7,7 +7,7 @@ from config.cli import config_to_dict
 from config.GF_config import GFConfig
 from dataset.dxf_process_GF import LAYOUT_DIM
 from tests.test_similarity_cli import deepdxf_config, make_corpus
-from utils.checkpoint import save_checkpoint
+from utils.train.checkpoint import save_checkpoint
 from model.floors import floor_block
 from utils.retrieval.embedders import PRESETS, Block, block_statistics, fuse, make_embedder
 from utils.retrieval.encodings import load_drawing, stack_encodings

@@ -10,11 +10,11 @@ import torch
 import torch.multiprocessing as mp
 
 from config.joint_config import JointConfig
-from joint_train import TrainState, build_joint, evaluate, make_optimizer, make_scaler, make_scheduler, train_epoch
-from model.joint_dataset import JointDataLoader
-from tests.synthetic import write_synthetic_joint_corpus
-from utils.distributed import DistInfo
-from utils.splits import make_split
+from joint_train import TrainState, build_joint, evaluate, make_optimizer, train_epoch
+from tests.synthetic import joint_data, write_synthetic_joint_corpus
+from utils.train.amp import make_grad_scaler
+from utils.train.distributed import DistInfo
+from utils.train.schedule import make_lr_scheduler, plan_schedule
 
 WORLD = 2
 
@@ -37,14 +37,15 @@ def _main_argv(root, run):
 
 
 def _one_step(cfg, info, model_wrap=None):
-    data = JointDataLoader(cfg, info.rank, info.world_size, make_split=make_split)
-    train, _ = data.get_fold_loaders(0)
+    data, split = joint_data(cfg, info.rank, info.world_size)
+    train, _ = data.fold_loaders(split, 0)
     train.set_epoch(1)
     torch.manual_seed(0)
     obj, weighting = build_joint(cfg, train.deepdxf_batch_size)
     model = model_wrap(obj) if model_wrap else obj
     opt = make_optimizer(obj, weighting, cfg)
-    st = TrainState(obj, model, weighting, opt, make_scheduler(opt, cfg, 1), make_scaler(cfg, torch.device("cpu")))
+    sched = make_lr_scheduler(opt, plan_schedule(1, cfg.epochs, cfg.warmup_steps))
+    st = TrainState(obj, model, weighting, opt, sched, make_grad_scaler(torch.device("cpu"), None))
     row = train_epoch(st, train, cfg, info)
     grads = {n: p.grad.detach().clone() for n, p in obj.named_parameters() if p.grad is not None}
     grads.update({f"weighting.{n}": p.grad.detach().clone() for n, p in weighting.named_parameters()})
@@ -56,10 +57,10 @@ def _worker(rank, port, root, out):
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import joint_main
-    from joint_train import setup_distributed
+    from utils.train.distributed import setup_distributed
 
     cfg = _cfg(root)
-    info = setup_distributed(cfg)
+    info = setup_distributed(cfg.device, cfg.dist_backend)
     row, grads, _ = _one_step(cfg, info, lambda m: torch.nn.parallel.DistributedDataParallel(m))
     acc_cfg = _cfg(root, **ACC)
     acc_row, acc_grads, _ = _one_step(acc_cfg, info, lambda m: torch.nn.parallel.DistributedDataParallel(m))
@@ -74,10 +75,10 @@ ACC = dict(GF_batch_size=1, accumulation_steps=2, max_steps_per_epoch=2)  # 2 ra
 
 def _evaluate_test(cfg, info):
     """The test losses of a fixed model (an odd number of test batches)."""
-    data = JointDataLoader(cfg, info.rank, info.world_size, make_split=make_split)
+    data, split = joint_data(cfg, info.rank, info.world_size)
     torch.manual_seed(0)
     obj, weighting = build_joint(cfg, 5)
-    return evaluate(obj, weighting, data.get_test_loaders(), cfg, info), data.get_test_loaders().n_batches
+    return evaluate(obj, weighting, data.test_loader(split), cfg, info), data.test_loader(split).n_batches
 
 
 def _free_port():

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from config.DeepDXF_config import DeepDXFConfig
-from model.DeepDXF_dataset import DrawingRows, load_deepdxf_dir, make_loader
+from dataset.loaders.deepdxf import ArchiveRows, load_deepdxf_dir, make_loader
 from tests.synthetic import write_synthetic_joint_corpus
 
 
@@ -16,7 +16,7 @@ def test_lazy_rows_equal_the_eager_ones_and_hold_no_arrays(tmp_path):
     write_synthetic_joint_corpus(tmp_path, 9, seed=2)
     names, eager = load_deepdxf_dir(tmp_path)
     lazy_names, lazy = load_deepdxf_dir(tmp_path, lazy=True)
-    assert isinstance(lazy, DrawingRows) and lazy_names == names
+    assert isinstance(lazy, ArchiveRows) and lazy_names == names
     assert lazy.lengths.tolist() == [len(a) for a in eager]
     for i in range(len(eager)):
         np.testing.assert_array_equal(lazy[i], eager[i])

@@ -7,7 +7,7 @@ from model.DeepDXF_embedding import chunk_rows, split_into_chunks
 from config.cli import config_to_dict
 from model.DeepDXF_loss import nt_xent_loss
 from model.DeepDXF_model import build_deepdxf_model, embed_sequences
-from utils.checkpoint import load_trained_models, save_checkpoint
+from utils.train.checkpoint import load_trained_models, save_checkpoint
 
 
 def fake_drawing(n: int, seed: int) -> np.ndarray:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from config.DeepDXF_config import DeepDXFConfig
-from model.DeepDXF_dataset import (DeepDXFCollate, LengthGroupedBatchSampler, load_deepdxf_dir,
-                                   make_view)
+from dataset.loaders.deepdxf import DeepDXFCollate, LengthGroupedBatchSampler, load_deepdxf_dir
+from dataset.loaders.views import deepdxf_view as make_view
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,10 @@
-"""Each loss weighting against its formula on toy problems (utils/dynamic_weight.py)."""
+"""Each loss weighting against its formula on toy problems (model/weighting/)."""
 import math
 
 import pytest
 import torch
 
-from utils.dynamic_weight import (
+from model.weighting import (
     DWAWeighting, FixedWeighting, GradNormWeighting, UncertaintyWeighting, build_weighting, normalized_weights,
 )
 
@@ -79,21 +79,20 @@ def test_gradnorm_measures_each_model_own_gradient_and_follows_formula():
         assert torch.allclose(w.last_grad_norms, torch.stack([ga, gb]), rtol=1e-5)
         if step == 0:
             la0, lb0 = la.item(), lb.item()
-        # hand-computed GradNorm gradient of the weights
-        wv = w.w.detach().clone()
+        # hand-computed GradNorm gradient of the weights (renormalized after the last step)
+        wv = w.weights()
         G = wv * torch.stack([ga, gb])
         ratio = torch.tensor([la.item() / la0, lb.item() / lb0])
         r = ratio / ratio.mean()
         target = G.mean() * r ** 1.5
         expect = torch.sign(G - target) * torch.stack([ga, gb])
-        assert torch.allclose(w.weight_gradient(), expect, rtol=1e-5)
         total = w(losses)
         total.backward()
         assert w.w.grad is None  # the combined loss does not train the weights
-        w.before_optimizer_step()
+        w.step()  # the training step's hook: w renormalized, its gradient written
+        assert torch.allclose(w.weight_gradient(), expect, rtol=1e-5)
         assert torch.allclose(w.w.grad, expect, rtol=1e-5)
         opt.step()
-        w.after_optimizer_step()
         opt.zero_grad()
         assert w.weights().sum().item() == pytest.approx(2.0, rel=1e-6)
     # at step 1 task a learned faster (ratio 0.5): its target is lower, so its weight must fall

@@ -1,7 +1,7 @@
-"""utils/early_stopping.py and its three re-exports."""
+"""utils/train/early_stopping.py: the one early stopping of the three trainers."""
 import math
 
-from utils.early_stopping import EarlyStopping
+from utils.train.early_stopping import EarlyStopping
 
 
 def test_improvement_and_stop_after_patience():
@@ -40,11 +40,3 @@ def test_state_dict_round_trip():
     t.load_state_dict(s.state_dict())
     assert t.state_dict() == s.state_dict()
     assert t.step(0.95) is False and t.step(0.99) is False and t.should_stop
-
-
-def test_reexports_are_the_same_class():
-    from utils.DeepDXF_early_stopping import EarlyStopping as D
-    from utils.GF_early_stopping import EarlyStopping as G
-    from utils.joint_early_stopping import EarlyStopping as J
-
-    assert G is EarlyStopping and D is EarlyStopping and J is EarlyStopping

@@ -12,8 +12,8 @@ import joint_main
 import SimDeepDXF
 from model.fusion import Block
 from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
-from utils.checkpoint import load_checkpoint
-from utils.embedding_choice import Candidate, candidates, pick
+from utils.train.checkpoint import load_checkpoint
+from utils.train.embedding_choice import Candidate, candidates, pick
 from utils.retrieval.embedders import make_embedder
 
 
@@ -85,7 +85,7 @@ def test_without_groups_nothing_is_chosen_and_auto_says_so(corpus, capsys):  # n
 def test_a_users_groups_file_is_chosen_on(corpus, tmp_path):  # noqa: F811
     """With every drawing its own group (no pieces, no revisions), only the user's groups
     give queries: the choice is made on them."""
-    from dataset.pack import open_archive
+    from dataset.archive import open_archive
 
     names = [open_archive(corpus).name(i) for i in range(len(open_archive(corpus)))]
     groups = [names[i:i + 3] for i in range(0, len(names) - 2, 3)]
@@ -97,7 +97,7 @@ def test_a_users_groups_file_is_chosen_on(corpus, tmp_path):  # noqa: F811
 
 
 def test_user_groups_join_the_pattern_groups_for_the_group_term():
-    from utils.val_retrieval import merge_groups
+    from utils.train.val_retrieval import merge_groups
 
     labels = merge_groups(["a", "a", "b", "c", "c", "d"], [[0, 3], [5]])
     assert labels[0] == labels[1] == labels[3] == labels[4]  # a's and c's revisions follow them
@@ -107,18 +107,23 @@ def test_user_groups_join_the_pattern_groups_for_the_group_term():
 def test_the_group_term_learns_the_users_groups(corpus, tmp_path):  # noqa: F811
     from config.cli import parse_config
     from config.joint_config import JointConfig
-    from model.joint_dataset import JointDataLoader
-    from utils.val_retrieval import merge_groups
-    from utils.splits import make_split
+    import joint_train
+    from tests.synthetic import joint_data
+    from utils.train.val_retrieval import merge_groups
 
     cfg = parse_config(JointConfig, _argv(corpus, "g", "--group_pattern", "^(.*)$"))
-    data = JointDataLoader(cfg, make_split=make_split)
-    assert len(set(data.group_ids.tolist())) == len(data.names)  # every drawing alone
+    data, split = joint_data(cfg)
+    everything = list(range(len(data.names)))
+
+    def group_ids():  # the group term's label of every drawing, as a loader of all of them carries it
+        return data._loader(split, everything, shuffle=False, seed=0).part_sampler.groups
+
+    assert len(set(group_ids().tolist())) == len(data.names)  # every drawing alone
     pairs = [data.names[i:i + 2] for i in range(0, 8, 2)]
     (tmp_path / "g.json").write_text(json.dumps(pairs))
     cfg.groups = str(tmp_path / "g.json")
-    found = joint_main.read_user_groups(cfg, data.names, type("Log", (), {"info": lambda self, m: None})())
-    data.use_group_labels(merge_groups(data.split.groups, found))
-    ids = data.group_ids
+    found = joint_train.read_user_groups(cfg, data.names, type("Log", (), {"info": lambda self, m: None})())
+    data.use_group_labels(merge_groups(split.groups, found))
+    ids = group_ids()
     assert len(set(ids.tolist())) == len(data.names) - 4
     assert all(ids[data.names.index(a)] == ids[data.names.index(b)] for a, b in pairs)

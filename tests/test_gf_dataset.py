@@ -3,14 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from config.GF_config import GFConfig
+from dataset.archive import GF_DIR
 from dataset.dxf_process_GF import gf_encode, save_gf
-from model.GF_dataset import (
-    GFDataError,
-    GFPairLoader,
-    gf_dir,
-    load_gf_graphs,
-    pair_indices,
-)
+from dataset.loaders.gf import GFDataError, GFPairLoader, load_gf_graphs, pair_indices
+from dataset.loaders.views import GFViewRates
 from tests.synthetic import save_gf_npz, synthetic_gf_graphs
 
 
@@ -41,17 +38,29 @@ def test_odd_leftover_meets_a_graph_of_another_batch():
 
 def test_pairing_is_seeded_and_changes_per_epoch():
     graphs = synthetic_gf_graphs(40, seed=0)
-    loader = GFPairLoader(graphs, batch_size=5, shuffle=True, seed=3)
+    rates = GFViewRates.of(GFConfig())
+    loader = GFPairLoader(graphs, batch_size=5, rates=rates, shuffle=True, seed=3)
     e0 = [b[0].tolist() for b in loader.batches()]
-    assert e0 == [b[0].tolist() for b in GFPairLoader(graphs, 5, True, seed=3).batches()]
+    assert e0 == [b[0].tolist() for b in GFPairLoader(graphs, 5, rates, shuffle=True, seed=3).batches()]
     loader.set_epoch(1)
     assert [b[0].tolist() for b in loader.batches()] != e0
-    fixed = GFPairLoader(graphs, 5, shuffle=False, seed=3)
+    fixed = GFPairLoader(graphs, 5, rates, shuffle=False, seed=3)
     fixed.set_epoch(7)
     assert [b[0].tolist() for b in fixed.batches()] == e0
     assert len(loader) == 4
-    x1, a1, m1, x2, a2, m2 = next(iter(loader))
-    assert x1.shape == (5, 10, 11) and a2.shape == (5, 10, 10) and m1.dtype == torch.bool
+    views = next(iter(loader))  # two views of both graphs of 5 pairs
+    assert views.x.shape == (4, 5, 10, 11) and views.adj.shape == (4, 5, 10, 10) and views.mask1.dtype == torch.bool
+    assert views.n_pairs == 5
+
+
+def test_evaluation_pairs_and_views_are_the_same_at_every_pass():
+    graphs = synthetic_gf_graphs(20, seed=1)
+    loader = GFPairLoader(graphs, 4, GFViewRates.of(GFConfig()), shuffle=False, seed=3, view_seed=9)
+    first = [v.x for v in loader]
+    loader.set_epoch(5)
+    assert all(torch.equal(a, b) for a, b in zip(first, [v.x for v in loader]))
+    train = GFPairLoader(graphs, 4, GFViewRates.of(GFConfig()), shuffle=True, seed=3, view_seed=9)
+    assert not all(torch.equal(a, b) for a, b in zip([v.x for v in train], [v.x for v in train]))
 
 
 def test_load_npz_roundtrip(tmp_path):
@@ -81,8 +90,8 @@ def test_wrong_shape_names_the_file(tmp_path):
 def test_preprocessing_output_loads_through_its_format_owner(tmp_path):
     boxes = np.array([[0, 0, 2, 2], [1, 1, 3, 3], [10, 10, 11, 11]], dtype=np.float64)
     enc = gf_encode(["LINE", "CIRCLE", "ARC"], boxes)
-    gf_dir(tmp_path).mkdir()
-    save_gf(gf_dir(tmp_path) / "a drawing.npz", enc)
+    (tmp_path / GF_DIR).mkdir()
+    save_gf((tmp_path / GF_DIR) / "a drawing.npz", enc)
     loaded = load_gf_graphs(tmp_path)
     assert loaded.names == ["a drawing"]
     np.testing.assert_array_equal(loaded.features[0].numpy(), enc["features"])
@@ -91,8 +100,8 @@ def test_preprocessing_output_loads_through_its_format_owner(tmp_path):
 
 
 def test_a_file_without_adjacency_names_the_file(tmp_path):
-    gf_dir(tmp_path).mkdir()
-    save_gf(gf_dir(tmp_path) / "half.npz", {"features": np.zeros((10, 11), np.float32)})
+    (tmp_path / GF_DIR).mkdir()
+    save_gf((tmp_path / GF_DIR) / "half.npz", {"features": np.zeros((10, 11), np.float32)})
     with pytest.raises(GFDataError, match=r"half\.npz.*adjacency"):
         load_gf_graphs(tmp_path)
 

@@ -1,19 +1,28 @@
-"""DenseGGNN and DenseGraphMatching: equivalence with PyG, masking, loss vs. a slow loop."""
+"""DenseGGNN, the GF model (DenseGraphMatching) and its views: equivalence with PyG, masking, loss vs. a slow loop."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from config.GF_config import GFConfig
+from dataset.loaders.views import GFViewRates, gf_pair_views, gf_view
+from model.GF_loss import chance_level, node_contrastive_loss
+from model.GF_model import DenseGraphMatching, GraphBatch, node_mask
 from model.layers.DenseGGNN import DenseGGNN
-from model.layers.DenseGraphMatching import (
-    DenseGraphMatching,
-    augment_view,
-    chance_level,
-    masked_attention,
-    node_contrastive_loss,
-    node_mask,
-)
+from model.layers.graph_matching import masked_attention
+
+
+def augment_view(x, adj, mask, feature_mask_rate, edge_drop_rate, edge_add_rate, generator=None):
+    """One GF view with the three rates (``dataset.loaders.views.gf_view``)."""
+    return gf_view(x, adj, mask, GFViewRates(feature_mask_rate, edge_drop_rate, edge_add_rate), generator)
+
+
+def pair_loss(model, x1, adj1, mask1, x2, adj2, mask2, generator=None):
+    """The GF loss of B pairs with their views drawn at the default rates (what a GF loader does)."""
+    views = gf_pair_views(GraphBatch(x1, adj1, mask1), GraphBatch(x2, adj2, mask2), GFViewRates.of(GFConfig()),
+                          generator)
+    return model.loss(views)
 
 
 def random_graphs(B: int, N: int, Fdim: int, seed: int = 0, p_edge: float = 0.4):
@@ -76,8 +85,8 @@ def test_masked_nodes_change_nothing():
     e2 = model.embed(x2, a2, mask, pooling="concat")
     torch.testing.assert_close(e1, e2)
     # the matching loss with the same view randomness
-    l1 = model.loss(x, a, mask, x.flip(0), a.flip(0), mask, generator=torch.Generator().manual_seed(5))
-    l2 = model.loss(x2, a2, mask, x2.flip(0), a2.flip(0), mask, generator=torch.Generator().manual_seed(5))
+    l1 = pair_loss(model, x, a, mask, x.flip(0), a.flip(0), mask, generator=torch.Generator().manual_seed(5))
+    l2 = pair_loss(model, x2, a2, mask, x2.flip(0), a2.flip(0), mask, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(l1, l2)
 
 
@@ -178,7 +187,7 @@ def test_matching_loss_backpropagates_and_falls_below_chance(one_thread):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     for step in range(30):
-        loss = model.loss(x[:8], a[:8], mask[:8], x[8:], a[8:], mask[8:], generator=gen)
+        loss = pair_loss(model, x[:8], a[:8], mask[:8], x[8:], a[8:], mask[8:], generator=gen)
         opt.zero_grad()
         loss.backward()
         if step == 0:
@@ -270,9 +279,9 @@ def test_matching_loss_is_float32_under_autocast(one_thread):
     x, a = random_graphs(8, 10, 11, seed=14)
     mask = torch.ones(8, 10, dtype=torch.bool)
     model = DenseGraphMatching(11, 16, 2, 8)
-    ref = model.loss(x[:4], a[:4], mask[:4], x[4:], a[4:], mask[4:], generator=torch.Generator().manual_seed(1))
+    ref = pair_loss(model, x[:4], a[:4], mask[:4], x[4:], a[4:], mask[4:], generator=torch.Generator().manual_seed(1))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        amp = model.loss(x[:4], a[:4], mask[:4], x[4:], a[4:], mask[4:], generator=torch.Generator().manual_seed(1))
+        amp = pair_loss(model, x[:4], a[:4], mask[:4], x[4:], a[4:], mask[4:], generator=torch.Generator().manual_seed(1))
     assert amp.dtype == torch.float32
     # the encoder ran in bf16 (about 3 significant digits); the loss itself adds no rounding
     torch.testing.assert_close(amp, ref, atol=0.0, rtol=2e-2)

@@ -4,7 +4,7 @@ import numpy as np
 
 from config.GF_config import GF_BASE_FEATURES, GFConfig
 from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, gf_encode, layout_features, save_gf
-from model.GF_dataset import load_gf_graphs
+from dataset.loaders.gf import load_gf_graphs
 
 
 def hand_boxes() -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,4 @@
-"""GF_main.py end to end, the shared fold loop, and the GF model API other modules use."""
-import copy
+"""GF_main.py end to end, the shared fold bookkeeping, and the GF model API other modules use."""
 import csv
 import json
 import math
@@ -15,8 +14,8 @@ from config.GF_config import GFConfig
 from dataset.dxf_process_GF import LAYOUT_DIM
 from model.GF_model import build_gf_model, embed_graphs
 from tests.synthetic import save_gf_npz, synthetic_gf_graphs
-from utils.checkpoint import load_checkpoint, load_trained_models
-from utils.train_loop import FoldSetup, LoopSettings, fit_fold, summarize_folds
+from utils.train.checkpoint import load_checkpoint, load_trained_models
+from utils.train.loop import FoldTracker, LoopSettings, summarize_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,26 +79,28 @@ class _Log:
         return self.root / name
 
 
-def test_fit_fold_stops_early_and_tests_the_best_weights(tmp_path):
+def test_the_fold_loop_stops_early_and_tests_the_best_weights(tmp_path):
     """Validation gets worse after epoch 2: training stops after `patience` more epochs
-    and the test loss is computed with the epoch-2 weights."""
+    and the test loss is computed with the epoch-2 weights (a trainer's loop around
+    ``utils.train.loop.FoldTracker``)."""
     val_curve = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9]  # index 0: untrained
     m = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(m.weight)
-
-    def train_epoch(epoch):
-        with torch.no_grad():
-            m.weight.fill_(float(epoch))  # the weight remembers the epoch
-        return {"train_loss": 1.0 / epoch}
 
     def evaluate(part):
         e = int(m.weight.item())
         return {"loss": val_curve[e] if part == "val" else 100.0 + e}
 
-    setup = FoldSetup(train_epoch, evaluate, lambda: {"model": copy.deepcopy(m.state_dict())},
-                      lambda s: m.load_state_dict(s["model"]))
     log = _Log(tmp_path)
-    res = fit_fold(0, setup, log, LoopSettings(epochs=7, patience=3, min_delta=0.0, kind="GF", config={}))
+    tracker = FoldTracker(0, log, LoopSettings(epochs=7, patience=3, min_delta=0.0, kind="GF", config={}))
+    tracker.start(evaluate("val"))
+    for epoch in tracker.epochs():
+        with torch.no_grad():
+            m.weight.fill_(float(epoch))  # the weight remembers the epoch
+        if tracker.end_epoch(epoch, {"train_loss": 1.0 / epoch}, evaluate("val"), {"model": m.state_dict()}):
+            break
+    m.load_state_dict(tracker.best_state["model"])
+    res = tracker.finish(evaluate("test"))
     saved = load_checkpoint(tmp_path / "fold_0.pth", expect_kind="GF")
     assert saved["epoch"] == 2 and saved["val_loss"] == 3.0
     assert res.best_epoch == 2 and res.best_val_loss == 3.0

@@ -10,10 +10,10 @@ import joint_main
 from config.joint_config import JointConfig
 from joint_train import build_joint
 from model.DeepDXF_loss import nt_xent_loss
-from model.joint_dataset import JointDataLoader, epoch_parts
+from dataset.loaders.joint import epoch_parts
 from model.joint_loss import group_chance, group_contrastive_loss
-from tests.synthetic import write_synthetic_joint_corpus
-from utils.splits import group_of, make_split
+from tests.synthetic import fold_loaders, joint_data, write_synthetic_joint_corpus
+from dataset.names import group_of
 
 
 def _slow_supcon(z: torch.Tensor, labels: list[int], tau: float) -> float:
@@ -95,8 +95,8 @@ def _cfg(root, **kw):
 
 
 def test_batches_carry_group_ids_and_the_term_trains_both_models(corpus):
-    data = JointDataLoader(_cfg(corpus), make_split=make_split)
-    train, _ = data.get_fold_loaders(0)
+    data, split = joint_data(_cfg(corpus))
+    train, _ = data.fold_loaders(split, 0)
     train.set_epoch(0)
     batches = list(train)
     seen = 0
@@ -115,7 +115,7 @@ def test_batches_carry_group_ids_and_the_term_trains_both_models(corpus):
     out["group"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.gf.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.deepdxf.parameters())
-    off = JointDataLoader(_cfg(corpus, group_weight=0.0), make_split=make_split).get_fold_loaders(0)[0]
+    off = fold_loaders(_cfg(corpus, group_weight=0.0), 0)[0]
     assert next(iter(off)).group is None
 
 

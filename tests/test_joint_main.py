@@ -10,7 +10,7 @@ import torch
 
 import joint_main
 from tests.synthetic import write_synthetic_joint_corpus
-from utils.checkpoint import load_checkpoint, load_trained_models
+from utils.train.checkpoint import load_checkpoint, load_trained_models
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--k_folds", "2", "--fold", "0", "--GF_batch_size", "3", "--GF_hidden", "8", "--GF_proj_dim", "8",

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from config.joint_config import JointConfig
-from joint_train import TrainState, build_joint, joint_state, make_optimizer, make_scaler, make_scheduler, train_epoch
+from joint_train import TrainState, build_joint, joint_state, make_optimizer, train_epoch
 from model.DeepDXF_model import embed_sequences
 from model.GF_model import embed_graphs
-from model.joint_dataset import JointDataLoader
 from model.joint_loss import TASKS, clip_loss
-from tests.synthetic import write_synthetic_joint_corpus
-from utils.distributed import DistInfo
-from utils.checkpoint import load_checkpoint, load_trained_models, save_checkpoint
-from utils.splits import make_split
+from tests.synthetic import fold_loaders, joint_data, test_loader, write_synthetic_joint_corpus
+from utils.train.amp import amp_dtype, make_grad_scaler
+from utils.train.checkpoint import load_checkpoint, load_trained_models, save_checkpoint
+from utils.train.distributed import DistInfo
+from utils.train.schedule import make_lr_scheduler, plan_schedule
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,7 +46,10 @@ def _state(cfg, loader):
     torch.manual_seed(0)
     obj, weighting = build_joint(cfg, loader.deepdxf_batch_size)
     opt = make_optimizer(obj, weighting, cfg)
-    return TrainState(obj, obj, weighting, opt, make_scheduler(opt, cfg, 1), make_scaler(cfg, torch.device("cpu")))
+    plan = plan_schedule(1, cfg.epochs, cfg.warmup_steps)  # one optimizer step per epoch
+    cpu = torch.device("cpu")
+    return TrainState(obj, obj, weighting, opt, make_lr_scheduler(opt, plan),
+                      make_grad_scaler(cpu, amp_dtype(cfg.amp, cfg.amp_dtype, cpu)))
 
 
 def _grads(module):
@@ -55,7 +58,7 @@ def _grads(module):
 
 def test_accumulated_micro_batches_give_the_gradient_of_their_mean_loss(corpus):
     cfg = _cfg(corpus, accumulation_steps=2, max_steps_per_epoch=2, grad_clip=0.0)
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0)
     train.set_epoch(1)
     assert len(train) == 2
     st = _state(cfg, train)
@@ -63,8 +66,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_their_mean_loss(corpus):
     # reference: one backward of the mean of the two batch losses (the same seeded views)
     totals = []
     for b in train:
-        gen = torch.Generator().manual_seed(train.view_generator_seed(b.part))
-        t = ref(b, gen)
+        t = ref(b)
         totals.append(0.7 * t["GF"] + 1.3 * t["DeepDXF"] + 0.5 * t["cross"] + t["group"])  # group term: default 1
     (0.5 * (totals[0] + totals[1])).backward()
     row = train_epoch(st, train, cfg, DistInfo())
@@ -81,15 +83,15 @@ def test_accumulated_micro_batches_give_the_gradient_of_their_mean_loss(corpus):
 
 def test_nan_steps_are_skipped_and_counted(corpus):
     cfg = _cfg(corpus, max_steps_per_epoch=2)
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0)
     train.set_epoch(1)
     st = _state(cfg, train)
     before = {n: p.detach().clone() for n, p in st.objective.named_parameters()}
     forward = st.objective.forward
     calls = []
 
-    def poisoned(batch, gen=None):
-        out = forward(batch, gen)
+    def poisoned(batch):
+        out = forward(batch)
         calls.append(1)
         if len(calls) == 1:
             out["GF"] = out["GF"] * float("nan")
@@ -112,7 +114,7 @@ def test_cross_term_reaches_both_models_and_matches_clip_formula(corpus):
     assert clip_loss(a, b, 0.1).item() == pytest.approx(expect.item(), rel=1e-5)
     assert clip_loss(a[:1], b[:1]).item() == 0.0
     cfg = _cfg(corpus)
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0)
     obj, _ = build_joint(cfg, train.deepdxf_batch_size)
     out = obj(next(iter(train)))
     assert set(out) == {"GF", "DeepDXF", "cross", "group"} and all(v.dtype == torch.float32 for v in out.values())
@@ -123,8 +125,8 @@ def test_cross_term_reaches_both_models_and_matches_clip_formula(corpus):
 
 def test_joint_checkpoint_gives_both_models(corpus, tmp_path):
     cfg = _cfg(corpus, weighting="uncertainty")
-    data = JointDataLoader(cfg, make_split=make_split)
-    train, _ = data.get_fold_loaders(0)
+    data, split = joint_data(cfg)
+    train, _ = data.fold_loaders(split, 0)
     obj, weighting = build_joint(cfg, train.deepdxf_batch_size)
     from config.cli import config_to_dict
 
@@ -150,13 +152,13 @@ def test_short_last_accumulation_window_is_scaled_by_its_own_size(corpus):
     """3 micro-batches, accumulation 2: the last window holds one batch, whose loss must
     not be halved. With lr 0 the gradients left after the epoch are that window's."""
     cfg = _cfg(corpus, GF_batch_size=1, accumulation_steps=2, max_steps_per_epoch=3, grad_clip=0.0, **_lr0())
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0)
     train.set_epoch(1)
     assert len(train) == 3
     st = _state(cfg, train)
     ref = copy.deepcopy(st.objective)
     last = list(train)[-1]
-    t = ref(last, torch.Generator().manual_seed(train.view_generator_seed(last.part)))
+    t = ref(last)
     (0.7 * t["GF"] + 1.3 * t["DeepDXF"] + 0.5 * t["cross"] + t["group"]).backward()
     train_epoch(st, train, cfg, DistInfo())
     got, want = _grads(st.objective), _grads(ref)
@@ -166,7 +168,7 @@ def test_short_last_accumulation_window_is_scaled_by_its_own_size(corpus):
 
 def test_gradient_clipping_clips_each_model(corpus):
     cfg = _cfg(corpus, max_steps_per_epoch=1, grad_clip=1e-3)
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0)
     train.set_epoch(1)
     st = _state(cfg, train)
     row = train_epoch(st, train, cfg, DistInfo())
@@ -177,19 +179,18 @@ def test_gradient_clipping_clips_each_model(corpus):
 
 
 def test_bf16_autocast_on_cpu_gives_finite_losses_close_to_fp32(corpus):
-    from utils.amp import amp_dtype, autocast
+    from utils.train.amp import autocast
 
     cfg = _cfg(corpus, amp=True, amp_dtype="bf16")
     assert amp_dtype(cfg.amp, cfg.amp_dtype, torch.device("cpu")) == torch.bfloat16
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0)
     train.set_epoch(1)
     st = _state(cfg, train)
-    batch = next(iter(train))
-    seed = train.view_generator_seed(batch.part)
+    batch = next(iter(train))  # its views drawn: the same for both
     with torch.no_grad():
-        full = st.objective(batch, torch.Generator().manual_seed(seed))
+        full = st.objective(batch)
         with autocast("cpu", torch.bfloat16):
-            half = st.objective(batch, torch.Generator().manual_seed(seed))
+            half = st.objective(batch)
     for k in full:
         assert torch.isfinite(half[k]) and half[k].dtype == torch.float32
         assert float(half[k]) == pytest.approx(float(full[k]), rel=0.05, abs=0.02), k
@@ -201,7 +202,7 @@ def test_ranks_share_initial_weights_but_not_dropout_masks(corpus):
     from joint_train import build_fold
 
     cfg = _cfg(corpus)
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0)
     draws, states = [], []
     for rank in (0, 1):
         st = build_fold(cfg, train, DistInfo(rank=rank), fold=0)
@@ -213,7 +214,7 @@ def test_ranks_share_initial_weights_but_not_dropout_masks(corpus):
 
 def test_fp16_resume_from_a_checkpoint_without_scaler_state(corpus):
     cfg = _cfg(corpus)
-    train, _ = JointDataLoader(cfg, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0)
     saved = _state(cfg, train).state_dict()  # fp32 run: the disabled scaler saves {}
     assert saved["scaler"] == {}
     st = _state(cfg, train)
@@ -226,12 +227,12 @@ def test_evaluation_takes_every_batch_once_over_ranks(corpus):
     from joint_train import evaluation_batches
 
     cfg = _cfg(corpus, GF_batch_size=1)
-    data = JointDataLoader(cfg, make_split=make_split)
+    data, split = joint_data(cfg)
     parts = []
     for rank in range(2):
-        loader = JointDataLoader(cfg, rank=rank, world_size=2, make_split=make_split).get_test_loaders()
+        loader = test_loader(cfg, rank=rank, world_size=2)
         parts += [b.part for b in evaluation_batches(loader)]
-    n = data.get_test_loaders().n_batches
+    n = data.test_loader(split).n_batches
     assert n % 2 == 1  # odd: training's wrap-around would repeat a batch
     assert sorted(parts) == list(range(n))
 
@@ -242,8 +243,8 @@ def test_printed_test_loss_adds_up(corpus):
     from joint_train import evaluate, explain_loss
 
     cfg = _cfg(corpus, weighting="uncertainty", max_steps_per_epoch=2)
-    data = JointDataLoader(cfg, make_split=make_split)
-    train, val = data.get_fold_loaders(0)
+    data, split = joint_data(cfg)
+    train, val = data.fold_loaders(split, 0)
     train.set_epoch(1)
     st = _state(cfg, train)
     train_epoch(st, train, cfg, DistInfo())  # the weights move away from 1

@@ -4,7 +4,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from utils.run_log import RunLogger  # noqa: E402
+from utils.train.run_log import RunLogger  # noqa: E402
 
 
 def test_legends_do_not_cover_the_axes_data_area(tmp_path):

@@ -1,4 +1,4 @@
-"""bench/make_revisions.py: the edits of a revision, determinism, skipped sources, splits."""
+"""dataset/make_revisions.py: the edits of a revision, determinism, skipped sources, splits."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import ezdxf
 import pytest
 
-from bench.make_revisions import (
+from dataset.make_revisions import (
     INCH,
     RevisionPlan,
     apply_plan,
@@ -226,7 +226,7 @@ def test_unreadable_source_is_skipped_with_a_reason(tmp_path):
 
 
 def test_inventory_folder_contributes_only_large_readable_files(tmp_path):
-    from bench.make_revisions import find_sources
+    from dataset.make_revisions import find_sources
 
     root = tmp_path / "third"
     (root / "s").mkdir(parents=True)
@@ -270,7 +270,7 @@ def test_bad_fractions_are_refused():
 
 
 def test_change_range_sets_the_share_of_deleted_and_added_entities(tmp_path):
-    from bench.make_revisions import draw_plan
+    from dataset.make_revisions import draw_plan
 
     rng = random.Random(0)
     plans = [draw_plan(rng, "AC1024", p_edit=1.0, change=(0.2, 0.3)) for _ in range(20)]
@@ -302,7 +302,7 @@ def test_region_edit_replaces_a_detail_with_shifted_copies_of_another(tiny):
 
 
 def test_hard_plans_explode_most_blocks_and_may_redraw_regions(tmp_path):
-    from bench.make_revisions import HARD, draw_plan
+    from dataset.make_revisions import HARD, draw_plan
 
     rng = random.Random(0)
     plans = [draw_plan(rng, "AC1024", p_edit=1.0, change=HARD["change"], explode=HARD["explode"], region=True)

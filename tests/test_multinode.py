@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset.pack import pack
+from dataset.archive import pack
 from tests.synthetic import write_synthetic_joint_corpus
 
 ROOT = Path(__file__).resolve().parents[1]

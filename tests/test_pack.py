@@ -12,7 +12,7 @@ import torch
 
 from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, save_h5
 from dataset.dxf_process_GF import GF_CLASSES, save_gf
-from dataset.pack import ArchiveError, FolderArchive, PackedArchive, open_archive, pack
+from dataset.archive import ArchiveError, FolderArchive, PackedArchive, open_archive, pack
 
 ROOT = Path(__file__).resolve().parents[1]
 C = len(GF_CLASSES)
@@ -89,8 +89,8 @@ def test_empty_folder_and_cli_messages(tmp_path):
 def test_gf_and_deepdxf_loaders_read_packed_shards_like_the_folders(tmp_path):
     import shutil
 
-    from model.DeepDXF_dataset import ArchiveRows, DeepDXFDataset, load_deepdxf_dir
-    from model.GF_dataset import GFDataError, load_gf_graphs
+    from dataset.loaders.deepdxf import ArchiveRows, DeepDXFDataset, load_deepdxf_dir
+    from dataset.loaders.gf import GFDataError, load_gf_graphs
 
     truth = _write_folder(tmp_path, 13)
     from_folders = load_gf_graphs(tmp_path, layout=True)

@@ -164,7 +164,7 @@ def _age_outputs(out: Path) -> None:
 
 
 def test_a_run_that_changes_a_packed_folder_packs_it_again(tmp_path, capsys):
-    from dataset.pack import open_archive, pack
+    from dataset.archive import open_archive, pack
     src, out = _preprocessed_pair(tmp_path)
     pack(out, progress=False)
     _age_outputs(out)

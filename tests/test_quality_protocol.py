@@ -129,7 +129,7 @@ def test_link_farm_points_at_the_preprocessed_files_and_is_reused(tmp_path):
 
 def test_searched_drawings_train_under_names_that_hide_their_group(tmp_path):
     from bench.quality import anonymous_names
-    from utils.splits import group_of
+    from dataset.names import group_of
 
     rev, prep = _fake_protocol(tmp_path)
     hidden = anonymous_names(["S1", "S1__rev0", "S1__rev1"])
@@ -154,7 +154,7 @@ def test_checkpoint_rows_are_checked(tmp_path):
 def test_quality_cli_writes_floor_tables_without_training(tmp_path, capsys):
     """End to end on the bundled sample generator: preprocessing in a subprocess,
     floors in-process, no model (``--no_train``), no exported floors."""
-    from bench.make_revisions import generate
+    from dataset.make_revisions import generate
     from bench.quality import main
     from dataset.make_sample_dxf import make_sample_corpus
 
@@ -251,7 +251,7 @@ def test_untrained_rows_are_the_checkpoints_networks_with_fresh_seeded_weights(t
     from config.joint_config import JointConfig
     from joint_train import build_joint, joint_state
     from tests.synthetic import write_synthetic_joint_corpus
-    from utils.checkpoint import save_checkpoint
+    from utils.train.checkpoint import save_checkpoint
 
     names = write_synthetic_joint_corpus(tmp_path / "prep", 6, seed=1, max_len=20)
     cfg = JointConfig(GF_hidden=8, GF_proj_dim=8, GF_num_layers=1, DeepDXF_d_model=8, DeepDXF_heads=2,

@@ -3,7 +3,7 @@ import numpy as np
 
 from config.DeepDXF_config import DeepDXFConfig
 from dataset.dxf_process_DeepDXF import TYPE_INDEX
-from model.DeepDXF_dataset import edit_rows, make_view, mirror_rows, revision_view, turn_rows
+from dataset.loaders.views import deepdxf_view as make_view, edit_rows, mirror_rows, revision_view, turn_rows
 
 
 def _row(kind: str, *params: int, value: int = -1) -> list[int]:

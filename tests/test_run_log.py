@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from utils.run_log import RunLogger
-from utils.splits import Split, make_split
+from utils.train.run_log import RunLogger
+from utils.train.splits import Split, make_split
 
 
 def _logger(tmp_path, name="r1", **kw):
@@ -133,7 +133,7 @@ def test_wandb_receives_metrics_and_failed_init_continues(tmp_path, monkeypatch)
 def test_loss_curve_lines_have_own_colours_chance_levels_and_the_note(tmp_path):
     import matplotlib.image as mpimg
 
-    from utils.run_log import PLOT_NOTE
+    from utils.train.run_log import PLOT_NOTE
 
     log = _logger(tmp_path)
     for epoch in range(0, 4):

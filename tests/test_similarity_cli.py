@@ -19,7 +19,7 @@ from config.process_config import ProcessConfig
 from dataset.dxf_process import run as preprocess
 from model.DeepDXF_model import build_deepdxf_model
 from model.GF_model import build_gf_model
-from utils.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from utils.train.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 
 import SimDeepDXF
 

@@ -1,10 +1,11 @@
-"""utils/splits.py: grouping of names and the grouped test split + k folds."""
+"""dataset/names.py and utils/train/splits.py: grouping of names and the grouped test split + k folds."""
 import warnings
 
 import pytest
 
-from config.split_config import DEFAULT_GROUP_PATTERN
-from utils.splits import Split, group_of, make_split
+from dataset.formats import DEFAULT_GROUP_PATTERN
+from dataset.names import group_of
+from utils.train.splits import Split, make_split
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def test_seed_everything_reproduces_draws():
     import numpy as np
     import torch
 
-    from utils.seed import seed_everything
+    from utils.train.seed import seed_everything
 
     def draw():
         return random.random(), float(np.random.rand()), float(torch.rand(1))

@@ -19,12 +19,13 @@ from torch.utils.data import DistributedSampler
 from config.joint_config import JointConfig
 from dataset.dxf_process_DeepDXF import N_COLUMNS, N_TYPES, save_h5
 from dataset.dxf_process_GF import save_gf
-from dataset.pack import open_archive, pack
-from model.DeepDXF_dataset import DeepDXFCollate, load_deepdxf_dir
-from model.GF_dataset import load_gf_graphs
-from model.joint_dataset import JointDataLoader, _nth_other, shard_parts
-from tests.synthetic import write_synthetic_joint_corpus
-from utils.splits import make_split
+from dataset.archive import open_archive, pack
+from dataset.loaders.deepdxf import DeepDXFCollate, load_deepdxf_dir
+from dataset.loaders.gf import load_gf_graphs
+from dataset.loaders.joint import _nth_other, shard_parts
+from dataset.loaders.views import GFViewRates, gf_pair_views
+from model.GF_model import GraphBatch
+from tests.synthetic import fold_loaders, joint_data, write_synthetic_joint_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,8 +79,12 @@ def _reference_batches(root: Path, cfg: JointConfig, indices, seed: int, shuffle
         f, s, p = torch.from_numpy(first), torch.from_numpy(second), torch.from_numpy(part)
         collate.reset(int(np.random.SeedSequence(view_seed).generate_state(1)[0]))
         dx = collate([(int(i), arrays[i]) for i in part])
-        out.append({"part": k, "index": p, "gf": (g.features[f], g.adjacency[f], g.mask[f], g.features[s],
-                                                   g.adjacency[s], g.mask[s], g.features[p], g.adjacency[p], g.mask[p]),
+        # the GF views: a torch generator from the same part seed, stream 1
+        gf_gen = torch.Generator().manual_seed(int(np.random.SeedSequence([*view_seed, 1]).generate_state(1)[0]))
+        gv = gf_pair_views(GraphBatch(g.features[f], g.adjacency[f], g.mask[f]),
+                           GraphBatch(g.features[s], g.adjacency[s], g.mask[s]), GFViewRates.of(cfg), gf_gen)
+        out.append({"part": k, "index": p, "gf": (gv.x, gv.adj, gv.mask1, gv.mask2,
+                                                   g.features[p], g.adjacency[p], g.mask[p]),
                     "views": (dx.view1, dx.view2)})
     return out
 
@@ -87,7 +92,8 @@ def _reference_batches(root: Path, cfg: JointConfig, indices, seed: int, shuffle
 def _assert_same(batch, ref) -> None:
     assert batch.part == ref["part"]
     assert torch.equal(batch.index, ref["index"])
-    for got, want in zip(batch.gf_pairs + batch.gf_graphs, ref["gf"]):
+    v, own = batch.gf_views, batch.gf_graphs
+    for got, want in zip((v.x, v.adj, v.mask1, v.mask2, own.x, own.adj, own.mask), ref["gf"], strict=True):
         assert got.dtype == want.dtype and torch.equal(got, want)
     for got, want in zip((batch.deepdxf.view1, batch.deepdxf.view2), ref["views"]):
         for name in got.__dataclass_fields__:
@@ -98,10 +104,10 @@ def _assert_same(batch, ref) -> None:
 @pytest.mark.parametrize("layout,workers", [("folders", 0), ("folders", 2), ("packed", 0), ("packed", 2)])
 def test_streamed_batches_equal_the_in_memory_loader(corpus, layout, workers):
     root, packed = corpus
-    data = JointDataLoader(_cfg(root if layout == "folders" else packed, num_workers=workers), make_split=make_split)
+    data, split = joint_data(_cfg(root if layout == "folders" else packed, num_workers=workers))
     assert data.layout == layout and len(data.names) == 40
     cfg = data.cfg
-    train, val = data.get_fold_loaders(0)
+    train, val = data.fold_loaders(split, 0)
     for epoch in (1, 2):
         train.set_epoch(epoch)
         got = list(train)
@@ -109,7 +115,7 @@ def test_streamed_batches_equal_the_in_memory_loader(corpus, layout, workers):
         assert len(got) == len(want) == train.n_batches
         for b, r in zip(got, want):
             _assert_same(b, r)
-    for loader in (val, data.get_test_loaders()):
+    for loader in (val, data.test_loader(split)):
         got = list(loader)
         want = _reference_batches(root, cfg, loader.indices, loader.seed, False, 0)
         assert len(got) == len(want)
@@ -121,7 +127,7 @@ def test_streamed_batches_equal_the_in_memory_loader(corpus, layout, workers):
 def test_iterating_a_loader_leaves_the_global_torch_rng_alone(corpus, workers):
     """Dropout draws from the global RNG: the loader must not shift it (losses stay those of in-process loading)."""
     root, _ = corpus
-    train, _ = JointDataLoader(_cfg(root, num_workers=workers), make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(_cfg(root, num_workers=workers), 0)
     torch.manual_seed(7)
     expected = torch.rand(4)
     torch.manual_seed(7)
@@ -131,17 +137,16 @@ def test_iterating_a_loader_leaves_the_global_torch_rng_alone(corpus, workers):
 
 def test_two_ranks_with_workers_build_the_batches_of_one_process(corpus):
     root, packed = corpus
-    one = JointDataLoader(_cfg(packed), make_split=make_split).get_fold_loaders(0)[0]
+    one = fold_loaders(_cfg(packed), 0)[0]
     one.set_epoch(3)
     by_part = {b.part: b for b in one}
     seen = set()
     for rank in (0, 1):
-        loader = JointDataLoader(_cfg(packed, num_workers=2), rank=rank, world_size=2,
-                                 make_split=make_split).get_fold_loaders(0)[0]
+        loader = fold_loaders(_cfg(packed, num_workers=2), 0, rank=rank, world_size=2)[0]
         loader.set_epoch(3)
         for b in loader:
             ref = by_part[b.part]
-            assert torch.equal(b.index, ref.index) and torch.equal(b.gf_pairs[3], ref.gf_pairs[3])
+            assert torch.equal(b.index, ref.index) and torch.equal(b.gf_views.x, ref.gf_views.x)
             assert torch.equal(b.deepdxf.view2.params, ref.deepdxf.view2.params)
             seen.add(b.part)
     assert seen == set(by_part)
@@ -165,8 +170,10 @@ def test_partner_lookup_equals_the_set_difference():
 
 def test_the_log_line_names_the_layout_and_the_count(corpus):
     root, packed = corpus
-    assert "from per-drawing folders" in JointDataLoader(_cfg(root), make_split=make_split).describe()
-    line = JointDataLoader(_cfg(packed), make_split=make_split).describe()
+    data, split = joint_data(_cfg(root))
+    assert "from per-drawing folders" in data.describe(split)
+    data, split = joint_data(_cfg(packed))
+    line = data.describe(split)
     assert line.startswith("40 drawings with both encodings from packed archive, 3 shard(s)")
 
 
@@ -175,9 +182,9 @@ def test_drawings_without_entities_are_left_out(tmp_path):
     rows = np.zeros((0, N_COLUMNS), np.int32)
     save_h5(tmp_path / "DeepDXF" / "d0000_1.h5", rows, {"n_total": 0, "n_cut": 0, "n_dropped": 0,
             "type_counts": np.zeros(N_TYPES, np.int64), "extent": np.zeros(3)}, source="empty")
-    data = JointDataLoader(_cfg(tmp_path, k_folds=2), make_split=make_split)
+    data, split = joint_data(_cfg(tmp_path, k_folds=2))
     assert "d0000_1" not in data.names and len(data.names) == 7 and data.n_empty == 1
-    assert "1 without entities left out" in data.describe()
+    assert "1 without entities left out" in data.describe(split)
     i = data.names.index("d0000_2")
     np.testing.assert_array_equal(data.dataset.rows(i), open_archive(tmp_path).rows(1))
 
@@ -257,10 +264,10 @@ def test_gf_layout_features_stream_from_folders_and_packed_shards(tmp_path):
     reference = load_gf_graphs(tmp_path, layout=True)
     by_name = {n: reference.features[i].numpy() for i, n in enumerate(reference.names)}
     for root in (tmp_path, packed):
-        data = JointDataLoader(_cfg(root, GF_layout_features=True), make_split=make_split)
+        data, split = joint_data(_cfg(root, GF_layout_features=True))
         for i in (0, 5, len(data.names) - 1):
             features, _ = data.dataset.graph(i)
             assert features.shape == (10, 11 + LAYOUT_DIM)
             np.testing.assert_array_equal(features, by_name[data.names[i]])
-        plain = JointDataLoader(_cfg(root), make_split=make_split)
+        plain, split = joint_data(_cfg(root))
         assert plain.dataset.graph(0)[0].shape == (10, 11)

@@ -55,7 +55,7 @@ def test_ctrl_c_in_training_says_what_was_saved_and_how_to_resume(tmp_path):
     assert epoch >= 1
     resumed = joint_main.main(argv + ["--resume", "--stop_after_epochs", "1"])
     assert resumed == {"interrupted": True, "run_name": "stopped"}
-    from utils.checkpoint import load_checkpoint
+    from utils.train.checkpoint import load_checkpoint
 
     assert load_checkpoint(last)["epoch"] == epoch + 1
 

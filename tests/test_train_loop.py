@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils import amp, distributed, schedule
-from utils.train_loop import raw_dxf_hint, rng_state, set_rng_state
+from utils.train import amp, distributed, schedule
+from dataset.archive import raw_dxf_hint
+from utils.train.loop import rng_state, set_rng_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def test_rng_state_round_trip_restores_torch_numpy_and_python():
 
 
 def test_rng_state_survives_a_checkpoint(tmp_path):
-    from utils.checkpoint import load_checkpoint, save_checkpoint
+    from utils.train.checkpoint import load_checkpoint, save_checkpoint
 
     np.random.seed(3)
     random.seed(3)

@@ -14,14 +14,13 @@ import torch.multiprocessing as mp
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 from config.joint_config import JointConfig
-from joint_train import TrainState, build_joint, make_optimizer, make_scaler, make_scheduler, train_epoch
-from model.joint_dataset import JointDataLoader
-from tests.synthetic import write_synthetic_joint_corpus
+from joint_train import TrainState, build_fold, build_joint, make_optimizer, train_epoch
+from tests.synthetic import fold_loaders, write_synthetic_joint_corpus
 from tests.test_joint_train import corpus, one_thread  # noqa: F401 (fixtures: the same tiny corpus, one thread)
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.distributed import DistInfo
-from utils.schedule import SchedulePlan, make_lr_scheduler
-from utils.splits import make_split
+from utils.train.checkpoint import load_checkpoint, save_checkpoint
+from utils.train.distributed import DistInfo
+from utils.train.amp import make_grad_scaler
+from utils.train.schedule import SchedulePlan, make_lr_scheduler, plan_schedule
 
 
 def _cfg(root, **kw) -> JointConfig:
@@ -34,7 +33,7 @@ def _cfg(root, **kw) -> JointConfig:
 
 
 def _loader(cfg, rank: int = 0, world: int = 1):
-    train, _ = JointDataLoader(cfg, rank, world, make_split=make_split).get_fold_loaders(0)
+    train, _ = fold_loaders(cfg, 0, rank, world)
     train.set_epoch(1)
     return train
 
@@ -43,8 +42,8 @@ def _state(cfg, loader, scaler=None, scheduler_plan=None) -> TrainState:
     torch.manual_seed(0)
     obj, weighting = build_joint(cfg, loader.deepdxf_batch_size)
     opt = make_optimizer(obj, weighting, cfg)
-    sched = make_lr_scheduler(opt, scheduler_plan) if scheduler_plan else make_scheduler(opt, cfg, 1)
-    return TrainState(obj, obj, weighting, opt, sched, scaler or make_scaler(cfg, torch.device("cpu")))
+    sched = make_lr_scheduler(opt, scheduler_plan) if scheduler_plan else make_lr_scheduler(opt, plan_schedule(1, cfg.epochs, cfg.warmup_steps))
+    return TrainState(obj, obj, weighting, opt, sched, scaler or make_grad_scaler(torch.device("cpu"), None))
 
 
 def _norm(module: torch.nn.Module) -> float:
@@ -116,7 +115,7 @@ def test_clipping_under_an_enabled_grad_scaler_is_in_unscaled_units(corpus):
     # the unscaled gradient norms of this batch, by hand (same weights, same views)
     ref = copy.deepcopy(st.objective)
     batch = next(iter(train))
-    t = ref(batch, torch.Generator().manual_seed(train.view_generator_seed(batch.part)))
+    t = ref(batch)  # the loader drew the views
     (t["GF"] + t["DeepDXF"] + 0.5 * t["cross"] + t["group"]).backward()
     want_gf, want_dx = _norm(ref.gf), _norm(ref.deepdxf)
     row = train_epoch(st, train, cfg, DistInfo())
@@ -159,22 +158,29 @@ def test_resume_restores_a_moved_grad_scaler(corpus, tmp_path):
     assert fresh.scaler.state_dict() == st.scaler.state_dict()
 
 
-def test_the_joint_fold_resumes_its_grad_scaler(corpus):
-    """joint_main's fold: what ``last.pth`` stores (train_state) and what --resume restores."""
+def test_the_joint_fold_saves_and_restores_its_training_state(corpus, tmp_path):
+    """joint_train's fold: ``last.pth`` holds the fold's TrainState (optimizer, scheduler, scaler,
+    counters), and what it holds is what a fresh fold's state takes back."""
     import joint_main
 
     cfg = _cfg(corpus)
-    data = JointDataLoader(cfg, make_split=make_split)
-    log = joint_main._QuietLog(corpus / "ckpt")
-    setups = []
-    for scaler in (_moved_scaler(), torch.amp.GradScaler("cpu", enabled=True)):
-        setup = joint_main.fold_setup(0, cfg, data, log, DistInfo())
-        st = setup.train_state.__self__  # the fold's TrainState
-        st.scaler = scaler
-        setups.append((setup, st))
-    (first, _), (second, st2) = setups
-    second.load_train_state(first.train_state())
-    assert st2.scaler.get_scale() == 512.0 and st2.scaler._get_growth_tracker() == 1
+    argv = ["--data_dir", str(corpus), "--logs_dir", str(tmp_path / "logs"), "--checkpoints_dir",
+            str(tmp_path / "ckpt"), "--run_name", "st", "--fold", "0", "--epochs", "2", "--stop_after_epochs", "1",
+            "--val_retrieval", "0", *[f"--{k}={getattr(cfg, k)}" for k in (
+                "k_folds", "GF_batch_size", "GF_hidden", "GF_proj_dim", "DeepDXF_d_model", "DeepDXF_heads",
+                "DeepDXF_layers", "DeepDXF_proj_dim", "DeepDXF_size_dim", "cross_weight", "cross_dim", "weighting",
+                "warmup_steps")], "--no-GF_layout_features"]
+    assert joint_main.main(argv)["interrupted"]
+    saved = load_checkpoint(tmp_path / "ckpt" / "st" / "last.pth")["state"]["training"]
+    assert {"optimizer", "scheduler", "scaler", "step", "skipped_steps"} <= set(saved)
+    assert saved["step"] > 0 and saved["scheduler"]["last_epoch"] == saved["step"]
+    train, _ = fold_loaders(cfg)
+    st = build_fold(cfg, train, DistInfo(), 0)
+    st.scaler = _moved_scaler()
+    fresh = build_fold(cfg, train, DistInfo(), 0)
+    fresh.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    assert fresh.load_state_dict(st.state_dict()) is True
+    assert fresh.scaler.get_scale() == 512.0 and fresh.scaler._get_growth_tracker() == 1
 
 
 # ----------------------------------------------------------------------------- GradNorm
@@ -187,14 +193,14 @@ def test_gradnorm_sees_each_models_own_loss_gradient_norm(corpus):
     by_hand: list[torch.Tensor] = []
     seen: list[torch.Tensor] = []
 
-    def checking_observe(losses, task_params, reduce=None, grad_scale=1.0):
+    def checking_observe(losses, task_params, *, reduce=None, grad_scale=1.0):
         norms = []
         for loss, module in ((losses[0], st.objective.gf), (losses[1], st.objective.deepdxf)):
             params = [p for p in module.parameters() if p.requires_grad]
             grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
             norms.append(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
         by_hand.append(torch.stack(norms).detach())
-        observe(losses, task_params, reduce, grad_scale)
+        observe(losses, task_params, reduce=reduce, grad_scale=grad_scale)
         seen.append(st.weighting.last_grad_norms.detach().clone())
 
     st.weighting.observe = checking_observe
@@ -223,7 +229,7 @@ def _allreduce_worker(rank: int, port: int, root, out) -> None:
     from joint_train import setup_distributed
 
     cfg = _cfg(root, GF_batch_size=1, accumulation_steps=2, max_steps_per_epoch=8, grad_clip=0.0)
-    info = setup_distributed(cfg)
+    info = setup_distributed(cfg.device, cfg.dist_backend)
     train = _loader(cfg, info.rank, info.world_size)
     torch.manual_seed(0)
     obj, weighting = build_joint(cfg, train.deepdxf_batch_size)
@@ -244,7 +250,8 @@ def _allreduce_worker(rank: int, port: int, root, out) -> None:
 
     model.register_comm_hook(None, hook)
     opt = make_optimizer(obj, weighting, cfg)
-    st = TrainState(obj, model, weighting, opt, make_scheduler(opt, cfg, 1), make_scaler(cfg, torch.device("cpu")))
+    sched = make_lr_scheduler(opt, plan_schedule(1, cfg.epochs, cfg.warmup_steps))
+    st = TrainState(obj, model, weighting, opt, sched, make_grad_scaler(torch.device("cpu"), None))
     train_epoch(st, train, cfg, info)
     torch.save({"calls": calls, "micro_batches": micro[0] + 1}, out / f"allreduce{rank}.pt")
     dist.destroy_process_group()

@@ -7,13 +7,12 @@ import pytest
 
 import joint_main
 from joint_train import build_joint
-from model.joint_dataset import JointDataLoader
-from tests.synthetic import write_synthetic_joint_corpus
+from tests.synthetic import joint_data, write_synthetic_joint_corpus
 from config.joint_config import JointConfig
 from model.floors import raw_gf_embedding
 from utils.ranking import retrieval_metrics
-from utils.splits import make_split
-from utils.val_retrieval import pick_validation_drawings, validation_retrieval
+from utils.train.splits import make_split
+from utils.train.val_retrieval import pick_validation_drawings, validation_retrieval
 
 
 def test_pick_takes_whole_groups_first_and_respects_the_cap():
@@ -41,22 +40,22 @@ def test_validation_retrieval_is_the_joint_embedding_and_the_raw_gf_floor(corpus
     cfg = JointConfig(data_dir=str(corpus), k_folds=2, GF_batch_size=3, GF_hidden=8, GF_proj_dim=8, GF_num_layers=1,
                       DeepDXF_d_model=8, DeepDXF_heads=2, DeepDXF_layers=1, DeepDXF_proj_dim=8, DeepDXF_size_dim=4,
                       DeepDXF_chunk_len=16)
-    data = JointDataLoader(cfg, make_split=make_split)
+    data, split = joint_data(cfg)
     obj, _ = build_joint(cfg, 4)
-    drawings = pick_validation_drawings(range(len(data.names)), data.split.groups, 500)
+    drawings = pick_validation_drawings(range(len(data.names)), split.groups, 500)
     assert len(drawings) == len(data.names)
-    got = validation_retrieval(obj, data.dataset, data.names, data.split.groups, drawings)
+    got = validation_retrieval(obj, data.dataset, data.names, split.groups, drawings)
     assert 0.0 < got["retrieval_mAP"] <= 1.0
     graphs = [data.dataset.graph(i) for i in drawings]
     names = [data.names[i] for i in drawings]
     pairs = {}
     for i, n in zip(drawings, names):
-        pairs.setdefault(data.split.groups[i], []).append(n)
+        pairs.setdefault(split.groups[i], []).append(n)
     floor = retrieval_metrics(raw_gf_embedding(np.stack([f for f, _ in graphs]), np.stack([a for _, a in graphs])),
                               names, list(pairs.values()))
     assert got["floor_gf_raw_mAP"] == pytest.approx(floor["mAP"])
     assert got["floor_mAP"] >= got["floor_gf_raw_mAP"]  # the strongest floor (tests/test_val_retrieval_floors.py)
-    nothing = validation_retrieval(obj, data.dataset, data.names, data.split.groups, drawings[:1])
+    nothing = validation_retrieval(obj, data.dataset, data.names, split.groups, drawings[:1])
     assert all(math.isnan(v) for v in nothing.values())
 
 

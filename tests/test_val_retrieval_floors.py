@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 
 import joint_main
+import joint_train
 from config.joint_config import JointConfig
 from dataset.dxf_process_DeepDXF import load_h5
 from joint_train import build_joint
 from model.floors import FLOOR_LABELS, floor_embeddings, layout_grid
-from model.joint_dataset import JointDataLoader
-from tests.synthetic import write_synthetic_joint_corpus
+from tests.synthetic import joint_data, write_synthetic_joint_corpus
 from utils.ranking import retrieval_metrics
-from utils.splits import make_split
-from utils.val_retrieval import merge_groups, pick_validation_drawings, strongest_floor, validation_retrieval
+from utils.train.val_retrieval import merge_groups, pick_validation_drawings, strongest_floor, validation_retrieval
 
 SMALL = dict(k_folds=2, GF_batch_size=3, GF_hidden=8, GF_proj_dim=8, GF_num_layers=1, DeepDXF_d_model=8,
              DeepDXF_heads=2, DeepDXF_layers=1, DeepDXF_proj_dim=8, DeepDXF_size_dim=4, DeepDXF_chunk_len=16)
@@ -31,12 +30,11 @@ def corpus(tmp_path_factory):
 
 def _floors_by_hand(root, names, groups):
     """Every floor's mAP from the files themselves (type counts from the .h5 attributes)."""
-    from model.GF_dataset import gf_dir
     from dataset.dxf_process_GF import load_gf
 
     feats, adjs, counts, layouts = [], [], [], []
     for n in names:
-        gf = load_gf(gf_dir(root) / f"{n}.npz", keys=("features", "adjacency"))
+        gf = load_gf(root / "GF" / f"{n}.npz", keys=("features", "adjacency"))
         rows, attrs = load_h5(root / "DeepDXF" / f"{n}.h5")
         feats.append(gf["features"][:, :11])
         adjs.append(gf["adjacency"])
@@ -49,22 +47,22 @@ def _floors_by_hand(root, names, groups):
 
 def test_the_check_compares_with_the_strongest_floor_and_names_it(corpus):
     cfg = JointConfig(data_dir=str(corpus), **SMALL)
-    data = JointDataLoader(cfg, make_split=make_split)
+    data, split = joint_data(cfg)
     obj, _ = build_joint(cfg, 4)
-    drawings = pick_validation_drawings(range(len(data.names)), data.split.groups, 500)
+    drawings = pick_validation_drawings(range(len(data.names)), split.groups, 500)
     names = [data.names[i] for i in drawings]
     pairs: dict[str, list[str]] = {}
     for i, n in zip(drawings, names):
-        pairs.setdefault(data.split.groups[i], []).append(n)
+        pairs.setdefault(split.groups[i], []).append(n)
     want = _floors_by_hand(corpus, names, list(pairs.values()))
     assert set(want) == set(FLOOR_LABELS)
-    got = validation_retrieval(obj, data.dataset, data.names, data.split.groups, drawings)
+    got = validation_retrieval(obj, data.dataset, data.names, split.groups, drawings)
     for k, v in want.items():
         assert got[f"floor_{k}_mAP"] == pytest.approx(v), k
     best = max(want, key=want.get)
     assert got["floor_mAP"] == pytest.approx(want[best]) and strongest_floor(got) == best
     assert want[best] > want["gf_raw"]  # on this corpus the raw GF floor is not the strongest
-    text = joint_main.describe_retrieval(got)
+    text = joint_train.describe_retrieval(got)
     assert f"strongest floor {best} {want[best]:.3f}" in text
 
 
@@ -76,7 +74,7 @@ def test_merge_groups_links_listed_drawings_across_pattern_groups():
 
 def test_user_groups_make_queries_of_validation_drawings(corpus):
     cfg = JointConfig(data_dir=str(corpus), **SMALL)
-    data = JointDataLoader(cfg, make_split=make_split)
+    data, split = joint_data(cfg)
     obj, _ = build_joint(cfg, 4)
     singles = [str(i) for i in range(len(data.names))]  # as if no name shared a pattern group
     everything = list(range(len(data.names)))
@@ -122,7 +120,7 @@ def test_joint_main_groups_file_adds_the_check(corpus, tmp_path, capsys):
 
 
 def test_both_archive_layouts_give_the_type_counts_before_any_cut(tmp_path):
-    from dataset.pack import FolderArchive, PackedArchive, pack
+    from dataset.archive import FolderArchive, PackedArchive, pack
 
     write_synthetic_joint_corpus(tmp_path, 6, seed=3, max_len=20)
     folders = FolderArchive(tmp_path)

@@ -171,7 +171,7 @@ def _check_device(device: str) -> None:
 
 
 def _load(path: Path, device: str) -> Any:
-    from utils.checkpoint import CheckpointError, load_trained_models
+    from utils.train.checkpoint import CheckpointError, load_trained_models
 
     _check_device(device)
     try:

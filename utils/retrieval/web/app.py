@@ -52,6 +52,29 @@ def _int(value: object, what: str) -> Optional[int]:
         raise BadInput(f"{what} must be a whole number, got {value!r}") from None
 
 
+async def _search_upload(service: SearchService, request: Request) -> dict:
+    """``POST /api/search``: the top-k of an uploaded drawing (multipart field ``file``); a body
+    over the upload limit is refused before it is read, and so is one the gallery is not ready for."""
+    length = _int(request.headers.get("content-length"), "Content-Length")
+    if length is not None and length > service.max_upload_bytes + MULTIPART_SLACK:
+        raise TooLarge(f"the upload ({length / 1e6:.1f} MB) is larger than the upload limit of "
+                       f"{service.max_upload_bytes / 1e6:g} MB (--max_upload_mb)")
+    service.gallery()  # 503 before reading an upload it could not answer
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except Exception as err:  # starlette's MultiPartException and friends: a malformed body
+        raise BadInput(f"cannot read the upload: {err} (send multipart/form-data with a field 'file')") from None
+    try:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise BadInput("no file: upload a .dxf drawing as the multipart field 'file'")
+        return await run_in_threadpool(
+            service.search_upload, upload.file.read, upload.filename or "", _int(form.get("topk"), "topk"),
+            str(form.get("embedding") or ""), request.query_params.get("picture", "1") != "0")
+    finally:
+        await form.close()
+
+
 def create_app(service: SearchService, render_in_background: bool = True) -> FastAPI:
     """The FastAPI application serving ``service`` (started, if not yet, when the app starts).
 
@@ -111,24 +134,7 @@ def create_app(service: SearchService, render_in_background: bool = True) -> Fas
 
     @app.post("/api/search", summary="Top-k of an uploaded drawing", openapi_extra=_UPLOAD_SCHEMA)
     async def search_upload(request: Request) -> dict:
-        length = _int(request.headers.get("content-length"), "Content-Length")
-        if length is not None and length > service.max_upload_bytes + MULTIPART_SLACK:
-            raise TooLarge(f"the upload ({length / 1e6:.1f} MB) is larger than the upload limit of "
-                           f"{service.max_upload_bytes / 1e6:g} MB (--max_upload_mb)")
-        service.gallery()  # 503 before reading an upload it could not answer
-        try:
-            form = await request.form(max_files=1, max_fields=8)
-        except Exception as err:  # starlette's MultiPartException and friends: a malformed body
-            raise BadInput(f"cannot read the upload: {err} (send multipart/form-data with a field 'file')") from None
-        try:
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise BadInput("no file: upload a .dxf drawing as the multipart field 'file'")
-            return await run_in_threadpool(
-                service.search_upload, upload.file.read, upload.filename or "", _int(form.get("topk"), "topk"),
-                str(form.get("embedding") or ""), request.query_params.get("picture", "1") != "0")
-        finally:
-            await form.close()
+        return await _search_upload(service, request)
 
     @app.get("/api/pair", summary="Similarity of two gallery drawings")
     def pair(a: str, b: str) -> dict:

@@ -4,13 +4,12 @@
 k grouped folds for cross validation. Revisions and pieces of one drawing
 ("QFN21LA(Cu) -508 Rev1_3", "... Rev1_5", "... Rev2_1") form one *group* and
 always stay on one side of every cut. A group is the name with the match of a
-regular expression removed (``DEFAULT_GROUP_PATTERN``, configurable).
+regular expression removed (``dataset.names.group_of``, ``DEFAULT_GROUP_PATTERN`` by default).
 """
 from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,34 +18,10 @@ from typing import Sequence
 import numpy as np
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
-from config.split_config import DEFAULT_GROUP_PATTERN
+from dataset.formats import DEFAULT_GROUP_PATTERN
+from dataset.names import group_of
 
 VAL_FRACTION_SINGLE = 0.1  # validation share when k_folds == 1
-
-
-#: a revision marker inside a removed suffix (" Rev1", "__rev2", "REV C", "-r2")
-_REVISION_MARKER = re.compile(r"(?<![A-Za-z0-9])(?:rev\.?\s*[A-Za-z0-9]{1,3}|r\d{1,3})", re.IGNORECASE)
-
-
-def group_of(name: str, pattern: str = DEFAULT_GROUP_PATTERN) -> str:
-    """The group of a drawing name: ``re.sub(pattern, "", name)`` (case-insensitive),
-    repeated while the removed suffix holds a revision marker.
-
-    The repetition puts a revision of a piece with its piece's group:
-    ``"X_1__rev0"`` -> ``"X_1"`` -> ``"X"`` (the group of ``"X_1"``), and
-    ``"S REV 0__rev1"`` -> ``"S REV 0"`` -> ``"S"``. A suffix without a revision
-    marker is removed once (``"4222105_4230076_0117"`` -> ``"4222105_4230076"``).
-    Falls back to the whole name if the substitution leaves nothing.
-    """
-    group = name
-    while True:
-        shorter = re.sub(pattern, "", group, flags=re.IGNORECASE)
-        if not shorter or shorter == group:
-            break
-        removed, group = group[len(shorter):], shorter
-        if not _REVISION_MARKER.search(removed):
-            break
-    return group if group else name
 
 
 @dataclass
@@ -78,10 +53,6 @@ class Split:
     @property
     def n_folds(self) -> int:
         return len(self.folds)
-
-    def names_of(self, indices: Sequence[int]) -> list[str]:
-        """The names at ``indices``."""
-        return [self.names[i] for i in indices]
 
     def to_dict(self) -> dict:
         return {
@@ -149,7 +120,7 @@ def make_split(
             grouped 90/10 train/validation split. Reduced (with a warning) when
             there are fewer groups than folds.
         seed: the seed; the same seed and names give the same split.
-        group_pattern: the grouping regex (see :func:`group_of`).
+        group_pattern: the grouping regex (see ``dataset.names.group_of``).
     Returns:
         a :class:`Split`.
     """
@@ -165,47 +136,8 @@ def make_split(
 
     groups = [group_of(n, group_pattern) for n in names]
     _, group_ids = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
-    all_idx = np.arange(len(names))
-    n_groups = int(group_ids.max()) + 1
-
-    # Test part: keep at least two groups for training and validation.
-    if test_fraction > 0 and n_groups >= 3:
-        n_held = min(max(1, math.ceil(test_fraction * n_groups)), n_groups - 2)
-        splitter = GroupShuffleSplit(n_splits=1, test_size=n_held, random_state=seed)
-        rest_pos, test_pos = next(splitter.split(all_idx, groups=group_ids))
-        rest, test = all_idx[rest_pos], all_idx[test_pos]
-    else:
-        if test_fraction > 0:
-            warnings.warn(
-                f"only {n_groups} drawing group(s): no test set held out", RuntimeWarning, stacklevel=2
-            )
-        rest, test = all_idx, all_idx[:0]
-
-    rest_groups = group_ids[rest]
-    n_rest_groups = len(np.unique(rest_groups))
-    folds: list[tuple[list[int], list[int]]] = []
-    k = k_folds
-    if k > 1 and n_rest_groups < k:
-        warnings.warn(
-            f"{n_rest_groups} drawing group(s) outside the test set: {k_folds} folds reduced to "
-            f"{n_rest_groups}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        k = n_rest_groups
-    if k >= 2:
-        kfold = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        for tr, va in kfold.split(rest, groups=rest_groups):
-            folds.append((sorted(rest[tr].tolist()), sorted(rest[va].tolist())))
-    elif n_rest_groups >= 2:
-        train, val = _grouped_holdout(rest, rest_groups, VAL_FRACTION_SINGLE, seed)
-        folds.append((sorted(train.tolist()), sorted(val.tolist())))
-    else:
-        warnings.warn(
-            "a single drawing group: validation set is empty", RuntimeWarning, stacklevel=2
-        )
-        folds.append((sorted(rest.tolist()), []))
-
+    rest, test = _test_part(group_ids, test_fraction, seed)
+    folds = _folds(rest, group_ids[rest], k_folds, seed)
     return Split(
         names=names,
         test=sorted(test.tolist()),
@@ -218,4 +150,40 @@ def make_split(
     )
 
 
-__all__ = ["Split", "group_of", "make_split"]
+def _test_part(group_ids: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, test)`` positions: ``ceil(test_fraction * groups)`` whole groups held out,
+    keeping at least two groups for training and validation (none held out below 3 groups)."""
+    all_idx = np.arange(len(group_ids))
+    n_groups = int(group_ids.max()) + 1
+    if test_fraction > 0 and n_groups >= 3:
+        n_held = min(max(1, math.ceil(test_fraction * n_groups)), n_groups - 2)
+        splitter = GroupShuffleSplit(n_splits=1, test_size=n_held, random_state=seed)
+        rest_pos, test_pos = next(splitter.split(all_idx, groups=group_ids))
+        return all_idx[rest_pos], all_idx[test_pos]
+    if test_fraction > 0:
+        warnings.warn(f"only {n_groups} drawing group(s): no test set held out", RuntimeWarning, stacklevel=3)
+    return all_idx, all_idx[:0]
+
+
+def _folds(rest: np.ndarray, rest_groups: np.ndarray, k_folds: int,
+           seed: int) -> list[tuple[list[int], list[int]]]:
+    """The grouped ``(train, val)`` folds of the positions ``rest`` (groups ``rest_groups``):
+    ``k_folds`` of them (fewer when there are fewer groups), one 90/10 cut for ``k_folds = 1``."""
+    n_rest_groups = len(np.unique(rest_groups))
+    k = k_folds
+    if k > 1 and n_rest_groups < k:
+        warnings.warn(f"{n_rest_groups} drawing group(s) outside the test set: {k_folds} folds reduced to "
+                      f"{n_rest_groups}", RuntimeWarning, stacklevel=3)
+        k = n_rest_groups
+    if k >= 2:
+        kfold = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        return [(sorted(rest[tr].tolist()), sorted(rest[va].tolist()))
+                for tr, va in kfold.split(rest, groups=rest_groups)]
+    if n_rest_groups >= 2:
+        train, val = _grouped_holdout(rest, rest_groups, VAL_FRACTION_SINGLE, seed)
+        return [(sorted(train.tolist()), sorted(val.tolist()))]
+    warnings.warn("a single drawing group: validation set is empty", RuntimeWarning, stacklevel=3)
+    return [(sorted(rest.tolist()), [])]
+
+
+__all__ = ["Split", "make_split"]

@@ -1,7 +1,7 @@
 """Revision benchmark: edit real drawings the way CAD users do, and split by source.
 
-    python bench/make_revisions.py                       # lead-frame + large third-party files
-    python bench/make_revisions.py --input data/dxf/leadframe --max_sources 60 --revisions 3
+    python dataset/make_revisions.py                       # lead-frame + large third-party files
+    python dataset/make_revisions.py --input data/dxf/leadframe --max_sources 60 --revisions 3
 
 For every source drawing, ``--revisions`` new drawings ``<name>__rev<k>.dxf`` are
 written beside a byte copy of the source ``<name>.dxf``. Each revision is a random
@@ -49,6 +49,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -57,24 +58,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from ezdxf.lldxf.const import DXFError
+from ezdxf.transform import CopyNotSupported
+from ezdxf import transform as eztransform
+from ezdxf.document import Drawing
+from ezdxf.entities import DXFGraphic
+from ezdxf.layouts import Modelspace
+from ezdxf.math import Matrix44
 
-import numpy as np  # noqa: E402
-from ezdxf.lldxf.const import DXFError  # noqa: E402
-from ezdxf.transform import CopyNotSupported  # noqa: E402
-from ezdxf import transform as eztransform  # noqa: E402
-from ezdxf.math import Matrix44  # noqa: E402
-
-from bench.bench_data import LEADFRAME, THIRDPARTY  # noqa: E402
-from dataset.dxf_read import MAX_ABS_COORD, BoxComputer, DrawingError, modelspace_boxes, open_dxf  # noqa: E402
-from dataset.make_sample_dxf import fixed_metadata  # noqa: E402
-from dataset.files import atomic_write_text  # noqa: E402
-from dataset.parallel import run_tasks  # noqa: E402
-from utils.splits import group_of  # noqa: E402
+from dataset.dxf_read import MAX_ABS_COORD, BoxComputer, DrawingError, modelspace_boxes, open_dxf
+from dataset.make_sample_dxf import fixed_metadata
+from dataset.files import atomic_write_text
+from dataset.names import group_of
+from dataset.parallel import run_tasks
 
 logging.getLogger("ezdxf").setLevel(logging.ERROR)
 
-DEFAULT_INPUTS = (str(LEADFRAME), str(THIRDPARTY))
+__all__ = ["RevisionPlan", "RevisionRecord", "draw_plan", "drawing_extents", "apply_plan", "save_doc", "SourceTask",
+           "revise_source", "find_sources", "make_splits", "revision_groups", "generate", "main"]
+
+#: ``$DXF_BENCH_DIR`` (default ``data/dxf``): where the bench keeps real drawings (``bench/bench_data.py``)
+BENCH_DXF = Path(os.environ.get("DXF_BENCH_DIR", "data/dxf"))
+DEFAULT_INPUTS = (str(BENCH_DXF / "leadframe"), str(BENCH_DXF / "thirdparty"))
 DEFAULT_OUTPUT = "data/bench/revisions"
 INCH = 25.4
 #: ``$INSUNITS`` codes: 1 inch, 4 millimetre.
@@ -213,7 +219,7 @@ def draw_plan(rng: random.Random, dxfversion: str, p_edit: float = 0.5,
 
 
 # ------------------------------------------------------------------ the edits
-def drawing_extents(doc) -> tuple[float, float, float, float]:
+def drawing_extents(doc: Drawing) -> tuple[float, float, float, float]:
     """``(cx, cy, width, height)`` of the modelspace from per-entity boxes (the
     preprocessing's box code, blocks boxed once); ``(0, 0, 1, 1)`` when unknown."""
     b = modelspace_boxes(doc)
@@ -232,7 +238,7 @@ def _n_of(fraction: float, n: int) -> int:
     return min(n, max(1, round(fraction * n)))
 
 
-def _ensure_handle_seed(doc) -> int:
+def _ensure_handle_seed(doc: Drawing) -> int:
     """Move the handle generator past every handle in use; returns the largest handle."""
     top = 0
     for h in doc.entitydb.keys():
@@ -256,7 +262,7 @@ def _edit_text(s: str, rng: random.Random) -> str:
     return s + rng.choice((" REV B", " (CHANGED)", " 修改", " *"))
 
 
-def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
+def apply_plan(doc: Drawing, plan: RevisionPlan, rng: random.Random,
                extents: Optional[tuple[float, float, float, float]] = None) -> RevisionRecord:
     """Apply ``plan`` to ``doc`` in place (modelspace only).
 
@@ -270,44 +276,15 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
     cx, cy, w, h = extents if extents is not None else drawing_extents(doc)
     _ensure_handle_seed(doc)
     _place_dimension_blocks(msp)
-
     if plan.explode_fraction > 0:
-        inserts = [e for e in msp if e.dxftype() == "INSERT"]
-        for e in rng.sample(inserts, _n_of(plan.explode_fraction, len(inserts))):
-            try:
-                parts = e.explode()
-            except _EZDXF_ERRORS as err:  # odd or broken blocks: count, keep the INSERT
-                rec.explode_failed += 1
-                logging.getLogger(__name__).debug("explode failed: %s", err)
-                continue
-            rec.exploded_inserts += 1
-            rec.exploded_entities += len(parts)
-
+        _explode(msp, plan.explode_fraction, rng, rec)
     if plan.delete_fraction > 0:  # shares are of the source's entity count
         entities = list(msp)
         for e in rng.sample(entities, min(len(entities), _n_of(plan.delete_fraction, rec.n_source))):
             msp.delete_entity(e)
             rec.deleted += 1
-
     if plan.add_fraction > 0:
-        entities = list(msp)
-        want = _n_of(plan.add_fraction, rec.n_source)
-        candidates = rng.sample(entities, min(len(entities), 4 * want + 8))
-        for e in candidates:
-            if rec.added >= want:
-                break
-            try:
-                copy = e.copy()
-            except (CopyNotSupported, *_EZDXF_ERRORS):  # not copyable: try another entity
-                continue
-            msp.add_entity(copy)
-            shift = Matrix44.translate(rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h, 0.0)
-            log = eztransform.inplace([copy], shift)
-            if len(log):
-                msp.delete_entity(copy)
-                continue
-            rec.added += 1
-
+        _add_copies(msp, _n_of(plan.add_fraction, rec.n_source), (w, h), rng, rec)
     if plan.text_fraction > 0:
         texts = [e for e in msp if e.dxftype() in ("TEXT", "MTEXT")]
         for e in rng.sample(texts, _n_of(plan.text_fraction, len(texts))):
@@ -316,32 +293,9 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
             else:
                 e.text = _edit_text(e.text, rng)
             rec.texts_edited += 1
-
     if plan.region:
         _redraw_region(doc, plan.region, (cx, cy, w, h), rec)
-
-    steps: list[Matrix44] = []
-    if plan.rotate:
-        ox, oy = (cx, cy) if plan.rotate_about == "centre" else (0.0, 0.0)
-        steps += [Matrix44.translate(-ox, -oy, 0.0), Matrix44.z_rotate(math.radians(plan.rotate)),
-                  Matrix44.translate(ox, oy, 0.0)]
-    if plan.move:
-        steps.append(Matrix44.translate(plan.move[0] * w, plan.move[1] * h, 0.0))
-    if plan.scale:
-        steps.append(Matrix44.scale(plan.scale, plan.scale, plan.scale))
-        doc.units = INSUNITS_MM if plan.scale > 1 else INSUNITS_INCH
-        doc.header["$MEASUREMENT"] = 1 if plan.scale > 1 else 0
-    if steps:
-        m = Matrix44.chain(*steps)
-        log = eztransform.inplace(list(msp), m)
-        failed: dict[str, int] = {}
-        for entry in log:
-            entity = entry.entity
-            if entity.is_alive:
-                failed[entity.dxftype()] = failed.get(entity.dxftype(), 0) + 1
-                msp.delete_entity(entity)
-        rec.transform_failed = failed
-
+    _transform_whole(doc, plan, (cx, cy, w, h), rec)
     rec.version = doc.dxfversion
     if plan.version and plan.version != doc.dxfversion:
         try:
@@ -353,7 +307,74 @@ def apply_plan(doc, plan: RevisionPlan, rng: random.Random,
     return rec
 
 
-def _place_dimension_blocks(msp) -> int:
+def _explode(msp: Modelspace, fraction: float, rng: random.Random, rec: RevisionRecord) -> None:
+    """Explode ``fraction`` of the modelspace INSERTs (at least one if any); a block that
+    cannot be exploded is counted and its INSERT kept."""
+    inserts = [e for e in msp if e.dxftype() == "INSERT"]
+    for e in rng.sample(inserts, _n_of(fraction, len(inserts))):
+        try:
+            parts = e.explode()
+        except _EZDXF_ERRORS as err:  # odd or broken blocks: count, keep the INSERT
+            rec.explode_failed += 1
+            logging.getLogger(__name__).debug("explode failed: %s", err)
+            continue
+        rec.exploded_inserts += 1
+        rec.exploded_entities += len(parts)
+
+
+def _add_copies(msp: Modelspace, want: int, size: tuple[float, float], rng: random.Random,
+                rec: RevisionRecord) -> None:
+    """Add ``want`` copies of random entities, each shifted by up to 10 % of the extents' ``size``;
+    entities that cannot be copied or moved are passed over."""
+    w, h = size
+    entities = list(msp)
+    candidates = rng.sample(entities, min(len(entities), 4 * want + 8))
+    for e in candidates:
+        if rec.added >= want:
+            break
+        try:
+            copy = e.copy()
+        except (CopyNotSupported, *_EZDXF_ERRORS):  # not copyable: try another entity
+            continue
+        msp.add_entity(copy)
+        shift = Matrix44.translate(rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h, 0.0)
+        log = eztransform.inplace([copy], shift)
+        if len(log):
+            msp.delete_entity(copy)
+            continue
+        rec.added += 1
+
+
+def _transform_whole(doc: Drawing, plan: RevisionPlan, extents: tuple[float, float, float, float],
+                     rec: RevisionRecord) -> None:
+    """The plan's rotation, move and units change as one transformation of the modelspace;
+    entities that fail to transform are deleted and counted per type."""
+    cx, cy, w, h = extents
+    steps: list[Matrix44] = []
+    if plan.rotate:
+        ox, oy = (cx, cy) if plan.rotate_about == "centre" else (0.0, 0.0)
+        steps += [Matrix44.translate(-ox, -oy, 0.0), Matrix44.z_rotate(math.radians(plan.rotate)),
+                  Matrix44.translate(ox, oy, 0.0)]
+    if plan.move:
+        steps.append(Matrix44.translate(plan.move[0] * w, plan.move[1] * h, 0.0))
+    if plan.scale:
+        steps.append(Matrix44.scale(plan.scale, plan.scale, plan.scale))
+        doc.units = INSUNITS_MM if plan.scale > 1 else INSUNITS_INCH
+        doc.header["$MEASUREMENT"] = 1 if plan.scale > 1 else 0
+    if not steps:
+        return
+    msp = doc.modelspace()
+    log = eztransform.inplace(list(msp), Matrix44.chain(*steps))
+    failed: dict[str, int] = {}
+    for entry in log:
+        entity = entry.entity
+        if entity.is_alive:
+            failed[entity.dxftype()] = failed.get(entity.dxftype(), 0) + 1
+            msp.delete_entity(entity)
+    rec.transform_failed = failed
+
+
+def _place_dimension_blocks(msp: Modelspace) -> int:
     """Move each DIMENSION's geometry block content to where its ``insert`` (group 12)
     places it and drop ``insert``; returns how many were moved.
 
@@ -377,7 +398,7 @@ def _place_dimension_blocks(msp) -> int:
     return moved
 
 
-def _box_centres(doc, entities: Sequence) -> np.ndarray:
+def _box_centres(doc: Drawing, entities: Sequence[DXFGraphic]) -> np.ndarray:
     """``[n, 2]`` box centres of ``entities`` (NaN where an entity has no usable box)."""
     boxer = BoxComputer(doc)
     out = np.full((len(entities), 2), np.nan)
@@ -391,7 +412,7 @@ def _box_centres(doc, entities: Sequence) -> np.ndarray:
     return out
 
 
-def _redraw_region(doc, region: tuple[float, float, float, float, float, float],
+def _redraw_region(doc: Drawing, region: tuple[float, float, float, float, float, float],
                    extents: tuple[float, float, float, float], rec: RevisionRecord) -> None:
     """The region edit of :class:`RevisionPlan`: delete the entities whose box centre is
     in the target rectangle, then copy there (shifted) those of the source rectangle.
@@ -426,7 +447,7 @@ def _redraw_region(doc, region: tuple[float, float, float, float, float, float],
         rec.region_added += 1
 
 
-def save_doc(doc, path: Path) -> None:
+def save_doc(doc: Drawing, path: Path) -> None:
     """Save ``doc`` as ASCII DXF at ``path`` (atomically, stable bytes per content)."""
     for dxftype in sorted(doc.entitydb.dxf_types_in_use()):
         doc.classes.add_class(dxftype)  # CLASS order would otherwise follow set order
@@ -550,7 +571,7 @@ def make_splits(names: Sequence[str], seed: int = 0,
                 fractions: Sequence[float] = DEFAULT_FRACTIONS) -> dict[str, list[str]]:
     """Split source drawings into ``train``, ``selection`` and ``report`` by group.
 
-    Drawings of one group (``utils.splits.group_of``: pieces ``_1``, ``_2`` and
+    Drawings of one group (``dataset.names.group_of``: pieces ``_1``, ``_2`` and
     revisions of one sheet) land in one split. Groups are ordered by a seeded hash and
     cut at the cumulative ``fractions`` of drawings, so a seed always gives the same
     split and adding a source moves few others.
@@ -584,7 +605,7 @@ def revision_groups(results: Sequence[dict]) -> list[list[str]]:
 
 
 # ------------------------------------------------------------------ main
-def generate(inputs: Sequence[str | Path], output: str | Path, n_revisions: int = 3, seed: int = 0,
+def generate(inputs: Sequence[str | Path], output: str | Path, n_revisions: int = 3, seed: int = 0, *,
              max_sources: int = 0, min_entities: int = 100, p_edit: float = 0.5, workers: int = 1,
              timeout: float = 600, fractions: Sequence[float] = DEFAULT_FRACTIONS,
              quiet: bool = False, change: Sequence[float] = DEFAULT_CHANGE,
@@ -673,9 +694,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.hard:
         args.p_edit, args.change_range = HARD["p_edit"], list(HARD["change"])
         args.explode_range, args.region = list(HARD["explode"]), HARD["region"]
-    info = generate(args.input, args.output, args.revisions, args.seed, args.max_sources, args.min_entities,
-                    args.p_edit, args.workers, args.timeout, args.fractions, change=args.change_range,
-                    explode=args.explode_range, region=args.region)
+    info = generate(args.input, args.output, args.revisions, args.seed, max_sources=args.max_sources,
+                    min_entities=args.min_entities, p_edit=args.p_edit, workers=args.workers, timeout=args.timeout,
+                    fractions=args.fractions, change=args.change_range, explode=args.explode_range,
+                    region=args.region)
     n_src = len(info["groups"])
     print(f"wrote {n_src} sources x {args.revisions} revisions to {args.output} "
           f"({len(info['skipped'])} sources skipped); splits: "

@@ -1,13 +1,13 @@
 """Joint batches streamed from disk: the same drawings for the GF and the DeepDXF model at every step.
 
-The drawings come from an archive reader (``dataset.pack.open_archive``): a packed
-folder (``<data_dir>/packed/shard-*.h5``) or the per-drawing folders ``GF/<name>.npz``
-+ ``DeepDXF/<name>.h5``. A drawing belongs to the joint set when both encodings exist
+The drawings come from the one reader of a preprocessed folder
+(``dataset.archive.open_archive``): a packed folder (``<data_dir>/packed/shard-*.h5``)
+or the per-drawing folders ``GF/<name>.npz`` + ``DeepDXF/<name>.h5``. A drawing belongs to the joint set when both encodings exist
 and it has at least one entity. Nothing but small index arrays stays in memory: each
 batch reads its drawings when it is built, so the memory of a training process does
 not grow with the archive. One grouped split by drawing serves both models; the
-trainer gives it (``utils.splits``: a saved ``Split`` or ``make_split``), this module
-only needs its index lists (:class:`SplitLike`).
+trainer gives it (``utils.train.splits``: a saved ``Split`` or ``make_split``), this
+module only needs its index lists (:class:`SplitLike`).
 
 Batches of one epoch: the part's drawings are shuffled once (seeded by the seed and
 the epoch) and cut into ``n_batches = ceil(n / (2 GF_batch_size))`` consecutive parts
@@ -16,7 +16,8 @@ k, so both loaders give the same number of batches (``len(gf_train_loader)``) an
 the DeepDXF batch size is ``int(n / len(gf_train_loader))`` (a part may hold
 one drawing more when the division is not exact). In a GF batch the part's first
 half is paired with its second half (pairs; an odd leftover is paired with
-a drawing of another part). Views are seeded per (seed, epoch, part), so a batch
+a drawing of another part). The views of both models are drawn from the seed of the
+part, (seed, epoch, part) (``dataset.loaders.views.part_generators``), so a batch
 looks the same whatever the number of processes, accumulation steps or DataLoader
 workers.
 
@@ -32,14 +33,17 @@ batches, so automatic batching is off, ``batch_size=None``):
   part number, its view seed, its drawings and the odd leftover's partner;
 * :class:`JointDataset` reads a request's drawings from the archive (``dataset[request]``
   -> :class:`PartData`, numpy arrays);
-* :class:`JointCollate` builds the :class:`~model.joint_loss.JointBatch` (GF pair
-  tensors, GF graphs, the two DeepDXF views);
+* :class:`JointCollate` draws the views and builds the :class:`~model.joint_loss.JointBatch`
+  (the two GF views of the pairs, the GF graphs, the two DeepDXF views, and with the
+  group term the two GF views of every drawing);
 * :class:`JointLoader` runs them through a ``torch.utils.data.DataLoader`` with
   ``cfg.num_workers`` worker processes (0 = reading and collating in the training
   process). Reading, views and padding happen in the workers; the batches are the
   same with any number of workers (the views use only the request's seed, and the
   DataLoader gets its own ``torch.Generator``, so the global torch RNG, which drives
-  dropout, is not touched).
+  dropout, is not touched);
+* :class:`JointData` opens the archive, finds the drawings with both encodings and
+  gives the loaders of a fold and of the test part of a split.
 
 Several processes (DDP): rank r takes parts r, r + W, r + 2W, ... (wrapping around so
 that every rank has the same number of steps); evaluation takes them without the
@@ -54,7 +58,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Protocol, Sequence
+from typing import Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -62,22 +66,21 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from config.DeepDXF_config import DeepDXFConfig
 from config.joint_config import JointConfig
-from dataset.pack import FolderArchive, PackedArchive, open_archive
-from model.DeepDXF_dataset import DeepDXFBatch, two_view_batch
+from dataset.archive import Archive, open_archive
+from dataset.loaders.views import VAL_SEED, GFViewRates, deepdxf_two_views, gf_pair_views, gf_two_views, part_generators
+from model.GF_model import GraphBatch, node_mask
 from model.joint_loss import JointBatch
-from model.layers.DenseGraphMatching import node_mask
 
-VAL_SEED = 12345  # validation/test order and views: the same every epoch
-
-Archive = PackedArchive | FolderArchive
+__all__ = ["JointDataError", "SplitLike", "epoch_parts", "n_epoch_parts", "shard_parts", "view_seed_of",
+           "PartRequest", "PartData", "PartSampler", "JointDataset", "JointCollate", "JointLoader", "JointData"]
 
 
 class JointDataError(RuntimeError):
-    """No drawing has both encodings, or too few for a split."""
+    """Fewer than 4 drawings with both encodings."""
 
 
 class SplitLike(Protocol):
-    """What the loaders need of a split (``utils.splits.Split`` is one).
+    """What the loaders need of a split (``utils.train.splits.Split`` is one).
 
     Attributes:
         names: the drawings the indices refer to.
@@ -95,11 +98,7 @@ class SplitLike(Protocol):
     def n_folds(self) -> int: ...
 
 
-#: ``make_split(names, test_fraction, k_folds, seed, group_pattern)`` (``utils.splits.make_split``).
-SplitMaker = Callable[[Sequence[str], float, int, int, str], SplitLike]
-
-
-def epoch_parts(n: int, n_batches: int, seed: int, epoch: int, shuffle: bool = True,
+def epoch_parts(n: int, n_batches: int, seed: int, epoch: int, *, shuffle: bool = True,
                 groups: Optional[np.ndarray] = None) -> list[np.ndarray]:
     """The batches (as positions 0..n-1) of one epoch: a seeded permutation cut into ``n_batches`` parts.
 
@@ -201,7 +200,7 @@ class PartSampler(Sampler[PartRequest]):
     Memory: ``indices``, their sorted copy and ``groups`` (int64), nothing per drawing else.
     """
 
-    def __init__(self, indices: Sequence[int] | np.ndarray, n_batches: int, seed: int, shuffle: bool = True,
+    def __init__(self, indices: Sequence[int] | np.ndarray, n_batches: int, seed: int, *, shuffle: bool = True,
                  rank: int = 0, world_size: int = 1, max_steps: int = 0, wrap: bool = True,
                  groups: Optional[np.ndarray] = None) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -240,7 +239,8 @@ class PartSampler(Sampler[PartRequest]):
         if not mine:
             return
         epoch = self.epoch if self.shuffle else 0
-        parts = epoch_parts(len(self.indices), self.n_batches, self.seed, self.epoch, self.shuffle, self.groups)
+        parts = epoch_parts(len(self.indices), self.n_batches, self.seed, self.epoch, shuffle=self.shuffle,
+                            groups=self.groups)
         for k in mine:
             index = self.indices[parts[k]]
             groups = None if self.groups is None else self.groups[parts[k]]
@@ -257,14 +257,14 @@ class JointDataset(Dataset):
     """The joint drawings of an archive, read lazily; ``dataset[request]`` reads one batch.
 
     Args:
-        archive: the reader (``dataset.pack.open_archive``).
+        archive: the reader (``dataset.archive.open_archive``).
         ids: [n] int64, ``ids[i]`` = archive position of joint drawing i.
 
     Item ``dataset[PartRequest]`` is the :class:`PartData` of the request (bulk loading:
     a DataLoader over this dataset runs with ``batch_size=None`` and a :class:`PartSampler`).
     """
 
-    def __init__(self, archive: Archive, ids: np.ndarray, layout: bool = False) -> None:
+    def __init__(self, archive: Archive, ids: np.ndarray, *, layout: bool = False) -> None:
         self.archive = archive
         self.ids = np.asarray(ids, dtype=np.int64)
         self.layout = layout
@@ -293,18 +293,23 @@ class JointDataset(Dataset):
 
 
 class JointCollate:
-    """Build the :class:`JointBatch` of a :class:`PartData` (runs in the DataLoader workers).
+    """Draw the views of a :class:`PartData` and build its :class:`JointBatch` (runs in the
+    DataLoader workers).
 
     GF pairs: the part's first half with its second half, the odd leftover with the
-    partner. DeepDXF: two views of every drawing from a generator seeded by
-    ``SeedSequence(view_seed)``.
+    partner. Every view comes from the part's generators (``part_generators(view_seed)``):
+    the GF views of the pairs, then (group term on) two GF views of every drawing, from
+    the GF one; two DeepDXF views of every drawing from the DeepDXF one.
 
     Args:
-        deepdxf_cfg: the DeepDXF view settings (``JointConfig.deepdxf_config``).
+        cfg: the joint config (GF view rates, DeepDXF view settings, group term on or off).
+        deepdxf_batch_size: the derived DeepDXF batch size (``JointConfig.deepdxf_config``).
     """
 
-    def __init__(self, deepdxf_cfg: DeepDXFConfig) -> None:
-        self.cfg = deepdxf_cfg
+    def __init__(self, cfg: JointConfig, deepdxf_batch_size: Optional[int] = None) -> None:
+        self.deepdxf_cfg: DeepDXFConfig = cfg.deepdxf_config(deepdxf_batch_size)
+        self.rates = GFViewRates.of(cfg)
+        self.group_views = cfg.group_weight > 0
 
     def __call__(self, data: PartData) -> JointBatch:
         req = data.request
@@ -314,14 +319,17 @@ class JointCollate:
         if b % 2:
             first, second = np.append(first, b - 1), np.append(second, b)
         feats, adj = torch.from_numpy(data.features), torch.from_numpy(data.adjacency)
-        mask = node_mask(feats, adj)
+        graphs = GraphBatch(feats, adj, node_mask(feats, adj))
         f, s = torch.from_numpy(first), torch.from_numpy(second)
-        gf_pairs = (feats[f], adj[f], mask[f], feats[s], adj[s], mask[s])
-        rng = np.random.default_rng(int(np.random.SeedSequence(list(req.view_seed)).generate_state(1)[0]))
-        dx: DeepDXFBatch = two_view_batch([(int(i), r) for i, r in zip(req.index, data.rows)], self.cfg, rng)
+        dx_rng, gf_gen = part_generators(req.view_seed)
+        gf_views = gf_pair_views(GraphBatch(feats[f], adj[f], graphs.mask[f]),
+                                 GraphBatch(feats[s], adj[s], graphs.mask[s]), self.rates, gf_gen)
+        own = GraphBatch(feats[:b], adj[:b], graphs.mask[:b])
+        group_views = gf_two_views(own, self.rates, gf_gen) if self.group_views else None
+        dx = deepdxf_two_views([(int(i), r) for i, r in zip(req.index, data.rows)], self.deepdxf_cfg, dx_rng)
         index = torch.from_numpy(np.ascontiguousarray(req.index))
         group = None if req.groups is None else torch.from_numpy(np.ascontiguousarray(req.groups))
-        return JointBatch(gf_pairs, (feats[:b], adj[:b], mask[:b]), dx, index, req.part, group)
+        return JointBatch(gf_views, own, dx, index, req.part, group, group_views)
 
 
 class JointLoader:
@@ -343,7 +351,7 @@ class JointLoader:
     ``set_epoch(e)`` changes the order (training) before each epoch.
     """
 
-    def __init__(self, dataset: JointDataset, indices: Sequence[int], cfg: JointConfig, shuffle: bool = True,
+    def __init__(self, dataset: JointDataset, indices: Sequence[int], cfg: JointConfig, *, shuffle: bool = True,
                  seed: int = 0, rank: int = 0, world_size: int = 1, max_steps: int = 0,
                  groups: Optional[np.ndarray] = None) -> None:
         self.dataset = dataset
@@ -352,10 +360,10 @@ class JointLoader:
         n = len(indices)
         self.n_batches = math.ceil(n / (2 * cfg.GF_batch_size)) if n else 0
         self.deepdxf_batch_size = int(n / self.n_batches) if self.n_batches else 0
-        self.collate = JointCollate(cfg.deepdxf_config(self.deepdxf_batch_size or None))
+        self.collate = JointCollate(cfg, self.deepdxf_batch_size or None)
         # The order (drawings, groups, seed, epoch, sharding) lives in one sampler.
-        self.part_sampler = PartSampler(indices, self.n_batches, seed, shuffle, rank, world_size, max_steps,
-                                        wrap=True, groups=groups)
+        self.part_sampler = PartSampler(indices, self.n_batches, seed, shuffle=shuffle, rank=rank,
+                                        world_size=world_size, max_steps=max_steps, wrap=True, groups=groups)
 
     @property
     def indices(self) -> np.ndarray:
@@ -366,18 +374,10 @@ class JointLoader:
     def seed(self) -> int:
         return self.part_sampler.seed
 
-    @property
-    def epoch(self) -> int:
-        return self.part_sampler.epoch
-
-    @property
-    def shuffle(self) -> bool:
-        return self.part_sampler.shuffle
-
     def set_epoch(self, epoch: int) -> None:
         self.part_sampler.set_epoch(epoch)
 
-    def sampler(self, wrap: bool = True) -> PartSampler:
+    def sampler(self, *, wrap: bool = True) -> PartSampler:
         """This epoch's :class:`PartSampler` (``wrap=False``: evaluation, every part once over the ranks)."""
         return self.part_sampler if wrap else self.part_sampler.evaluation_copy()
 
@@ -388,9 +388,9 @@ class JointLoader:
     def __len__(self) -> int:
         return len(self.sampler())
 
-    def batches(self, wrap: bool = True) -> Iterator[JointBatch]:
+    def batches(self, *, wrap: bool = True) -> Iterator[JointBatch]:
         """This epoch's batches of this rank, read and collated by ``cfg.num_workers`` DataLoader workers."""
-        sampler = self.sampler(wrap)
+        sampler = self.sampler(wrap=wrap)
         if len(sampler) == 0:
             return
         workers = self.num_workers
@@ -405,51 +405,28 @@ class JointLoader:
     def __iter__(self) -> Iterator[JointBatch]:
         return self.batches(wrap=True)
 
-    def view_generator_seed(self, k: int) -> int:
-        """Seed of the GF view generator of part ``k`` this epoch."""
-        return int(np.random.SeedSequence([self.seed, self.epoch if self.shuffle else 0, k, 1]).generate_state(1)[0])
 
-    # The two views of one loader, for callers that want them apart (same batches, same order).
-    def gf_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        """The GF pair batches of this epoch (``GFPairLoader`` layout)."""
-        for b in self:
-            yield b.gf_pairs
-
-    def deepdxf_batches(self) -> Iterator[DeepDXFBatch]:
-        """The DeepDXF batches of this epoch."""
-        for b in self:
-            yield b.deepdxf
-
-
-class JointDataLoader:
-    """The joint drawings of a data folder, their split, and fold/test loaders.
+class JointData:
+    """The drawings of a data folder that have both encodings, and the loaders of a split of them.
 
     Args:
-        cfg: joint config (data_dir, split settings, batch sizes, num_workers).
+        cfg: joint config (data_dir, batch sizes, group term, num_workers).
         rank, world_size: DDP sharding (single process: 0, 1).
-        split: the split of the joint drawings (e.g. a resumed run's saved split);
-            its ``names`` must be the joint drawings.
-        make_split: when ``split`` is None, called as ``make_split(names,
-            cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)`` on the joint
-            drawings (pass ``utils.splits.make_split``).
         archive: an opened archive instead of ``open_archive(cfg.data_dir)``.
 
     Raises:
-        dataset.pack.ArchiveError: ``cfg.data_dir`` holds neither a packed archive nor
-            drawings with both encodings.
-        JointDataError: fewer than 4 joint drawings, or ``split`` is of other drawings.
-        TypeError: neither ``split`` nor ``make_split`` is given.
+        dataset.archive.ArchiveError: ``cfg.data_dir`` holds neither a packed archive nor
+            drawings with both encodings (the message says how to preprocess).
+        JointDataError: fewer than 4 joint drawings.
 
-    Attributes: ``names`` (joint drawings, sorted; the split's list), ``dataset``
-    (:class:`JointDataset`), ``archive``, ``split``, ``only_gf``/``only_deepdxf``
-    (names left out for a missing encoding), ``n_empty`` (left out for having no entity).
+    Attributes: ``names`` (joint drawings, sorted: what a split of them indexes),
+    ``dataset`` (:class:`JointDataset`), ``archive``, ``only_gf``/``only_deepdxf`` (names
+    left out for a missing encoding), ``n_empty`` (left out for having no entity).
     Memory: the names (for the split) and int64 index arrays; no drawing is held.
     """
 
-    def __init__(self, cfg: JointConfig, rank: int = 0, world_size: int = 1, split: Optional[SplitLike] = None,
-                 make_split: Optional[SplitMaker] = None, archive: Optional[Archive] = None) -> None:
-        if split is None and make_split is None:
-            raise TypeError("JointDataLoader needs a split or a make_split function (utils.splits.make_split)")
+    def __init__(self, cfg: JointConfig, rank: int = 0, world_size: int = 1, *,
+                 archive: Optional[Archive] = None) -> None:
         self.cfg = cfg
         self.rank = rank
         self.world_size = world_size
@@ -464,37 +441,26 @@ class JointDataLoader:
                 f"{len(ids)} drawing(s) have both a GF and a DeepDXF encoding (and entities) in {cfg.data_dir}: "
                 "at least 4 are needed (run python dataset/dxf_process.py)")
         all_names = self.archive.names()
-        names = all_names if self.n_empty == 0 else [all_names[i] for i in ids]
+        self.names: list[str] = all_names if self.n_empty == 0 else [all_names[i] for i in ids]
         del all_names
-        if split is None:
-            split = make_split(names, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern)
-        elif list(split.names) != names:
-            raise JointDataError(f"the given split is of {len(split.names)} other drawings, not of the "
-                                 f"{len(names)} joint drawings in {cfg.data_dir}")
-        self.split: SplitLike = split
-        self.names: list[str] = split.names
         self.dataset = JointDataset(self.archive, ids, layout=cfg.GF_layout_features)
-        #: [n] int64 group id of every joint drawing when the group term is on, else None
-        self.group_ids: Optional[np.ndarray] = None
-        if cfg.group_weight > 0:
-            self.use_group_labels(split.groups)
+        #: the group term's label of every joint drawing (``names``' order); None: the split's groups
+        self.group_labels: Optional[list[str]] = None
 
     def use_group_labels(self, labels: Sequence[str]) -> None:
-        """The group term's label of every joint drawing (``names``' order; default: the
-        split's ``--group_pattern`` groups, e.g. merged with a user's groups file)."""
+        """Give the group term these labels instead of the split's ``--group_pattern`` groups
+        (``names``' order; e.g. the split's groups merged with a user's groups file)."""
         if len(labels) != len(self.names):
             raise JointDataError(f"{len(labels)} group labels for {len(self.names)} drawings")
-        first_seen: dict[str, int] = {}
-        self.group_ids = np.fromiter((first_seen.setdefault(g, len(first_seen)) for g in labels),
-                                     dtype=np.int64, count=len(labels))
+        self.group_labels = list(labels)
 
     @property
     def layout(self) -> str:
         """``"packed"`` or ``"folders"``."""
         return self.archive.layout
 
-    def describe(self) -> str:
-        """One line for the log: the layout, how many drawings, how many were left out."""
+    def describe(self, split: SplitLike) -> str:
+        """One line for the log: the layout, how many drawings, how many were left out, the split."""
         left = []
         if self.only_gf or self.only_deepdxf:
             left.append(f"{len(self.only_gf)} with only a GF and {len(self.only_deepdxf)} with only a DeepDXF encoding")
@@ -502,27 +468,29 @@ class JointDataLoader:
             left.append(f"{self.n_empty} without entities")
         extra = f" ({' and '.join(left)} left out)" if left else ""
         return (f"{len(self.names)} drawings with both encodings{extra} from {self.archive.describe()}; "
-                f"test {len(self.split.test)}, {self.split.n_folds} folds")
+                f"test {len(split.test)}, {split.n_folds} folds")
 
-    def _loader(self, indices: Sequence[int], shuffle: bool, seed: int, max_steps: int = 0) -> JointLoader:
-        groups = None if self.group_ids is None else self.group_ids[np.asarray(indices, dtype=np.int64)]
-        return JointLoader(self.dataset, indices, self.cfg, shuffle=shuffle, seed=seed,
-                           rank=self.rank, world_size=self.world_size, max_steps=max_steps, groups=groups)
+    def _loader(self, split: SplitLike, indices: Sequence[int], *, shuffle: bool, seed: int,
+                max_steps: int = 0) -> JointLoader:
+        groups = None
+        if self.cfg.group_weight > 0:  # the group term's labels: a dense id per group, in order of appearance
+            first_seen: dict[str, int] = {}
+            labels = self.group_labels if self.group_labels is not None else split.groups
+            ids = np.fromiter((first_seen.setdefault(g, len(first_seen)) for g in labels),
+                              dtype=np.int64, count=len(labels))
+            groups = ids[np.asarray(indices, dtype=np.int64)]
+        return JointLoader(self.dataset, indices, self.cfg, shuffle=shuffle, seed=seed, rank=self.rank,
+                           world_size=self.world_size, max_steps=max_steps, groups=groups)
 
-    def get_fold_loaders(self, fold: int) -> tuple[JointLoader, JointLoader]:
-        """(train, validation) loaders of ``fold``; training reshuffles with ``set_epoch``."""
-        if not 0 <= fold < self.split.n_folds:
-            raise IndexError(f"fold {fold} is not one of the split's {self.split.n_folds} folds")
-        train_idx, val_idx = self.split.folds[fold]
-        train = self._loader(train_idx, True, self.cfg.seed + 1000 * fold, self.cfg.max_steps_per_epoch)
-        val = self._loader(val_idx, False, VAL_SEED)
-        return train, val
+    def fold_loaders(self, split: SplitLike, fold: int) -> tuple[JointLoader, JointLoader]:
+        """(train, validation) loaders of ``fold`` of ``split``; training reshuffles with ``set_epoch``."""
+        if not 0 <= fold < split.n_folds:
+            raise IndexError(f"fold {fold} is not one of the split's {split.n_folds} folds")
+        train_idx, val_idx = split.folds[fold]
+        train = self._loader(split, train_idx, shuffle=True, seed=self.cfg.seed + 1000 * fold,
+                             max_steps=self.cfg.max_steps_per_epoch)
+        return train, self._loader(split, val_idx, shuffle=False, seed=VAL_SEED)
 
-    def get_test_loaders(self) -> JointLoader:
-        """The test loader (fixed order and views)."""
-        return self._loader(self.split.test, False, VAL_SEED)
-
-
-__all__ = ["JointCollate", "JointDataError", "JointDataLoader", "JointDataset", "JointLoader", "PartData",
-           "PartRequest", "PartSampler", "SplitLike", "SplitMaker", "epoch_parts", "n_epoch_parts", "shard_parts",
-           "view_seed_of", "VAL_SEED"]
+    def test_loader(self, split: SplitLike) -> JointLoader:
+        """The loader of the test part of ``split`` (fixed order and views)."""
+        return self._loader(split, split.test, shuffle=False, seed=VAL_SEED)

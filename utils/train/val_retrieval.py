@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from dataset.dxf_process_GF import GF_CLASSES
+from dataset.formats import GF_CLASSES
 from model.DeepDXF_model import embed_sequences
 from model.GF_model import embed_graphs
 from model.floors import FLOOR_LABELS, floor_embeddings, layout_grid

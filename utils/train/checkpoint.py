@@ -31,10 +31,8 @@ from config.cli import config_from_dict
 from config.GF_config import SAVED_CONFIG_FALLBACKS
 from config.joint_config import JointConfig
 from dataset.files import atomic_write
-from model.DeepDXF_model import deepdxf_model_from_config
-from model.GF_model import gf_model_from_config
-from model.layers.DenseGraphMatching import DenseGraphMatching
-from model.transformer_encoder import DeepDXFModel
+from model.DeepDXF_model import DeepDXFModel, deepdxf_model_from_config
+from model.GF_model import DenseGraphMatching, gf_model_from_config
 
 CHECKPOINT_FORMAT = 1
 TOOLKIT_TAG = "dxf-similarity"

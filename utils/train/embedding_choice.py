@@ -31,7 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from dataset.dxf_process_DeepDXF import N_TYPES
+from dataset.formats import N_TYPES
 from model.DeepDXF_model import embed_sequences
 from model.floors import BLOCK_DIMS, FLOOR_LABELS, floor_block, layout_grid
 from model.fusion import Block, block_statistics, describe_blocks, fuse
@@ -208,7 +208,7 @@ def _floor_label(name: str) -> str:
 
 def store_choice(paths: Sequence[str | Path], choice: dict[str, Any]) -> None:
     """Add ``search_embedding`` to each checkpoint in ``paths`` (rewritten atomically)."""
-    from utils.checkpoint import load_checkpoint, save_checkpoint
+    from utils.train.checkpoint import load_checkpoint, save_checkpoint
 
     for path in paths:
         ckpt = load_checkpoint(path)
@@ -225,5 +225,39 @@ def choice_table(choice: dict[str, Any], top: int = 8) -> str:
     return "\n".join(lines)
 
 
+def group_lists(names: Sequence[str], group_of_each: Sequence[str]) -> list[list[str]]:
+    """Groups of names with two members or more, from each name's group label."""
+    by_group: dict[str, list[str]] = {}
+    for n, g in zip(names, group_of_each):
+        by_group.setdefault(g, []).append(n)
+    return [members for members in by_group.values() if len(members) >= 2]
+
+
+def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str], split_groups: Sequence[str],
+                     train_idx: Sequence[int], val_idx: Sequence[int], log: Any, *, max_drawings: int, seed: int,
+                     user_groups: Sequence[Sequence[str]] = ()) -> Optional[dict[str, Any]]:
+    """Choose the search embedding of the fold checkpoint ``checkpoint`` on the fold's
+    validation drawings (``val_idx``, statistics from ``train_idx``), store it there (the
+    checkpoint is then published as ``best_model.pth`` with it), and log what was chosen and
+    why. ``split_groups``: each drawing's ``--group_pattern`` group; ``user_groups``:
+    ``--groups`` as lists of names. Returns what summary.json keeps of the choice (None:
+    nothing to choose on)."""
+    from utils.train.checkpoint import load_trained_models
+
+    groups = group_lists(names, split_groups) + [list(g) for g in user_groups]
+    trained = load_trained_models(checkpoint, "cpu")
+    choice = choose_search_embedding(trained.gf, trained.deepdxf, dataset, names, val_idx, train_idx,
+                                     groups, max_drawings, seed=seed)
+    if choice is None:
+        log.info("search embedding: not chosen: no two validation drawings share a group (--group_pattern, "
+                 "--groups); SimDeepDXF.py --embedding auto uses joint_floors. Give the archive revisions "
+                 "(dataset/make_revisions.py) or --groups to let training choose")
+        return None
+    store_choice([checkpoint], choice)
+    log.info(f"search embedding: {choice['name']} [{choice['description']}]: {choice['why']}\n"
+             + choice_table(choice))
+    return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
+
+
 __all__ = ["Candidate", "ZSCORED", "FUSION_WEIGHTS", "drawing_parts", "candidates", "score", "pick",
-           "choose_search_embedding", "store_choice", "choice_table"]
+           "choose_search_embedding", "store_choice", "choice_table", "group_lists", "choose_and_store"]

@@ -1,6 +1,5 @@
 """Early stopping on a validation loss: the one class the GF, DeepDXF and joint
-trainers share (re-exported by ``utils/GF_early_stopping.py``,
-``utils/DeepDXF_early_stopping.py`` and ``utils/joint_early_stopping.py``)."""
+trainers share (through ``utils/train/loop.py``'s ``FoldTracker``)."""
 from __future__ import annotations
 
 import math

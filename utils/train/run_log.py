@@ -3,7 +3,7 @@
 ``RunLogger`` owns::
 
     logs/<run_name>/config.json     the run's config
-    logs/<run_name>/split.json      the split (utils.splits.Split.save)
+    logs/<run_name>/split.json      the split (utils.train.splits.Split.save)
     logs/<run_name>/train.log       what happened, in words (also printed, between progress bars)
     logs/<run_name>/metrics.csv     one row per epoch (fold, epoch, train_loss, val_loss, ...)
     logs/<run_name>/loss_curve.png  train/val loss per epoch and fold (+ loss terms, weights)
@@ -104,6 +104,31 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+class QuietLogger:
+    """The logger of DDP ranks other than 0: prints nothing, writes nothing (rank 0's
+    :class:`RunLogger` does), but knows where the run's checkpoints go."""
+
+    def __init__(self, checkpoint_dir: Path) -> None:
+        self.checkpoint_dir = checkpoint_dir
+
+    def info(self, msg: str, console: bool = True) -> None:
+        pass
+
+    warning = info
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        pass
+
+    def set_chance_levels(self, chance: dict[str, float]) -> None:
+        pass
+
+    def record_config(self, values: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.checkpoint_dir / name
 
 
 class RunLogger:
@@ -414,4 +439,4 @@ class RunLogger:
         self.finish()
 
 
-__all__ = ["RunLogger", "write_json", "BEST_MODEL_NAME"]
+__all__ = ["RunLogger", "QuietLogger", "progress", "echo", "write_json", "BEST_MODEL_NAME"]

@@ -1,0 +1,1 @@
+"""Reading, views and batches for training: the loaders of the GF, DeepDXF and joint trainers."""

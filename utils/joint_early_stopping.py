@@ -1,4 +1,0 @@
-"""Early stopping for the joint trainer: the shared class of utils/early_stopping.py."""
-from utils.early_stopping import EarlyStopping
-
-__all__ = ["EarlyStopping"]
