@@ -42,10 +42,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from dataset.dxf_process_DeepDXF import N_TYPES
-from dataset.dxf_process_GF import GF_CLASSES
+from dataset.formats import GF_CLASSES, N_TYPES
 from model.floors import GRID
-from utils.retrieval.encodings import H5_SUFFIXES, DrawingEncoding, gf_twin_path, sha1_files
+from dataset.archive import gf_twin_path
+from utils.retrieval.encodings import H5_SUFFIXES, DrawingEncoding, sha1_files
 from utils.retrieval.store import (EXACT_BELOW, EmbeddingStore, ShardedRows, StoreError, connect, open_store,
                                    select_keys)
 

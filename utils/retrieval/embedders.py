@@ -39,12 +39,12 @@ import numpy as np
 
 from config.GF_config import SAVED_CONFIG_FALLBACKS
 from config.sim_config import EMBEDDING_CHOICES
-from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS
-from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM
+from dataset.formats import FORMAT_VERSION, GF_CLASSES, LAYOUT_DIM, N_COLUMNS
 from dataset.dxf_read import DrawingError
 from model.floors import BLOCK_DIMS, FLOOR_KINDS, FLOOR_LABELS, floor_block, floor_raw, standardize, zscore_l2
 from model.fusion import LEARNED_PARTS, Block, block_statistics, fuse
-from utils.retrieval.encodings import DrawingEncoding, gf_twin_path, sha1_files, stack_encodings
+from dataset.archive import gf_twin_path
+from utils.retrieval.encodings import DrawingEncoding, sha1_files, stack_encodings
 
 class EmbedderError(Exception):
     """The embedding function cannot be built (no checkpoint, wrong kind, ...)."""

@@ -7,7 +7,6 @@ file (:class:`PreprocessedIndex`: same path, size and modification time in its
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -16,8 +15,11 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from dataset.dxf_process_DeepDXF import FORMAT_VERSION, N_COLUMNS, N_TYPES, load_h5
-from dataset.dxf_process_GF import GF_CLASSES, LAYOUT_DIM, load_gf
+from dataset.archive import gf_twin_path, output_paths
+from dataset.dxf_process_DeepDXF import load_h5
+from dataset.dxf_process_GF import load_gf
+from dataset.formats import FORMAT_VERSION, GF_CLASSES, LAYOUT_DIM, N_COLUMNS, N_TYPES
+from dataset.manifest import read_manifest
 from dataset.dxf_read import DrawingError
 from model.floors import GRID, layout_grid
 
@@ -55,12 +57,6 @@ class DrawingEncoding:
     @property
     def has_gf(self) -> bool:
         return self.gf_features is not None and self.gf_adjacency is not None
-
-
-def gf_twin_path(h5_path: str | Path) -> Path:
-    """Where preprocessing wrote the GF encoding of ``DeepDXF/<name>.h5``: ``GF/<name>.npz``."""
-    p = Path(h5_path)
-    return p.parent.parent / "GF" / f"{p.stem}.npz"
 
 
 def sha1_files(paths: Iterable[str | Path], chunk: int = 1 << 20) -> str:
@@ -193,14 +189,13 @@ class PreprocessedIndex:
         if not manifest.is_file():
             return
         added = 0
-        with open(manifest, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("status") != "ok" or not row.get("size") or not row.get("mtime_ns") \
-                        or int(row.get("n_cut") or 0):
-                    continue
-                key = (os.path.basename(row["path"]), int(row["size"]), int(row["mtime_ns"]))
-                self._rows[key] = folder / "DeepDXF" / f"{row['name']}.h5"
-                added += 1
+        for row in read_manifest(manifest).values():
+            if row.get("status") != "ok" or not row.get("size") or not row.get("mtime_ns") \
+                    or int(row.get("n_cut") or 0):
+                continue
+            key = (os.path.basename(row["path"]), int(row["size"]), int(row["mtime_ns"]))
+            self._rows[key] = output_paths(folder, row["name"])[1]
+            added += 1
         if added:
             self.folders.append(folder)
 
@@ -230,5 +225,5 @@ def stack_encodings(encs: Sequence[DrawingEncoding]) -> dict[str, np.ndarray]:
     }
 
 
-__all__ = ["DXF_SUFFIXES", "H5_SUFFIXES", "SUPPORTED_SUFFIXES", "DrawingEncoding", "gf_twin_path", "sha1_files",
+__all__ = ["DXF_SUFFIXES", "H5_SUFFIXES", "SUPPORTED_SUFFIXES", "DrawingEncoding", "sha1_files",
            "load_drawing", "read_encoding", "PreprocessedIndex", "stack_encodings"]

@@ -22,44 +22,32 @@ from utils.ranking import (METRIC_KEYS, Method, best_by_map, bootstrap_interval,
 
 
 def load_encodings(data_dir: str | Path) -> dict:
-    """The encodings of every drawing present in both ``data_dir/GF/*.npz`` and
-    ``data_dir/DeepDXF/*.h5``, sorted by name.
+    """The encodings of every drawing with both a GF and a DeepDXF encoding in ``data_dir``
+    (per-drawing folders or packed shards, ``dataset.archive.open_archive``), sorted by name.
 
     Returns:
-        ``names`` (list[str]), ``type_counts`` int64 ``[n, 12]`` (HDF5 attribute),
+        ``names`` (list[str]), ``type_counts`` int64 ``[n, 12]`` (counted before any cut),
         ``gf_features`` float32 ``[n, 10, 11]``, ``gf_adjacency`` float32 ``[n, 10, 10]``,
-        ``counts`` int64 ``[n, 10]`` (GF entities per class), ``layout`` int32
-        ``[n, 12, 8, 8]`` (entities per type and grid cell, :func:`model.floors.layout_grid`).
+        ``layout`` int32 ``[n, 12, 8, 8]`` (entities per type and grid cell,
+        :func:`model.floors.layout_grid`).
+
+    Raises:
+        dataset.archive.ArchiveError: no drawing with both encodings (the message says how
+            to preprocess).
     """
-    from dataset.dxf_process_DeepDXF import load_h5
-    from dataset.dxf_process_GF import load_gf
+    from dataset.archive import open_archive
     from model.floors import layout_grid
 
-    root = Path(data_dir)
-    gf = {p.stem: p for p in (root / "GF").glob("*.npz")}
-    dd = {p.stem: p for p in (root / "DeepDXF").glob("*.h5")}
-    names = sorted(set(gf) & set(dd))
-    if not names:
-        raise FileNotFoundError(
-            f"no drawing with both {root / 'GF'}/*.npz and {root / 'DeepDXF'}/*.h5: "
-            f"run python dataset/dxf_process.py --output {root} first"
-        )
-    feats, adjs, counts, types, layouts = [], [], [], [], []
-    for name in names:
-        g = load_gf(gf[name])
-        feats.append(g["features"])
-        adjs.append(g["adjacency"])
-        counts.append(g["counts"])
-        rows, attrs = load_h5(dd[name])
-        types.append(np.asarray(attrs["type_counts"], dtype=np.int64))
-        layouts.append(layout_grid(rows))
+    archive = open_archive(data_dir)
+    names = archive.names()
+    order = sorted(range(len(names)), key=names.__getitem__)
+    graphs = [archive.graph(i) for i in order]
     return {
-        "names": names,
-        "type_counts": np.stack(types),
-        "gf_features": np.stack(feats).astype(np.float32),
-        "gf_adjacency": np.stack(adjs).astype(np.float32),
-        "counts": np.stack(counts).astype(np.int64),
-        "layout": np.stack(layouts),
+        "names": [names[i] for i in order],
+        "type_counts": np.stack([archive.type_counts(i) for i in order]).astype(np.int64),
+        "gf_features": np.stack([f for f, _ in graphs]).astype(np.float32),
+        "gf_adjacency": np.stack([a for _, a in graphs]).astype(np.float32),
+        "layout": np.stack([layout_grid(np.asarray(archive.rows(i))) for i in order]),
     }
 
 
