@@ -274,3 +274,30 @@ def test_two_queries_at_once_on_one_cache_embed_the_gallery_once(corpus, tmp_pat
     assert len(list(marks.iterdir())) == 8
     cache = EmbeddingCache(tmp_path / "cache")
     assert cache.db.execute("SELECT COUNT(*) FROM encodings").fetchone()[0] == 8
+
+
+def test_a_stored_floor_choice_is_standardized_with_the_gallery(corpus, gallery, tmp_path, capsys):  # noqa: F811
+    """When training chose a floor (no learned block), ``auto`` searches it z-scored with the
+    gallery, as ``--embedding features`` does, not with the training archive's statistics."""
+    import shutil
+
+    from model.floors import BLOCK_DIMS
+    from model.fusion import Block
+    from utils.train.embedding_choice import store_choice
+
+    ckpt = tmp_path / "floor_choice.pth"
+    shutil.copyfile(corpus["joint"], ckpt)
+    rng = np.random.default_rng(0)
+    far = [Block(b, 1.0, rng.normal(50, 1, BLOCK_DIMS[b]), np.full(BLOCK_DIMS[b], 0.01))  # another archive's
+           for b in ("hist", "gf_raw")]
+    store_choice([ckpt], {"name": "features", "blocks": [b.to_dict() for b in far], "why": "the strongest floor"})
+    common = ["--gallery", gallery, "--cache_dir", tmp_path / "cache", "--query", gallery / "b" / "图 4.dxf",
+              "--topk", "6"]
+    code, auto_out, err = run_cli(capsys, "--model_path", ckpt, *common)
+    assert code == 0, err
+    assert auto_out.splitlines()[0].startswith("embedding: features") and "z-scored with the gallery" in auto_out
+    code, floor_out, err = run_cli(capsys, "--embedding", "features", *common)
+    assert code == 0, err
+    assert _ranked_names(auto_out) == _ranked_names(floor_out)
+    scores = re.compile(r"^\s+\d+\s+(-?[0-9.]+)\s+", flags=re.M)
+    assert scores.findall(auto_out) == scores.findall(floor_out)

@@ -87,16 +87,19 @@ class Embedder:
         config: the checkpoint's configuration (None for the non-learned kinds).
         blocks: the fused blocks (empty for the non-learned kinds).
         why: one line saying why this embedding was chosen (``auto``).
+        from_arrays: the non-learned kinds: stacked encodings (``stack_encodings``) -> rows,
+            so a gallery computes its rows from its cached encodings; None for a model.
     """
 
     def __init__(self, kind: str, identity: str, label: str, fn: Callable[[Sequence[DrawingEncoding]], np.ndarray],
                  *, needs_gf: bool, row_wise: bool = True, learned: bool = True, config: Optional[dict] = None,
                  blocks: Sequence[Block] = (), why: str = "",
-                 finalize_fn: Optional[Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]] = None) -> None:
+                 finalize_fn: Optional[Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]] = None,
+                 from_arrays: Optional[Callable[[dict[str, np.ndarray]], np.ndarray]] = None) -> None:
         self.kind, self.identity, self.label = kind, identity, label
         self.needs_gf, self.row_wise, self.learned = needs_gf, row_wise, learned
         self.config, self.blocks, self.why = config, tuple(blocks), why
-        self._fn, self._finalize = fn, finalize_fn
+        self._fn, self._finalize, self.from_arrays = fn, finalize_fn, from_arrays
         self.calls = 0  # drawings embedded so far (tests and logs)
 
     def check(self, enc: DrawingEncoding) -> None:
@@ -128,13 +131,42 @@ def floor_embedder(kind: str) -> Embedder:
     gallery; no checkpoint."""
     sizes = [BLOCK_DIMS[b] for b in FLOOR_KINDS[kind]]
 
-    def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
-        return floor_raw(kind, stack_encodings(encs))
+    def from_arrays(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return floor_raw(kind, arrays)
 
     def finalize(rows: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
         return standardize(rows, reference, sizes)
     return Embedder(kind, f"{kind}/fmt{FORMAT_VERSION}", f"{kind} ({FLOOR_LABELS[kind]}, standardized with the gallery)",
-                    fn, needs_gf=kind == "features", row_wise=False, learned=False, finalize_fn=finalize)
+                    lambda encs: from_arrays(stack_encodings(encs)), needs_gf=kind == "features", row_wise=False,
+                    learned=False, finalize_fn=finalize, from_arrays=from_arrays)
+
+
+def floor_blocks_embedder(name: str, blocks: Sequence[Block], why: str, config: Optional[dict] = None) -> Embedder:
+    """A stored choice of floor blocks only (training found no learned embedding better on
+    its archive), searched as the non-learned kinds are: each block that training z-scored
+    is z-scored with the *gallery's* statistics instead of the training archive's (which
+    lost to the gallery's own on every other archive measured), then L2-normalized and
+    weighted. No model is run."""
+    names = [b.name for b in blocks]
+    sizes = [BLOCK_DIMS[n] for n in names]
+
+    def from_arrays(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([floor_block(n, arrays) for n in names], axis=1)
+
+    def finalize(rows: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
+        out, start = [], 0
+        for b, size in zip(blocks, sizes):
+            cols = slice(start, start + size)
+            ref = None if reference is None or b.mean is None else np.asarray(reference)[:, cols]
+            out.append(b.weight * zscore_l2(np.asarray(rows)[:, cols], ref))
+            start += size
+        return np.concatenate(out, axis=1)
+    plain = tuple(Block(b.name, b.weight) for b in blocks)
+    spec = "+".join(f"{b.name}{'(z)' if b.mean is not None else ''}x{b.weight:g}" for b in blocks)
+    return Embedder(name, f"floors:{spec}/fmt{FORMAT_VERSION}", f"{name} (non-learned, standardized with the gallery)",
+                    lambda encs: from_arrays(stack_encodings(encs)), needs_gf=any(n in ("gf_raw", "gf") for n in names),
+                    row_wise=False, learned=False, config=config, blocks=plain, why=f"{why}; z-scored with the gallery",
+                    finalize_fn=finalize, from_arrays=from_arrays)
 
 
 def with_features(base: Embedder) -> Embedder:
@@ -259,6 +291,8 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
                             "DeepDXF_train.py / joint_main.py), pass --model_path, or use --embedding features")
     trained = _load(path, device)
     chosen, blocks, why = _choose(trained, embedding, path)
+    if all(b.name not in LEARNED_PARTS for b in blocks):  # training chose a floor: it is the gallery's
+        return floor_blocks_embedder(chosen, blocks, why, dict(trained.config or {}))
     config = dict(trained.config or {})
     gf_layout = bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"]))
     parts = part_functions(trained.gf, trained.deepdxf, gf_layout)
@@ -285,5 +319,5 @@ def dummy_encoding() -> DrawingEncoding:
 
 
 __all__ = ["EMBEDDING_CHOICES", "LEARNED_PARTS", "PRESETS", "AUTO_JOINT", "EmbedderError", "Block", "fuse",
-           "block_statistics", "joint_vectors", "Embedder", "floor_embedder", "with_features", "part_functions",
+           "block_statistics", "joint_vectors", "Embedder", "floor_embedder", "floor_blocks_embedder", "with_features", "part_functions",
            "blocks_function", "make_embedder", "dummy_encoding"]

@@ -29,7 +29,6 @@ import numpy as np
 from dataset.console import progress_bar
 from dataset.dxf_read import DrawingError, find_drawings
 from dataset.parallel import run_tasks
-from model.floors import floor_raw
 from utils.ranking import Method, topk
 from utils.retrieval.cache import EmbeddingCache
 from utils.retrieval.embedders import Embedder
@@ -136,7 +135,7 @@ class Gallery:
             elif self._store is not None:
                 self._rows = self._store.vectors(self._emb_rows)
             else:
-                self._rows = np.asarray(floor_raw(self.embedder.kind, self.enc), dtype=np.float32)
+                self._rows = np.asarray(self.embedder.from_arrays(self.enc), dtype=np.float32)
         return self._rows
 
     def final(self, rows: np.ndarray) -> np.ndarray:
