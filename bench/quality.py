@@ -446,7 +446,7 @@ def load_encodings_subset(s: EvalSet, keep: Sequence[str]) -> dict:
     parts = [load_encodings(r) for r in roots]
     index = {n: (k, i) for k, p in enumerate(parts) for i, n in enumerate(p["names"])}
     out: dict = {"names": list(keep)}
-    for key in ("type_counts", "gf_features", "gf_adjacency", "counts", "layout"):
+    for key in ("type_counts", "gf_features", "gf_adjacency", "layout"):
         out[key] = np.stack([parts[index[n][0]][key][index[n][1]] for n in keep])
     return out
 
