@@ -68,6 +68,23 @@ PARAM_TABLE: dict[str, str] = {
 #: after a turn or mirror their corners are sorted again.
 BOX_SLOTS: dict[str, tuple[int, int, int, int]] = {
     "LWPOLYLINE": (2, 3, 4, 5), "HATCH": (2, 3, 4, 5), "INSERT": (5, 6, 7, 8), "SPLINE": (4, 5, 6, 7)}
+#: Row columns (x column, y column) of the slot pairs whose mean is an entity's reference
+#: point, per type: where the layout grids (``model/floors.py``) and the grid pooling of
+#: the DeepDXF model (``model/layers/grid_pooling.py``) place an entity.
+REF_SLOTS: dict[str, tuple[tuple[int, int], ...]] = {
+    "LINE": ((1, 2), (3, 4)),
+    "CIRCLE": ((1, 2),),
+    "ARC": ((1, 2),),
+    "LWPOLYLINE": ((3, 4), (5, 6)),
+    "TEXT": ((1, 2),),
+    "MTEXT": ((1, 2),),
+    "HATCH": ((3, 4), (5, 6)),
+    "DIMENSION": ((1, 2),),
+    "LEADER": ((2, 3),),
+    "INSERT": ((1, 2),),
+    "SPLINE": ((5, 6), (7, 8)),
+    "SOLID": ((1, 2), (3, 4), (5, 6)),
+}
 #: The default cap on the DeepDXF rows of one drawing (``dataset/dxf_process.py --max_len``).
 DEFAULT_MAX_LEN = 50_000
 
@@ -88,6 +105,5 @@ DEFAULT_GROUP_PATTERN = (
 __all__ = [
     "FORMAT_VERSION", "GF_CLASSES", "GF_NODES", "GF_FEATURES", "LAYOUT_RINGS", "LAYOUT_GRID", "LAYOUT_DIM",
     "DEEPDXF_TYPES", "N_TYPES", "N_PARAMS", "VALUE_COLUMN", "N_COLUMNS", "TYPE_INDEX", "PARAM_TABLE", "BOX_SLOTS",
-    "DEFAULT_MAX_LEN",
-    "DEFAULT_GROUP_PATTERN",
+    "REF_SLOTS", "DEFAULT_MAX_LEN", "DEFAULT_GROUP_PATTERN",
 ]

@@ -149,7 +149,7 @@ class DeepDXFModel(nn.Module):
         """``grid`` pooling: the cells of the whole batch first, then each chunk mini-batch's
         states added into its drawings' grids. Returns e = [F ; R]: [N, embed_dim]."""
         pool = self.grid_pool
-        cells = pool.cells(batch)
+        cells = pool.cells(batch.types, batch.params, batch.mask, batch.drawing, batch.n_drawings)
         grids = pool.empty_grids(cells.n_drawings, batch.mask.device)
         for chunks, _, h in self._encoded_parts(batch, chunk_batch):
             grids = pool.add_tokens(grids, h, cells.select(chunks))

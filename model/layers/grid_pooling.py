@@ -1,7 +1,7 @@
 """Grid pooling: a drawing embedding that contains the counting floor and learns a residual.
 
 Every entity is placed at its reference point (``model.floors.reference_points``: the
-mean of its usable slot pairs, :data:`model.floors.REF_SLOTS`) and into a cell of an
+mean of its usable slot pairs, :data:`dataset.formats.REF_SLOTS`) and into a cell of an
 ``s x s`` grid per scale ``s``: the square centred on the box of the *drawing's*
 reference points, its side the box's longer side (``model.floors.grid_cells``). The
 embedding of drawing ``n`` is ``e_n = [F_n ; R_n]``:
@@ -15,11 +15,13 @@ embedding of drawing ``n`` is ``e_n = [F_n ; R_n]``:
   exactly-zero block is a stationary point of any similarity loss), so that an untrained
   model ranks by cosine almost exactly as ``F`` does.
 
-A drawing's chunks may lie anywhere in a ``ChunkBatch``; boxes are taken per drawing
-(``ChunkBatch.drawing``, ``scatter_reduce``), and the cells are computed once for the
-whole batch (:func:`grid_cells`), so the token states of chunk mini-batches can be added
-into the per-drawing grids one mini-batch at a time (:meth:`GridPooling.add_tokens`):
-the result does not depend on the mini-batch size nor on how a drawing is chunked.
+The layer takes the tensors of a ``model.DeepDXF_embedding.ChunkBatch`` (``types [M, C]``,
+``params [M, C, 12]``, ``mask [M, C]``, ``drawing [M]``). A drawing's chunks may lie
+anywhere in the batch; boxes are taken per drawing (``drawing``, ``scatter_reduce``),
+and the cells are computed once for the whole batch (:func:`grid_cells`), so the token
+states of chunk mini-batches can be added into the per-drawing grids one mini-batch at a
+time (:meth:`GridPooling.add_tokens`): the result does not depend on the mini-batch size
+nor on how a drawing is chunked (given the token states).
 Padding entities (``mask`` False) contribute nothing.
 """
 from __future__ import annotations
@@ -30,9 +32,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dataset.formats import DEEPDXF_TYPES, N_TYPES
-from model.DeepDXF_embedding import ChunkBatch
-from model.floors import REF_SLOTS
+from dataset.formats import DEEPDXF_TYPES, N_TYPES, REF_SLOTS
 
 #: the default grid scales (cells per side)
 DEFAULT_SCALES: tuple[int, ...] = (1, 4, 8, 16)
@@ -101,27 +101,29 @@ class GridCells:
     n_drawings: int
 
     def select(self, idx: torch.Tensor | slice) -> "GridCells":
-        """The cells of the chunks ``idx`` (as ``ChunkBatch.select_chunks``)."""
+        """The cells of the chunks ``idx`` (as ``ChunkBatch.select_chunks`` selects chunks)."""
         return GridCells(self.scales, [i[idx] for i in self.index], [v[idx] for v in self.valid], self.types[idx],
                          self.n_drawings)
 
 
-def grid_cells(batch: ChunkBatch, scales: Sequence[int]) -> GridCells:
-    """The cells of every entity of a batch, per drawing as ``model.floors.grid_cells``.
+def grid_cells(types: torch.Tensor, params: torch.Tensor, mask: torch.Tensor, drawing: torch.Tensor,
+               n_drawings: int, scales: Sequence[int]) -> GridCells:
+    """The cells of every entity of a chunk batch, per drawing as ``model.floors.grid_cells``.
 
     The box of drawing ``n`` is the box of the reference points of all its entities in the
-    batch, whichever chunks hold them (``batch.drawing`` [M]); vectorized, no loop over
-    entities or drawings.
+    batch, whichever chunks hold them; vectorized, no loop over entities or drawings.
 
     Args:
-        batch: M chunks of N drawings (``types [M, C]``, ``params [M, C, 12]``, ``mask``, ``drawing``).
+        types: long ``[M, C]``; params: long ``[M, C, 12]``; mask: bool ``[M, C]``.
+        drawing: long ``[M]``, the drawing (0..N-1) of each chunk.
+        n_drawings: N.
         scales: cells per side.
     Returns:
         :class:`GridCells`.
     """
-    n = batch.n_drawings
-    real, ok, xy = entity_reference_points(batch.types, batch.params, batch.mask)
-    drawing = batch.drawing.view(-1, 1).expand_as(ok)
+    n = n_drawings
+    real, ok, xy = entity_reference_points(types, params, mask)
+    drawing = drawing.view(-1, 1).expand_as(ok)
     d, x, y = drawing[ok], xy[..., 0][ok], xy[..., 1][ok]
     inf = torch.full((n,), float("inf"), dtype=torch.float64, device=xy.device)
     lo_x, lo_y = inf.scatter_reduce(0, d, x, "amin"), inf.scatter_reduce(0, d, y, "amin")
@@ -141,7 +143,7 @@ def grid_cells(batch: ChunkBatch, scales: Sequence[int]) -> GridCells:
         flat[ok] = d * (s * s) + cy * s + cx
         index.append(flat)
         valid.append(ok)
-    return GridCells(tuple(scales), index, valid, batch.types.clamp(0, N_TYPES - 1), n)
+    return GridCells(tuple(scales), index, valid, types.clamp(0, N_TYPES - 1), n)
 
 
 def signed_log1p(x: torch.Tensor) -> torch.Tensor:
@@ -187,9 +189,10 @@ class GridPooling(nn.Module):
             last.weight.normal_(0.0, R_INIT_NORM / (out_dim * hidden * 0.1) ** 0.5)
             last.bias.zero_()
 
-    def cells(self, batch: ChunkBatch) -> GridCells:
-        """:func:`grid_cells` of the batch at this module's scales."""
-        return grid_cells(batch, self.scales)
+    def cells(self, types: torch.Tensor, params: torch.Tensor, mask: torch.Tensor, drawing: torch.Tensor,
+              n_drawings: int) -> GridCells:
+        """:func:`grid_cells` of a chunk batch at this module's scales."""
+        return grid_cells(types, params, mask, drawing, n_drawings, self.scales)
 
     def floor(self, cells: GridCells) -> torch.Tensor:
         """``F``: float32 ``[N, floor_dim]``, per scale ``log1p`` of counts ``[12, s, s]`` flattened."""
@@ -227,9 +230,17 @@ class GridPooling(nn.Module):
             parts.append(signed_log1p(g).view(n, s, s, self.channels).permute(0, 3, 1, 2).reshape(n, -1))
         return self.readout(torch.cat(parts, dim=1)).float()
 
-    def forward(self, batch: ChunkBatch, h: torch.Tensor) -> torch.Tensor:
-        """All chunks at once: ``h [M, C, d]`` token states of ``batch`` -> ``e [N, out_dim_total]``."""
-        cells = self.cells(batch)
+    def forward(self, h: torch.Tensor, types: torch.Tensor, params: torch.Tensor, mask: torch.Tensor,
+                drawing: torch.Tensor, n_drawings: int) -> torch.Tensor:
+        """All chunks at once.
+
+        Args:
+            h: ``[M, C, d]`` token states; types ``[M, C]``, params ``[M, C, 12]``, mask
+                ``[M, C]``, drawing ``[M]``: the chunk batch; n_drawings: N.
+        Returns:
+            e = [F ; R]: float32 ``[N, out_dim_total]``.
+        """
+        cells = self.cells(types, params, mask, drawing, n_drawings)
         grids = self.add_tokens(self.empty_grids(cells.n_drawings, h.device), h, cells)
         return torch.cat([self.floor(cells), self.residual(grids)], dim=1)
 
