@@ -82,7 +82,7 @@ def test_untrained_model_ranks_like_the_floor_and_the_residual_is_small_not_zero
     e = embed_sequences(model, rows)
     f, r = e[:, :model.grid_pool.floor_dim], e[:, model.grid_pool.floor_dim:]
     ratio = np.linalg.norm(r, axis=1) / np.linalg.norm(f, axis=1)
-    assert 0.005 < ratio.min() and ratio.max() < 0.15, ratio
+    assert 0.01 < ratio.min() and ratio.max() < 0.25 and 0.02 < np.median(ratio) < 0.1, ratio
 
     def cosines(x):
         x = x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -36,10 +36,11 @@ from dataset.formats import DEEPDXF_TYPES, N_TYPES, REF_SLOTS
 
 #: the default grid scales (cells per side)
 DEFAULT_SCALES: tuple[int, ...] = (1, 4, 8, 16)
-#: size of the learned residual ``R`` at initialisation (L2 norm, on any drawing: its input
-#: is layer-normalized). ``|F|`` is about 8 for drawings of ~20 entities and 15..40 for
-#: 100..3000, so ``R`` starts at about 1..6 % of ``F``.
-R_INIT_NORM: float = 0.5
+#: size of the learned residual ``R`` at initialisation (L2 norm, about the same on any
+#: drawing: its input is layer-normalized). ``|F|`` (scales 1, 4, 8, 16) is about 6..15 for
+#: drawings of 20..100 entities and 15..50 for 100..1500, so ``R`` starts at about 2..8 %
+#: of ``F`` (more on drawings of a handful of entities).
+R_INIT_NORM: float = 1.0
 
 _MAX_PAIRS = max(len(v) for v in REF_SLOTS.values())
 
