@@ -11,7 +11,6 @@ Pooling (``pooling``):
 
 * ``mean``:  e = (1/L) sum_i h_i
 * ``count``: e = [ (1/L) sum_i h_i ;  W_s s ],  s = [log1p L, log1p n_1 .. log1p n_12]
-
 * ``grid``:  e = [F ; R] (``model/layers/grid_pooling.py``): F, log1p of the entities
   per type and cell of grids of several scales (the non-learned layout floor, fixed), and
   R, a learned residual read out of the token states summed per cell, small at
