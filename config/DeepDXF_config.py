@@ -60,10 +60,14 @@ class DeepDXFConfig:
     DeepDXF_dropout: float = field(default=0.1, metadata={"help": "dropout (also what makes the two views differ)"})
     DeepDXF_proj_dim: int = field(default=64, metadata={"help": "output size of the projection head (loss only)"})
     DeepDXF_global_pos_bins: int = field(default=16, metadata={"help": "buckets of the coarse position of an entity in the whole drawing (0 = off)"})
-    DeepDXF_pooling: Literal["count", "mean"] = field(
+    DeepDXF_pooling: Literal["count", "mean", "grid"] = field(
         default="count",
-        metadata={"help": "mean: masked mean of entity states; count: mean plus a learned block of log entity count and log type counts (keeps size and composition)"},
+        metadata={"help": "mean: masked mean of entity states; count: mean plus a learned block of log entity count and log type counts (keeps size and composition); "
+                          "grid: the counting floor (log entities per type and cell of grids of DeepDXF_grid_scales) plus a small learned residual read out of the entity states summed per cell"},
     )
+    DeepDXF_grid_scales: tuple[int, ...] = field(default=(1, 4, 8, 16), metadata={"help": "cells per side of the grids of 'grid' pooling (1 = the type histogram)"})
+    DeepDXF_grid_channels: int = field(default=8, metadata={"help": "learned channels per grid cell of 'grid' pooling"})
+    DeepDXF_grid_dim: int = field(default=64, metadata={"help": "width of the learned residual block of 'grid' pooling"})
     DeepDXF_size_dim: int = field(default=16, metadata={"help": "width of the size/composition block of 'count' pooling"})
     DeepDXF_hist_in_head: bool = field(default=True, metadata={"help": "feed the view's log type histogram into the projection head"})
     DeepDXF_max_embed_len: int = field(default=0, metadata={"help": "embed only the first N entities of a drawing (0 = all, chunked)"})
@@ -85,6 +89,7 @@ class DeepDXFConfig:
     DeepDXF_aug_turn: bool = field(default=False, metadata={"help": "revision-like view: turn the drawing by 90°, 180° or 270° (quantized coordinates, angles and boxes)"})
     DeepDXF_turn_prob: float = field(default=0.5, metadata={"help": "probability that a view is turned (with DeepDXF_aug_turn)"})
     DeepDXF_aug_mirror: bool = field(default=False, metadata={"help": "revision-like view: mirror the drawing left-right with probability 0.5"})
+    DeepDXF_turn_views: bool = field(default=False, metadata={"help": "each view is one of the 8 turns and mirrors of the drawing, drawn at random (about the centre of the quantized square: exact)"})
     DeepDXF_aug_edit: bool = field(default=False, metadata={"help": "revision-like view: delete and duplicate a few entities (duplicates appended at the end, shifted)"})
     DeepDXF_edit_fraction: float = field(default=0.05, metadata={"help": "largest share of entities deleted (and, separately, duplicated) by DeepDXF_aug_edit"})
 
@@ -103,6 +108,10 @@ class DeepDXFConfig:
             raise ValueError(f"DeepDXF_turn_prob must be in [0, 1], got {self.DeepDXF_turn_prob}")
         if not 0.0 <= self.DeepDXF_edit_fraction < 1.0:
             raise ValueError(f"DeepDXF_edit_fraction must be in [0, 1), got {self.DeepDXF_edit_fraction}")
+        if not self.DeepDXF_grid_scales or min(self.DeepDXF_grid_scales) < 1:
+            raise ValueError(f"DeepDXF_grid_scales must be >= 1, got {self.DeepDXF_grid_scales}")
+        if self.DeepDXF_grid_channels < 1 or self.DeepDXF_grid_dim < 1:
+            raise ValueError("DeepDXF_grid_channels and DeepDXF_grid_dim must be >= 1")
         if self.DeepDXF_chunk_len < 1:
             raise ValueError(f"DeepDXF_chunk_len must be >= 1, got {self.DeepDXF_chunk_len}")
 

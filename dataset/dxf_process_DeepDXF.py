@@ -57,24 +57,10 @@ from ezdxf.entities import DXFGraphic
 
 from dataset.dxf_read import MAX_ABS_COORD
 from dataset.files import atomic_write
-from dataset.formats import (DEEPDXF_TYPES, FORMAT_VERSION, N_COLUMNS, N_PARAMS, N_TYPES, TYPE_INDEX,
-                             VALUE_COLUMN)
+from dataset.formats import (DEEPDXF_TYPES, FORMAT_VERSION, N_COLUMNS, N_PARAMS, N_TYPES, PARAM_TABLE,
+                             TYPE_INDEX, VALUE_COLUMN)
 
-#: Slot kinds per type ('X', 'Y', 'L', 'A', 'N', 'S'); unused slots are absent.
-PARAM_TABLE: dict[str, str] = {
-    "LINE": "XYXY",
-    "CIRCLE": "XYL",
-    "ARC": "XYLAA",
-    "LWPOLYLINE": "NNXYXYXYXYNL",
-    "TEXT": "XYLANN",
-    "MTEXT": "XYLANL",
-    "HATCH": "NNXYXYAS",
-    "DIMENSION": "XYXYXYXYN",
-    "LEADER": "NXYXYN",
-    "INSERT": "XYSSAXYXYN",
-    "SPLINE": "NNNNXYXYXYXY",
-    "SOLID": "XYXYXYXYN",
-}
+# PARAM_TABLE (the slot kinds per type) lives with the other constants in dataset/formats.py.
 _KIND_CODES = {"X": 1, "Y": 2, "L": 3, "A": 4, "N": 5, "S": 6}
 #: int8 [N_TYPES, N_PARAMS]: slot kind codes (0 = unused).
 KIND_MATRIX = np.zeros((N_TYPES, N_PARAMS), dtype=np.int8)

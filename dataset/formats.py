@@ -47,6 +47,44 @@ N_PARAMS = 12
 VALUE_COLUMN = 1 + N_PARAMS
 N_COLUMNS = VALUE_COLUMN + 1
 TYPE_INDEX: dict[str, int] = {name: i for i, name in enumerate(DEEPDXF_TYPES)}
+#: Slot kinds of the parameters of each type, in slot order (``X``/``Y`` coordinate,
+#: ``L`` length, ``A`` angle, ``N`` count or flag, ``S`` scale; unused slots are absent).
+#: The meaning and quantization of each slot: ``dataset/dxf_process_DeepDXF.py``.
+PARAM_TABLE: dict[str, str] = {
+    "LINE": "XYXY",
+    "CIRCLE": "XYL",
+    "ARC": "XYLAA",
+    "LWPOLYLINE": "NNXYXYXYXYNL",
+    "TEXT": "XYLANN",
+    "MTEXT": "XYLANL",
+    "HATCH": "NNXYXYAS",
+    "DIMENSION": "XYXYXYXYN",
+    "LEADER": "NXYXYN",
+    "INSERT": "XYSSAXYXYN",
+    "SPLINE": "NNNNXYXYXYXY",
+    "SOLID": "XYXYXYXYN",
+}
+#: 0-based parameter indices (column - 1) of the boxes ``xmin, ymin, xmax, ymax`` of a type:
+#: after a turn or mirror their corners are sorted again.
+BOX_SLOTS: dict[str, tuple[int, int, int, int]] = {
+    "LWPOLYLINE": (2, 3, 4, 5), "HATCH": (2, 3, 4, 5), "INSERT": (5, 6, 7, 8), "SPLINE": (4, 5, 6, 7)}
+#: Row columns (x column, y column) of the slot pairs whose mean is an entity's reference
+#: point, per type: where the layout grids (``model/floors.py``) and the grid pooling of
+#: the DeepDXF model (``model/layers/grid_pooling.py``) place an entity.
+REF_SLOTS: dict[str, tuple[tuple[int, int], ...]] = {
+    "LINE": ((1, 2), (3, 4)),
+    "CIRCLE": ((1, 2),),
+    "ARC": ((1, 2),),
+    "LWPOLYLINE": ((3, 4), (5, 6)),
+    "TEXT": ((1, 2),),
+    "MTEXT": ((1, 2),),
+    "HATCH": ((3, 4), (5, 6)),
+    "DIMENSION": ((1, 2),),
+    "LEADER": ((2, 3),),
+    "INSERT": ((1, 2),),
+    "SPLINE": ((5, 6), (7, 8)),
+    "SOLID": ((1, 2), (3, 4), (5, 6)),
+}
 #: The default cap on the DeepDXF rows of one drawing (``dataset/dxf_process.py --max_len``).
 DEFAULT_MAX_LEN = 50_000
 
@@ -66,6 +104,6 @@ DEFAULT_GROUP_PATTERN = (
 
 __all__ = [
     "FORMAT_VERSION", "GF_CLASSES", "GF_NODES", "GF_FEATURES", "LAYOUT_RINGS", "LAYOUT_GRID", "LAYOUT_DIM",
-    "DEEPDXF_TYPES", "N_TYPES", "N_PARAMS", "VALUE_COLUMN", "N_COLUMNS", "TYPE_INDEX", "DEFAULT_MAX_LEN",
-    "DEFAULT_GROUP_PATTERN",
+    "DEEPDXF_TYPES", "N_TYPES", "N_PARAMS", "VALUE_COLUMN", "N_COLUMNS", "TYPE_INDEX", "PARAM_TABLE", "BOX_SLOTS",
+    "REF_SLOTS", "DEFAULT_MAX_LEN", "DEFAULT_GROUP_PATTERN",
 ]

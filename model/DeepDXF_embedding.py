@@ -23,11 +23,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dataset.formats import DEEPDXF_TYPES, N_COLUMNS, N_PARAMS, N_TYPES, VALUE_COLUMN
+from dataset.formats import BOX_SLOTS, DEEPDXF_TYPES, N_COLUMNS, N_PARAMS, N_TYPES, PARAM_TABLE, TYPE_INDEX, VALUE_COLUMN
 
 DIMENSION_TYPE: int = list(DEEPDXF_TYPES).index("DIMENSION")
 N_QUANT: int = 256  # quantized values 0..255
 N_SIZE_FEATURES: int = N_TYPES + 1  # log1p(entity count), log1p(count of each type)
+N_D4: int = 8  # the turns and mirrors of the square: d4_transform_rows' k
+
+# [N_TYPES, N_PARAMS]: X slots (each followed by its Y slot) and angle slots of each type
+_IS_X = np.zeros((N_TYPES, N_PARAMS), dtype=bool)
+_IS_ANGLE = np.zeros((N_TYPES, N_PARAMS), dtype=bool)
+for _name, _kinds in PARAM_TABLE.items():
+    _IS_X[TYPE_INDEX[_name], :len(_kinds)] = [k == "X" for k in _kinds]
+    _IS_ANGLE[TYPE_INDEX[_name], :len(_kinds)] = [k == "A" for k in _kinds]
+_Q_MAX = N_QUANT - 1  # the largest quantized value: x -> _Q_MAX - x mirrors about the centre
+_ANGLE_QUARTER = N_QUANT // 4  # 90 degrees in the angle quantization
+_ANGLE_HALF = N_QUANT // 2
+_ARC_ANGLES = (3, 4)  # 0-based parameter indices of an ARC's start and end angles
 
 
 @dataclass
@@ -148,6 +160,67 @@ def split_into_chunks(rows: np.ndarray, chunk_len: int, max_len: int = 0) -> lis
     return [(rows[s:s + chunk_len], index[s:s + chunk_len], n) for s in range(0, n, chunk_len)]
 
 
+def d4_transform_rows(rows: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 turns and mirrors of the square applied to a drawing's rows.
+
+    The quantized drawing lies in the 0..255 square; it is turned about the square's
+    centre (127.5, 127.5), which maps the integer grid onto itself, so every transform
+    is exact and :data:`N_D4` of them form the group D4:
+
+    * mirrored first when ``k >= 4``: ``x -> 255 - x``, angles ``a -> 128 - a``, an ARC's
+      start and end angles swapped (it still runs counter-clockwise);
+    * then turned counter-clockwise ``k % 4`` times: ``(x, y) -> (255 - y, x)``, angles
+      ``+ 64`` (mod 256);
+    * box slots (:data:`dataset.formats.BOX_SLOTS`) sorted again to ``min <= max``.
+
+    An X slot and the Y slot after it are a point (``dataset.formats.PARAM_TABLE``); a
+    point with an unused (-1) half, unused slots, lengths, counts, scales and the value
+    column stay as they are. A mirrored transform is its own inverse; four quarter turns
+    are the identity.
+
+    Args:
+        rows: int ``[L, N_COLUMNS]`` DeepDXF rows.
+        k: 0..7.
+    Returns:
+        int64 ``[L, N_COLUMNS]`` (a copy).
+    """
+    if not 0 <= int(k) < N_D4:
+        raise ValueError(f"k must be in 0..{N_D4 - 1}, got {k}")
+    out = np.array(rows, dtype=np.int64, copy=True)
+    if k == 0 or out.size == 0:
+        return out
+    types = out[:, 0]
+    known = (types >= 0) & (types < N_TYPES)
+    t = np.clip(types, 0, N_TYPES - 1)
+    params = out[:, 1:1 + N_PARAMS]
+    new = params.copy()
+    partner = np.full_like(params, -1)  # the Y slot after each X slot
+    partner[:, :-1] = params[:, 1:]
+    ri, ci = np.nonzero(_IS_X[t] & known[:, None] & (params >= 0) & (partner >= 0))
+    x, y = params[ri, ci], params[ri, ci + 1]
+    if k >= 4:
+        x = _Q_MAX - x
+    for _ in range(k % 4):
+        x, y = _Q_MAX - y, x
+    new[ri, ci], new[ri, ci + 1] = x, y
+    angle = _IS_ANGLE[t] & known[:, None] & (params >= 0)
+    a = params[angle]
+    if k >= 4:
+        a = _ANGLE_HALF - a
+    new[angle] = (a + _ANGLE_QUARTER * (k % 4)) % N_QUANT
+    if k >= 4:
+        arc = types == TYPE_INDEX["ARC"]
+        s, e = _ARC_ANGLES
+        new[arc, s], new[arc, e] = new[arc, e].copy(), new[arc, s].copy()
+    for name, (x0, y0, x1, y1) in BOX_SLOTS.items():
+        box = (types == TYPE_INDEX[name]) & (params[:, [x0, y0, x1, y1]] >= 0).all(1)
+        lo_x, hi_x = np.minimum(new[box, x0], new[box, x1]), np.maximum(new[box, x0], new[box, x1])
+        lo_y, hi_y = np.minimum(new[box, y0], new[box, y1]), np.maximum(new[box, y0], new[box, y1])
+        new[box, x0], new[box, x1], new[box, y0], new[box, y1] = lo_x, hi_x, lo_y, hi_y
+    out[:, 1:1 + N_PARAMS] = new
+    return out
+
+
 class DeepDXFEmbedding(nn.Module):
     """Entity rows -> vectors.
 
@@ -213,12 +286,14 @@ __all__ = [
     "ChunkBatch",
     "DeepDXFEmbedding",
     "DIMENSION_TYPE",
+    "N_D4",
     "N_COLUMNS",
     "N_PARAMS",
     "N_SIZE_FEATURES",
     "N_TYPES",
     "VALUE_COLUMN",
     "chunk_rows",
+    "d4_transform_rows",
     "size_features",
     "split_into_chunks",
 ]

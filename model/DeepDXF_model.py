@@ -11,9 +11,13 @@ Pooling (``pooling``):
 
 * ``mean``:  e = (1/L) sum_i h_i
 * ``count``: e = [ (1/L) sum_i h_i ;  W_s s ],  s = [log1p L, log1p n_1 .. log1p n_12]
+* ``grid``:  e = [F ; R] (``model/layers/grid_pooling.py``): F, log1p of the entities
+  per type and cell of grids of several scales (the non-learned layout floor, fixed), and
+  R, a learned residual read out of the token states summed per cell, small at
+  initialisation, so that the model starts from the floor and adds to it
 
 so ``count`` keeps the drawing's size and composition, which mean pooling throws
-away. The projection head ``g([e ; s])`` (``s`` only when
+away, and ``grid`` keeps the layout as well. The projection head ``g([e ; s])`` (``s`` only when
 ``hist_in_head``) is used by the loss only; similarity uses ``e``.
 
 Besides the class: :func:`build_deepdxf_model` (``DeepDXFConfig`` -> fresh model),
@@ -21,12 +25,12 @@ Besides the class: :func:`build_deepdxf_model` (``DeepDXFConfig`` -> fresh model
 are loaded by ``utils.train.checkpoint.load_trained_models``), :func:`deepdxf_step_loss`
 (the NT-Xent loss of one :class:`DeepDXFBatch` of two views, callable from any loop) and
 :func:`embed_sequences` (whole drawings -> one embedding each, every entity, chunks
-encoded in bounded mini-batches).
+encoded in bounded mini-batches; with ``turns``, the mean over the 8 turns and mirrors).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,8 +38,10 @@ from torch import nn
 
 from config.DeepDXF_config import DeepDXFConfig
 from config.cli import config_from_dict
-from model.DeepDXF_embedding import N_SIZE_FEATURES, ChunkBatch, DeepDXFEmbedding, chunk_rows, split_into_chunks
+from model.DeepDXF_embedding import (N_D4, N_SIZE_FEATURES, ChunkBatch, DeepDXFEmbedding, chunk_rows,
+                                     d4_transform_rows, split_into_chunks)
 from model.DeepDXF_loss import nt_xent_loss
+from model.layers.grid_pooling import DEFAULT_SCALES, GridPooling
 from model.layers.transformer_encoder import PreNormEncoderLayer, ProjectionHead
 
 
@@ -68,8 +74,11 @@ class DeepDXFModel(nn.Module):
         d_model, layers, heads, ff_mult, dropout: transformer shape.
         chunk_len: C, entities per chunk.
         global_pos_bins: coarse whole-drawing position buckets (0 = off).
-        pooling: ``mean`` or ``count`` (see the module docstring).
+        pooling: ``mean``, ``count`` or ``grid`` (see the module docstring).
         size_dim: width of the size block of ``count`` pooling.
+        grid_scales: cells per side of the grids of ``grid`` pooling.
+        grid_channels: learned channels per cell of ``grid`` pooling.
+        grid_dim: width of the learned residual R of ``grid`` pooling.
         hist_in_head: feed the size features into the projection head.
         proj_dim: projection head output size.
         max_embed_len: embed only the first N entities of a drawing (0 = all).
@@ -91,10 +100,13 @@ class DeepDXFModel(nn.Module):
         proj_dim: int = 64,
         max_embed_len: int = 0,
         embed_chunk_batch: int = 64,
+        grid_scales: Sequence[int] = DEFAULT_SCALES,
+        grid_channels: int = 8,
+        grid_dim: int = 64,
     ) -> None:
         super().__init__()
-        if pooling not in ("mean", "count"):
-            raise ValueError(f"unknown pooling {pooling!r}: expected 'mean' or 'count'")
+        if pooling not in ("mean", "count", "grid"):
+            raise ValueError(f"unknown pooling {pooling!r}: expected 'mean', 'count' or 'grid'")
         self.chunk_len = chunk_len
         self.pooling = pooling
         self.hist_in_head = hist_in_head
@@ -107,6 +119,10 @@ class DeepDXFModel(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.size_proj = nn.Linear(N_SIZE_FEATURES, size_dim) if pooling == "count" else None
         self.embed_dim = d_model + (size_dim if pooling == "count" else 0)
+        self.grid_pool = None
+        if pooling == "grid":  # built last: the other poolings' seeded initialisation stays as it was
+            self.grid_pool = GridPooling(d_model, grid_scales, grid_channels, grid_dim, hidden=4 * d_model)
+            self.embed_dim = self.grid_pool.out_dim_total
         head_in = self.embed_dim + (N_SIZE_FEATURES if hist_in_head else 0)
         self.head = ProjectionHead(head_in, d_model, proj_dim)
 
@@ -116,6 +132,27 @@ class DeepDXFModel(nn.Module):
         for layer in self.layers:
             x = layer(x, batch.mask)
         return self.norm(x) * batch.mask.unsqueeze(-1)
+
+    def _encoded_parts(self, batch: ChunkBatch, chunk_batch: int = 0
+                       ) -> Iterator[tuple[slice, ChunkBatch, torch.Tensor]]:
+        """The chunks encoded ``chunk_batch`` at a time (0 = all at once): yields ``(chunks,
+        part, h)``, ``chunks`` the slice of the batch's chunks, ``part`` those chunks and
+        ``h [m', C, d_model]`` their entity states."""
+        m = batch.types.shape[0]
+        step = m if chunk_batch <= 0 else chunk_batch
+        for s in range(0, m, step):
+            part = batch if step >= m else batch.select_chunks(slice(s, s + step))
+            yield slice(s, s + step), part, self.encode_chunks(part)
+
+    def _grid_embed(self, batch: ChunkBatch, chunk_batch: int = 0) -> torch.Tensor:
+        """``grid`` pooling: the cells of the whole batch first, then each chunk mini-batch's
+        states added into its drawings' grids. Returns e = [F ; R]: [N, embed_dim]."""
+        pool = self.grid_pool
+        cells = pool.cells(batch.types, batch.params, batch.mask, batch.drawing, batch.n_drawings)
+        grids = pool.empty_grids(cells.n_drawings, batch.mask.device)
+        for chunks, _, h in self._encoded_parts(batch, chunk_batch):
+            grids = pool.add_tokens(grids, h, cells.select(chunks))
+        return torch.cat([pool.floor(cells), pool.residual(grids)], dim=1)
 
     def _chunk_sums(self, batch: ChunkBatch, chunk_batch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum of entity states and entity count per drawing, over all chunks.
@@ -127,12 +164,9 @@ class DeepDXFModel(nn.Module):
             sums: [N, d_model] float32, counts: [N] float32.
         """
         n = batch.n_drawings
-        m = batch.types.shape[0]
-        step = m if chunk_batch <= 0 else chunk_batch
         sums = None
-        for s in range(0, m, step):
-            part = batch if step >= m else batch.select_chunks(slice(s, s + step))
-            h = self.encode_chunks(part).float().sum(dim=1)  # [m', d]
+        for _, part, h in self._encoded_parts(batch, chunk_batch):
+            h = h.float().sum(dim=1)  # [m', d]
             if sums is None:
                 sums = h.new_zeros(n, h.shape[-1])
             sums = sums.index_add(0, part.drawing, h)
@@ -148,6 +182,8 @@ class DeepDXFModel(nn.Module):
 
     def embed(self, batch: ChunkBatch, chunk_batch: int = 0) -> torch.Tensor:
         """The drawing embedding used for similarity (before the head). Returns [N, embed_dim]."""
+        if self.grid_pool is not None:
+            return self._grid_embed(batch, chunk_batch)
         sums, counts = self._chunk_sums(batch, chunk_batch)
         return self.pool(sums, counts, batch.size_features)
 
@@ -178,6 +214,9 @@ def build_deepdxf_model(cfg: DeepDXFConfig) -> DeepDXFModel:
         proj_dim=cfg.DeepDXF_proj_dim,
         max_embed_len=cfg.DeepDXF_max_embed_len,
         embed_chunk_batch=cfg.DeepDXF_embed_chunk_batch,
+        grid_scales=cfg.DeepDXF_grid_scales,
+        grid_channels=cfg.DeepDXF_grid_channels,
+        grid_dim=cfg.DeepDXF_grid_dim,
     )
 
 
@@ -214,6 +253,7 @@ def embed_sequences(
     drawings_per_batch: int = 16,
     chunk_batch: int | None = None,
     max_len: int | None = None,
+    turns: bool = False,
 ) -> np.ndarray:
     """One embedding per drawing: the encoder's pooled output over all its entities.
 
@@ -224,11 +264,17 @@ def embed_sequences(
         drawings_per_batch: drawings whose chunks are gathered together.
         chunk_batch: chunks encoded at a time (bounds memory; default from the model).
         max_len: embed only the first entities (0 = all; default from the model).
+        turns: the mean of the embeddings of the 8 turned and mirrored copies of each
+            drawing (``d4_transform_rows``): the same for a drawing and its turned copies.
     Returns:
         float32 ``[n, embed_dim]``, row i for ``rows_list[i]``.
     """
     if len(rows_list) == 0:
         return np.zeros((0, model.embed_dim), dtype=np.float32)
+    if turns:
+        copies = [embed_sequences(model, [d4_transform_rows(r, k) for r in rows_list], device, drawings_per_batch,
+                                  chunk_batch, max_len) for k in range(N_D4)]
+        return np.mean(copies, axis=0, dtype=np.float64).astype(np.float32)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     chunk_batch = chunk_batch if chunk_batch is not None else model.embed_chunk_batch
     max_len = max_len if max_len is not None else model.max_embed_len

@@ -47,7 +47,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dataset.formats import DEEPDXF_TYPES, GF_CLASSES, N_TYPES
+from dataset.formats import DEEPDXF_TYPES, GF_CLASSES, N_TYPES, REF_SLOTS
 
 GRID = 8
 _EPS = 1e-12
@@ -68,21 +68,6 @@ FLOOR_LABELS: dict[str, str] = {
     "layout_rot": "layout, rotation-robust (grid pooled over 90° turns and flips)",
 }
 
-#: slot pairs (x column, y column) whose mean is the reference point, per type.
-REF_SLOTS: dict[str, tuple[tuple[int, int], ...]] = {
-    "LINE": ((1, 2), (3, 4)),
-    "CIRCLE": ((1, 2),),
-    "ARC": ((1, 2),),
-    "LWPOLYLINE": ((3, 4), (5, 6)),
-    "TEXT": ((1, 2),),
-    "MTEXT": ((1, 2),),
-    "HATCH": ((3, 4), (5, 6)),
-    "DIMENSION": ((1, 2),),
-    "LEADER": ((2, 3),),
-    "INSERT": ((1, 2),),
-    "SPLINE": ((5, 6), (7, 8)),
-    "SOLID": ((1, 2), (3, 4), (5, 6)),
-}
 _MAX_PAIRS = max(len(v) for v in REF_SLOTS.values())
 # [N_TYPES, _MAX_PAIRS] column indices of x and y (0 = unused: column 0 is the type)
 _REF_X = np.zeros((N_TYPES, _MAX_PAIRS), dtype=np.int64)

@@ -12,7 +12,8 @@ joint group term's input).
 
 DeepDXF (a view of one drawing's rows, :func:`deepdxf_view`): the optional
 revision-like edits of :func:`revision_view` (90°/180° turns and mirror of the
-quantized coordinates, deleted and duplicated entities), then random handle-ordered
+quantized coordinates, deleted and duplicated entities, a random turn or mirror of the
+square), then random handle-ordered
 windows of at most C entities, entity dropout, quantization jitter, a shift and hidden
 slots. :func:`deepdxf_two_views` draws two views of each drawing of a batch and pads them.
 
@@ -35,8 +36,8 @@ from torch import Tensor
 
 from config.DeepDXF_config import DeepDXFConfig
 from dataset.dxf_process_DeepDXF import KIND_MATRIX
-from dataset.formats import N_PARAMS, TYPE_INDEX
-from model.DeepDXF_embedding import chunk_rows
+from dataset.formats import BOX_SLOTS, N_PARAMS, TYPE_INDEX
+from model.DeepDXF_embedding import N_D4, chunk_rows, d4_transform_rows
 from model.DeepDXF_model import DeepDXFBatch
 from model.GF_model import GraphBatch, PairViews
 
@@ -131,10 +132,7 @@ _CONTINUOUS = np.isin(KIND_MATRIX, (1, 2, 3, 4, 6))  # [N_TYPES, N_PARAMS]: jitt
 _IS_X = KIND_MATRIX == 1
 _IS_Y = KIND_MATRIX == 2
 _IS_ANGLE = KIND_MATRIX == 4
-#: 0-based parameter indices (column - 1) of the boxes ``xmin, ymin, xmax, ymax`` in the
-#: parameter table: their corners must be re-sorted after a turn or mirror.
-_BOX_SLOTS: dict[str, tuple[int, int, int, int]] = {
-    "LWPOLYLINE": (2, 3, 4, 5), "HATCH": (2, 3, 4, 5), "INSERT": (5, 6, 7, 8), "SPLINE": (4, 5, 6, 7)}
+_BOX_SLOTS = BOX_SLOTS  # their corners must be re-sorted after a turn or mirror
 #: 0-based parameter indices of the ARC start/end angles (a mirror swaps them).
 _ARC_ANGLES = (3, 4)
 _ANGLE_QUARTER = 64  # 90° in the 0..255 angle quantization
@@ -282,6 +280,8 @@ def revision_view(rows: np.ndarray, cfg: DeepDXFConfig, rng: np.random.Generator
 
     * ``DeepDXF_aug_turn``: with probability ``DeepDXF_turn_prob`` turn by 90°, 180° or 270°;
     * ``DeepDXF_aug_mirror``: with probability 0.5 mirror left-right;
+    * ``DeepDXF_turn_views``: one of the 8 turns and mirrors of the square, uniformly
+      (``model.DeepDXF_embedding.d4_transform_rows``: about the square's centre, exact);
     * ``DeepDXF_aug_edit``: delete and duplicate up to ``DeepDXF_edit_fraction`` of the
       entities (each share uniform in ``[0, DeepDXF_edit_fraction]``).
 
@@ -298,6 +298,8 @@ def revision_view(rows: np.ndarray, cfg: DeepDXFConfig, rng: np.random.Generator
         out = turn_rows(out, int(rng.integers(1, 4)))
     if cfg.DeepDXF_aug_mirror and rng.random() < 0.5:
         out = mirror_rows(out)
+    if cfg.DeepDXF_turn_views:
+        out = d4_transform_rows(out, int(rng.integers(0, N_D4)))
     return out
 
 
