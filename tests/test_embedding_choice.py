@@ -47,7 +47,7 @@ def test_candidates_zscore_floors_with_the_training_statistics():
     np.testing.assert_allclose(layout.mean, parts["layout"].mean(0))
     np.testing.assert_allclose(layout.std, parts["layout"].std(0))
     assert cands["gf_raw"].blocks[0].mean is None  # the raw GF floor as the tables print it
-    assert {"joint", "gf", "deepdxf", "features", "layout_rot", "joint + layout_rot x4"} <= set(cands)
+    assert {"joint", "gf", "deepdxf", "features", "layout_rot", "joint + layout_rot x4", "deepdxf + features x2"} <= set(cands)
     assert all(c.floor == (not any(b.name in ("joint", "gf", "deepdxf") for b in c.blocks)) for c in cands.values())
 
 

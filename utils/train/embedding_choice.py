@@ -41,7 +41,10 @@ from utils.ranking import paired_interval, retrieval_metrics
 
 #: floor blocks that are z-scored with the training drawings' statistics
 ZSCORED = ("hist", "gf_raw", "layout", "layout_rot")
-#: weights of a floor block fused with the unit joint embedding
+#: the learned parts fused with a floor block (the DeepDXF part alone too: with grid pooling
+#: it holds a layout floor of its own, and the group term trains it through the joint embedding)
+FUSED_PARTS = ("joint", "deepdxf")
+#: weights of a floor block fused with the unit learned part
 FUSION_WEIGHTS = (1.0, 2.0, 4.0)
 #: weights of a layout block added to the standardized histogram + raw GF pair: a small layout
 #: term breaks the near-ties of global counts between drawings of one kind (a non-learned floor)
@@ -100,12 +103,13 @@ def candidates(train_parts: dict[str, np.ndarray]) -> list[Candidate]:
     for layout in ("layout", "layout_rot"):
         for w in LAYOUT_TIE_WEIGHTS:
             out.append(Candidate(f"features + {layout} x{w:g}", floors["features"] + [zb(layout, w)], floor=True))
-    for name, blocks in floors.items():
-        if name == "hist":
-            continue
-        for w in FUSION_WEIGHTS:
-            fused = [Block("joint")] + [Block(b.name, w, b.mean, b.std) for b in blocks]
-            out.append(Candidate(f"joint + {name} x{w:g}", fused))
+    for part in FUSED_PARTS:
+        for name, blocks in floors.items():
+            if name == "hist":
+                continue
+            for w in FUSION_WEIGHTS:
+                fused = [Block(part)] + [Block(b.name, w, b.mean, b.std) for b in blocks]
+                out.append(Candidate(f"{part} + {name} x{w:g}", fused))
     return out
 
 
@@ -259,5 +263,5 @@ def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str],
     return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
 
 
-__all__ = ["Candidate", "ZSCORED", "FUSION_WEIGHTS", "drawing_parts", "candidates", "score", "pick",
+__all__ = ["Candidate", "ZSCORED", "FUSED_PARTS", "FUSION_WEIGHTS", "drawing_parts", "candidates", "score", "pick",
            "choose_search_embedding", "store_choice", "choice_table", "group_lists", "choose_and_store"]
