@@ -5,6 +5,9 @@ A search embedding of a checkpoint is a list of :class:`Block`: each block is on
 :mod:`model.floors`), optionally z-scored with stored statistics (from the training
 drawings), L2-normalized and scaled by its weight; :func:`fuse` puts them side by side.
 A block of weight ``w`` weighs ``w**2`` against a unit block in a cosine similarity.
+A z-scored block is z-scored, at search time, with the statistics of the gallery searched
+(:func:`with_statistics_of`): those of the training archive lost to the gallery's own on
+every other archive measured.
 Training chooses the blocks for its archive (``utils/embedding_choice.py``) and stores
 them in the checkpoint; retrieval rebuilds the same vectors from them.
 """
@@ -69,6 +72,22 @@ def fuse(parts: dict[str, np.ndarray], blocks: Sequence[Block]) -> np.ndarray:
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
+def with_statistics_of(blocks: Sequence[Block], parts: Optional[dict[str, np.ndarray]]) -> list[Block]:
+    """``blocks`` with each z-scored block's statistics replaced by those of ``parts[name]``
+    (``[m, d]``, e.g. the searched gallery's raw blocks): the z-score of a floor is the
+    gallery's, not the training archive's. ``parts`` None or of fewer than 2 rows: the
+    z-scored blocks are only L2-normalized (as :func:`model.floors.zscore_l2` does)."""
+    out = []
+    for b in blocks:
+        if b.mean is None:
+            out.append(b)
+        elif parts is None or len(parts[b.name]) < 2:
+            out.append(Block(b.name, b.weight))
+        else:
+            out.append(Block(b.name, b.weight, *block_statistics(parts[b.name])))
+    return out
+
+
 def block_statistics(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column mean and std ``[d]`` of raw block rows ``[m, d]`` (the z-score a :class:`Block` stores)."""
     x = np.asarray(raw, dtype=np.float64)
@@ -80,4 +99,4 @@ def describe_blocks(blocks: Sequence[Block]) -> str:
     return " + ".join(b.describe() for b in blocks)
 
 
-__all__ = ["LEARNED_PARTS", "Block", "fuse", "block_statistics", "describe_blocks"]
+__all__ = ["LEARNED_PARTS", "Block", "fuse", "with_statistics_of", "block_statistics", "describe_blocks"]

@@ -13,7 +13,7 @@ import SimDeepDXF
 from model.fusion import Block
 from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
 from utils.train.checkpoint import load_checkpoint
-from utils.train.embedding_choice import Candidate, candidates, pick
+from utils.train.embedding_choice import Candidate, candidates, pick, score
 from utils.retrieval.embedders import make_embedder
 
 
@@ -36,6 +36,27 @@ def test_pick_keeps_the_floor_unless_a_learned_candidate_is_clearly_better():
     assert best.name == "joint + layout x2"
     tie = _cand("features + layout x0.25", list(base + 0.001), floor=True, n_blocks=3)
     assert pick([floor, tie])[0].name == "features"  # within the tie margin: fewer blocks
+
+
+def test_candidates_are_scored_with_the_scored_drawings_own_statistics():
+    """A z-scored floor block is scored as a search uses it: z-scored with the drawings it
+    ranks (the gallery), whatever statistics it carries from the training archive."""
+    from model.fusion import with_statistics_of
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 1, (6, 12))
+    hist = np.repeat(centres, 3, axis=0) + rng.normal(0, 0.05, (18, 12))  # 6 groups of 3
+    hist[:, 0] = rng.normal(0, 100, 18)  # one loud column that says nothing of the groups
+    names = [f"d{i}" for i in range(18)]
+    groups = [names[3 * g:3 * g + 3] for g in range(6)]
+    far = Candidate("hist", [Block("hist", 1.0, np.full(12, -40.0), np.full(12, 1e-3))], floor=True)
+    plain = Candidate("hist raw", [Block("hist")], floor=True)
+    score([far, plain], {"hist": hist}, names, groups)
+    own = with_statistics_of(far.blocks, {"hist": hist})[0]
+    np.testing.assert_allclose(own.mean, hist.mean(0)) and np.testing.assert_allclose(own.std, hist.std(0))
+    assert far.metrics["mAP"] > 0.95  # z-scored with the 18 drawings: the groups separate
+    assert plain.metrics["mAP"] < 0.6  # unscaled, the loud column hides them
+    assert with_statistics_of(far.blocks, None)[0].mean is None  # no gallery: L2 only
 
 
 def test_candidates_zscore_floors_with_the_training_statistics():

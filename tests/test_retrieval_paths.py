@@ -301,3 +301,41 @@ def test_a_stored_floor_choice_is_standardized_with_the_gallery(corpus, gallery,
     assert _ranked_names(auto_out) == _ranked_names(floor_out)
     scores = re.compile(r"^\s+\d+\s+(-?[0-9.]+)\s+", flags=re.M)
     assert scores.findall(auto_out) == scores.findall(floor_out)
+
+
+def test_a_stored_fusion_z_scores_its_floors_with_the_gallery(corpus, gallery, tmp_path, capsys):  # noqa: F811
+    """A chosen ``joint + features`` searches ``[L2(joint) | the features floor z-scored with the
+    gallery]``: exactly the --export vectors of ``--embedding joint`` beside those of
+    ``--embedding features``, whatever statistics training stored; --query ranks by them."""
+    import shutil
+
+    from model.floors import BLOCK_DIMS
+    from model.fusion import Block
+    from utils.train.embedding_choice import store_choice
+
+    ckpt = tmp_path / "fused_choice.pth"
+    shutil.copyfile(corpus["joint"], ckpt)
+    rng = np.random.default_rng(1)
+    blocks = [Block("joint")] + [Block(b, 1.0, rng.normal(50, 1, BLOCK_DIMS[b]), np.full(BLOCK_DIMS[b], 0.01))
+                                 for b in ("hist", "gf_raw")]
+    store_choice([ckpt], {"name": "joint + features x1", "blocks": [b.to_dict() for b in blocks], "why": "best"})
+    common = ["--gallery", gallery, "--cache_dir", tmp_path / "cache"]
+    vectors = {}
+    for label, extra in (("auto", ["--model_path", ckpt]), ("joint", ["--model_path", ckpt, "--embedding", "joint"]),
+                         ("features", ["--embedding", "features"])):
+        code, out, err = run_cli(capsys, *extra, *common, "--export", tmp_path / f"{label}.npz")
+        assert code == 0, err
+        with np.load(tmp_path / f"{label}.npz") as z:
+            vectors[label] = (list(z["names"]), z["embeddings"].astype(np.float64))
+    names = vectors["auto"][0]
+    assert vectors["joint"][0] == names == vectors["features"][0]
+    want = np.concatenate([vectors["joint"][1], vectors["features"][1]], axis=1)
+    np.testing.assert_allclose(vectors["auto"][1], want, atol=1e-5)
+    q = gallery / "a" / f"{ODD_NAMES[2]}.dxf"
+    code, out, err = run_cli(capsys, "--model_path", ckpt, *common, "--query", q, "--topk", "5")
+    assert code == 0, err
+    unit = want / np.linalg.norm(want, axis=1, keepdims=True)
+    qi = names.index("a__" + q.stem)
+    sims = unit @ unit[qi]
+    sims[qi] = -np.inf
+    assert _ranked_names(out) == [names[j] for j in np.argsort(-sims, kind="stable")[:5]]

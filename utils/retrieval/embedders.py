@@ -42,7 +42,7 @@ from config.sim_config import EMBEDDING_CHOICES
 from dataset.formats import FORMAT_VERSION, GF_CLASSES, LAYOUT_DIM, N_COLUMNS
 from dataset.dxf_read import DrawingError
 from model.floors import BLOCK_DIMS, FLOOR_KINDS, FLOOR_LABELS, floor_block, floor_raw, standardize, zscore_l2
-from model.fusion import LEARNED_PARTS, Block, block_statistics, fuse
+from model.fusion import LEARNED_PARTS, Block, block_statistics, fuse, with_statistics_of
 from dataset.archive import gf_twin_path
 from utils.retrieval.encodings import DrawingEncoding, sha1_files, stack_encodings
 
@@ -141,32 +141,51 @@ def floor_embedder(kind: str) -> Embedder:
                     learned=False, finalize_fn=finalize, from_arrays=from_arrays)
 
 
-def floor_blocks_embedder(name: str, blocks: Sequence[Block], why: str, config: Optional[dict] = None) -> Embedder:
-    """A stored choice of floor blocks only (training found no learned embedding better on
-    its archive), searched as the non-learned kinds are: each block that training z-scored
-    is z-scored with the *gallery's* statistics instead of the training archive's (which
-    lost to the gallery's own on every other archive measured), then L2-normalized and
-    weighted. No model is run."""
-    names = [b.name for b in blocks]
-    sizes = [BLOCK_DIMS[n] for n in names]
+def gallery_blocks_embedder(name: str, blocks: Sequence[Block], why: str, config: Optional[dict] = None,
+                            parts: Optional[dict[str, Callable[[Sequence[DrawingEncoding]], np.ndarray]]] = None,
+                            identity: str = "") -> Embedder:
+    """A stored choice whose floor blocks are z-scored, searched with each of those blocks
+    z-scored with the *gallery's* statistics (``model.fusion.with_statistics_of``), as the
+    non-learned kinds are, not with the training archive's (which lost to the gallery's own
+    on every other archive measured). The rows are the raw blocks side by side (learned
+    parts from ``parts``, floor blocks from the encodings); :meth:`Embedder.finalize` fuses
+    them. Without a learned block no model runs and the gallery computes its rows from its
+    cached encodings (``from_arrays``)."""
+    learned = [b.name for b in blocks if b.name in LEARNED_PARTS]
+    if learned and parts is None:
+        raise ValueError("learned blocks need the checkpoint's part functions")
+    widths = {n: BLOCK_DIMS[n] for n in (b.name for b in blocks) if n not in LEARNED_PARTS}
+    if learned:
+        probe = [dummy_encoding()]
+        widths.update({n: parts[n](probe).shape[1] for n in learned})
+    order = list(dict.fromkeys(b.name for b in blocks))
 
     def from_arrays(arrays: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([floor_block(n, arrays) for n in names], axis=1)
+        return np.concatenate([floor_block(n, arrays) for n in order], axis=1)
+
+    def fn(encs: Sequence[DrawingEncoding]) -> np.ndarray:
+        if not learned:
+            return from_arrays(stack_encodings(encs))
+        arrays = stack_encodings(encs) if len(learned) < len(order) else {}
+        return np.concatenate([parts[n](encs) if n in LEARNED_PARTS else floor_block(n, arrays) for n in order],
+                              axis=1)
+
+    def split(rows: np.ndarray) -> dict[str, np.ndarray]:
+        out, start = {}, 0
+        for n in order:
+            out[n] = np.asarray(rows)[:, start:start + widths[n]]
+            start += widths[n]
+        return out
 
     def finalize(rows: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
-        out, start = [], 0
-        for b, size in zip(blocks, sizes):
-            cols = slice(start, start + size)
-            ref = None if reference is None or b.mean is None else np.asarray(reference)[:, cols]
-            out.append(b.weight * zscore_l2(np.asarray(rows)[:, cols], ref))
-            start += size
-        return np.concatenate(out, axis=1)
-    plain = tuple(Block(b.name, b.weight) for b in blocks)
-    spec = "+".join(f"{b.name}{'(z)' if b.mean is not None else ''}x{b.weight:g}" for b in blocks)
-    return Embedder(name, f"floors:{spec}/fmt{FORMAT_VERSION}", f"{name} (non-learned, standardized with the gallery)",
-                    lambda encs: from_arrays(stack_encodings(encs)), needs_gf=any(n in ("gf_raw", "gf") for n in names),
-                    row_wise=False, learned=False, config=config, blocks=plain, why=f"{why}; z-scored with the gallery",
-                    finalize_fn=finalize, from_arrays=from_arrays)
+        ref = None if reference is None else split(reference)
+        return fuse(split(rows), with_statistics_of(blocks, ref))
+    spec = "+".join(b.describe() for b in blocks)
+    return Embedder(name, identity or f"floors:{spec}/fmt{FORMAT_VERSION}",
+                    f"{name} ({'model + ' if learned else 'non-learned, '}floors standardized with the gallery)",
+                    fn, needs_gf=any(n in ("gf", "joint", "gf_raw") for n in order), row_wise=False,
+                    learned=bool(learned), config=config, blocks=blocks, why=f"{why}; floors z-scored with the gallery",
+                    finalize_fn=finalize, from_arrays=None if learned else from_arrays)
 
 
 def with_features(base: Embedder) -> Embedder:
@@ -291,8 +310,6 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
                             "DeepDXF_train.py / joint_main.py), pass --model_path, or use --embedding features")
     trained = _load(path, device)
     chosen, blocks, why = _choose(trained, embedding, path)
-    if all(b.name not in LEARNED_PARTS for b in blocks):  # training chose a floor: it is the gallery's
-        return floor_blocks_embedder(chosen, blocks, why, dict(trained.config or {}))
     config = dict(trained.config or {})
     gf_layout = bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"]))
     parts = part_functions(trained.gf, trained.deepdxf, gf_layout)
@@ -302,6 +319,8 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
                             f"which this {trained.kind} checkpoint does not hold")
     spec = json.dumps([b.to_dict() for b in blocks], sort_keys=True)
     identity = f"{sha1_files([path])}/{chosen}/{hashlib.sha1(spec.encode()).hexdigest()[:12]}/fmt{FORMAT_VERSION}"
+    if any(b.mean is not None for b in blocks):  # z-scored floors: with the gallery's statistics
+        return gallery_blocks_embedder(chosen, blocks, why, config, parts, identity=f"{identity}/gallery-z")
     needs_gf = any(b.name in ("gf", "joint", "gf_raw") for b in blocks)
     label = f"{chosen} model ({path})"
     return Embedder(chosen, identity, label, blocks_function(parts, blocks), needs_gf=needs_gf, config=config,
@@ -319,5 +338,5 @@ def dummy_encoding() -> DrawingEncoding:
 
 
 __all__ = ["EMBEDDING_CHOICES", "LEARNED_PARTS", "PRESETS", "AUTO_JOINT", "EmbedderError", "Block", "fuse",
-           "block_statistics", "joint_vectors", "Embedder", "floor_embedder", "floor_blocks_embedder", "with_features", "part_functions",
+           "block_statistics", "joint_vectors", "Embedder", "floor_embedder", "gallery_blocks_embedder", "with_features", "part_functions",
            "blocks_function", "make_embedder", "dummy_encoding"]

@@ -7,10 +7,13 @@ grid is, and a learned embedding may add to either or to neither. So after train
 
 - the learned parts (``joint``, ``gf``, ``deepdxf``),
 - every non-learned floor (the entity-type histogram, the raw GF matrices, their
-  standardized pair, the layout grid and its rotation-robust form; z-scored with
-  statistics of the training drawings), and the standardized pair with a small layout
-  block added (it breaks the near-ties of global counts),
-- and the joint embedding fused with each floor at a few weights,
+  standardized pair, the layout grid and its rotation-robust form), and the standardized
+  pair with a small layout block added (it breaks the near-ties of global counts),
+- and the joint embedding and the DeepDXF part fused with each floor at a few weights,
+
+with every z-scored floor block z-scored with the statistics of the drawings it ranks, as
+a search z-scores it with the gallery it searches (``model.fusion.with_statistics_of``;
+the statistics of the training drawings stored with a block mark it as z-scored),
 
 and stores the best of them in the checkpoint (``search_embedding``: its blocks with
 their statistics, every candidate's mAP, the strongest floor, and one line saying why).
@@ -34,7 +37,7 @@ import torch
 from dataset.formats import N_TYPES
 from model.DeepDXF_model import embed_sequences
 from model.floors import BLOCK_DIMS, FLOOR_LABELS, floor_block, layout_grid
-from model.fusion import Block, block_statistics, describe_blocks, fuse
+from model.fusion import Block, block_statistics, describe_blocks, fuse, with_statistics_of
 from model.GF_model import embed_graphs
 from model.joint_loss import joint_embedding
 from utils.ranking import paired_interval, retrieval_metrics
@@ -84,7 +87,8 @@ def drawing_parts(gf_model: Any, deepdxf_model: Any, dataset: Any, indices: Sequ
 
 
 def candidates(train_parts: dict[str, np.ndarray]) -> list[Candidate]:
-    """The embeddings to choose from; floor blocks z-scored with ``train_parts``' statistics."""
+    """The embeddings to choose from; the z-scored floor blocks carry ``train_parts``' statistics
+    (for the record: scoring and search z-score them with the drawings they rank)."""
     z = {name: Block(name, 1.0, *block_statistics(train_parts[name])) for name in ZSCORED}
 
     def zb(name: str, weight: float = 1.0) -> Block:
@@ -117,8 +121,8 @@ def score(cands: Sequence[Candidate], parts: dict[str, np.ndarray], names: Seque
           groups: Sequence[Sequence[str]]) -> None:
     """Fill each candidate's ``metrics`` (``utils.ranking.retrieval_metrics``) on the drawings
     ``names`` (rows of ``parts``) against ``groups``."""
-    for c in cands:
-        c.metrics = retrieval_metrics(fuse(parts, c.blocks), names, groups)
+    for c in cands:  # floor blocks z-scored with the scored drawings, as a search z-scores them with its gallery
+        c.metrics = retrieval_metrics(fuse(parts, with_statistics_of(c.blocks, parts)), names, groups)
 
 
 def pick(cands: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
