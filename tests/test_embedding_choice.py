@@ -13,7 +13,7 @@ import SimDeepDXF
 from model.fusion import Block
 from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
 from utils.train.checkpoint import load_checkpoint
-from utils.train.embedding_choice import Candidate, candidates, pick, score
+from utils.train.embedding_choice import PICK_BOOTSTRAPS, Candidate, candidates, learned_alpha, pick, score
 from utils.retrieval.embedders import make_embedder
 
 
@@ -36,6 +36,23 @@ def test_pick_keeps_the_floor_unless_a_learned_candidate_is_clearly_better():
     assert best.name == "joint + layout x2"
     tie = _cand("features + layout x0.25", list(base + 0.001), floor=True, n_blocks=3)
     assert pick([floor, tie])[0].name == "features"  # within the tie margin: fewer blocks
+
+
+def test_a_learned_candidate_must_clear_an_interval_corrected_for_how_many_were_tried():
+    from utils.ranking import paired_interval
+
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.3, 0.9, 200)
+    floor = _cand("features", list(base), floor=True)
+    lucky = _cand("deepdxf + features x1", list(base + 0.012 + rng.normal(0, 0.07, 200)))
+    plain_lo = paired_interval(lucky.metrics["per_query_ap"], list(base))[0]
+    strict_lo = paired_interval(lucky.metrics["per_query_ap"], list(base), n_boot=PICK_BOOTSTRAPS,
+                                alpha=learned_alpha(30))[0]
+    assert plain_lo > 0 > strict_lo  # clears a plain 95 % interval, not the corrected one
+    assert pick([lucky, floor])[0].name == "deepdxf + features x1"  # alone it was the only try
+    others = [_cand(f"joint + x{k}", list(base - 0.05)) for k in range(29)]
+    assert pick([lucky, floor, *others])[0].name == "features"  # the best of 30 tries: not enough
+    assert learned_alpha(30) == pytest.approx(0.05 / 30) and learned_alpha(0) == 0.05
 
 
 def test_candidates_are_scored_with_the_scored_drawings_own_statistics():
