@@ -52,8 +52,6 @@ FUSION_WEIGHTS = (1.0, 2.0, 4.0)
 #: weights of a layout block added to the standardized histogram + raw GF pair: a small layout
 #: term breaks the near-ties of global counts between drawings of one kind (a non-learned floor)
 LAYOUT_TIE_WEIGHTS = (0.25, 0.5)
-#: among candidates this close in mAP, the one with fewer blocks wins
-TIE = 0.002
 
 
 @dataclass
@@ -143,15 +141,19 @@ def pick(cands: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
     of its per-query AP minus the floor's lies above zero (the best such candidate by mAP).
     The interval is 95 % corrected for the number of learned candidates (Bonferroni,
     :func:`learned_alpha`): the best of 30 noisy candidates clears a plain 95 % interval
-    far more often than 1 in 40. Among floors within :data:`TIE` of the strongest, the one
-    with the fewest blocks. So the choice is never below the strongest floor by more than
+    far more often than 1 in 40. The floor is the one with the fewest blocks (then the
+    highest mAP) among the floors not worse than the top-scoring floor beyond the noise
+    (its paired 95 % interval against the top one reaches zero): a richer floor must earn
+    its blocks, as a learned part must. So the choice is never below the strongest floor by more than
     the noise of the validation queries, and a learned embedding is searched with only
     where it measurably adds.
     """
     scored = [c for c in cands if c.metrics is not None and np.isfinite(c.metrics["mAP"])]
     floors = [c for c in scored if c.floor]
-    top = max(c.metrics["mAP"] for c in floors)
-    floor = min((c for c in floors if c.metrics["mAP"] >= top - TIE), key=lambda c: (len(c.blocks), -c.metrics["mAP"]))
+    top = max(floors, key=lambda c: c.metrics["mAP"])
+    level = [c for c in floors if c is top or paired_interval(c.metrics.get("per_query_ap", []),
+                                                              top.metrics.get("per_query_ap", []))[1] >= 0]
+    floor = min(level, key=lambda c: (len(c.blocks), -c.metrics["mAP"]))
     alpha = learned_alpha(sum(not c.floor for c in scored))
     better = [c for c in scored if not c.floor and c.metrics["mAP"] > floor.metrics["mAP"]
               and paired_interval(c.metrics.get("per_query_ap", []), floor.metrics.get("per_query_ap", []),
