@@ -34,11 +34,17 @@ def test_pick_keeps_the_floor_unless_a_learned_candidate_is_clearly_better():
     assert noisy.metrics["mAP"] > floor.metrics["mAP"]  # the rule, not the mean, kept the floor
     best, _ = pick([noisy, clear, floor, weaker])
     assert best.name == "joint + layout x2"
-    level = _cand("features + layout x0.25", list(base + rng.normal(0.004, 0.05, 60)), floor=True, n_blocks=3)
-    assert level.metrics["mAP"] > floor.metrics["mAP"]
-    assert pick([floor, level])[0].name == "features"  # not better beyond the noise: fewer blocks
-    richer = _cand("features + layout x0.5", list(base + 0.02), floor=True, n_blocks=3)
-    assert pick([floor, richer])[0].name == "features + layout x0.5"  # better on every query: it earns its block
+    level = _cand("features + layout x0.25", list(base + 0.001), floor=True, n_blocks=3)
+    assert pick([level, floor])[0].name == "features"  # within the tie margin: the prior order
+    richer = _cand("features + layout x0.5", list(base + 0.01), floor=True, n_blocks=3)
+    assert pick([floor, richer])[0].name == "features + layout x0.5"  # beyond it: the higher mAP
+
+
+def test_a_saturated_validation_gets_the_first_floor_of_the_prior_not_the_first_listed():
+    perfect = [1.0] * 20
+    floors = [_cand(name, perfect, floor=True) for name in ("hist", "layout", "gf_raw", "features")]
+    assert pick(floors)[0].name == "features"
+    assert pick(floors[:3])[0].name == "gf_raw"
 
 
 def test_a_learned_candidate_must_clear_an_interval_corrected_for_how_many_were_tried():

@@ -123,6 +123,18 @@ def score(cands: Sequence[Candidate], parts: dict[str, np.ndarray], names: Seque
         c.metrics = retrieval_metrics(fuse(parts, with_statistics_of(c.blocks, parts)), names, groups)
 
 
+#: floors this close in mAP are level (then :data:`FLOOR_PRIOR` decides)
+TIE = 0.002
+#: level floors in order of preference: their strength over the archives measured (the
+#: standardized counts first: the strongest or close to it on every set of round 6)
+FLOOR_PRIOR = ("features", "gf_raw", "gf_raw(z)", "layout_rot", "layout", "hist")
+
+
+def _prior_rank(name: str) -> int:
+    """Position of a floor in :data:`FLOOR_PRIOR`; the fused floors after them."""
+    return FLOOR_PRIOR.index(name) if name in FLOOR_PRIOR else len(FLOOR_PRIOR)
+
+
 #: bootstrap resamples of the corrected interval (its tail is 0.1 % or less)
 PICK_BOOTSTRAPS = 10_000
 
@@ -141,19 +153,19 @@ def pick(cands: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
     of its per-query AP minus the floor's lies above zero (the best such candidate by mAP).
     The interval is 95 % corrected for the number of learned candidates (Bonferroni,
     :func:`learned_alpha`): the best of 30 noisy candidates clears a plain 95 % interval
-    far more often than 1 in 40. The floor is the one with the fewest blocks (then the
-    highest mAP) among the floors not worse than the top-scoring floor beyond the noise
-    (its paired 95 % interval against the top one reaches zero): a richer floor must earn
-    its blocks, as a learned part must. So the choice is never below the strongest floor by more than
+    far more often than 1 in 40. The floor is the top-scoring one; floors within
+    :data:`TIE` of it are level, and among level floors the first in :data:`FLOOR_PRIOR`
+    wins (the order of the floors' strength over the archives measured; a small or
+    saturated validation, where every floor scores 1.0, then gets the standardized counts,
+    not the weakest floor that happens to come first). So the choice is never below the strongest floor by more than
     the noise of the validation queries, and a learned embedding is searched with only
     where it measurably adds.
     """
     scored = [c for c in cands if c.metrics is not None and np.isfinite(c.metrics["mAP"])]
     floors = [c for c in scored if c.floor]
-    top = max(floors, key=lambda c: c.metrics["mAP"])
-    level = [c for c in floors if c is top or paired_interval(c.metrics.get("per_query_ap", []),
-                                                              top.metrics.get("per_query_ap", []))[1] >= 0]
-    floor = min(level, key=lambda c: (len(c.blocks), -c.metrics["mAP"]))
+    top = max(c.metrics["mAP"] for c in floors)
+    level = [c for c in floors if c.metrics["mAP"] >= top - TIE]
+    floor = min(level, key=lambda c: (_prior_rank(c.name), -c.metrics["mAP"]))
     alpha = learned_alpha(sum(not c.floor for c in scored))
     better = [c for c in scored if not c.floor and c.metrics["mAP"] > floor.metrics["mAP"]
               and paired_interval(c.metrics.get("per_query_ap", []), floor.metrics.get("per_query_ap", []),
@@ -287,5 +299,5 @@ def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str],
     return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
 
 
-__all__ = ["Candidate", "ZSCORED", "FUSED_PARTS", "FUSION_WEIGHTS", "PICK_BOOTSTRAPS", "learned_alpha", "drawing_parts", "candidates", "score", "pick",
+__all__ = ["Candidate", "ZSCORED", "FUSED_PARTS", "FUSION_WEIGHTS", "PICK_BOOTSTRAPS", "TIE", "FLOOR_PRIOR", "learned_alpha", "drawing_parts", "candidates", "score", "pick",
            "choose_search_embedding", "store_choice", "choice_table", "group_lists", "choose_and_store"]
