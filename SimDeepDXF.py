@@ -234,9 +234,10 @@ def groups_mode(cfg: SimConfig, gallery: Gallery) -> str:
     models: list[tuple[str, Optional[np.ndarray]]] = []
     if embedder.kind not in FLOOR_KINDS:
         models.append((embedder.label, gallery.vectors))
+    if embedder.learned:
         appended = None
-        if bool(gallery.enc["has_gf"].all()):
-            rows = np.concatenate([gallery.vectors, floor_raw("features", gallery.enc)], axis=1)
+        if bool(gallery.enc["has_gf"].all()):  # from the raw rows: with_features finalizes them itself
+            rows = np.concatenate([gallery.rows, floor_raw("features", gallery.enc)], axis=1)
             appended = with_features(embedder).finalize(rows, rows)
         models.append((f"{embedder.label} + standardized features blocks", appended))
     table = evaluate_gallery(gallery, models, read_groups(cfg.groups), cfg.method, cfg.n_boot, cfg.seed)

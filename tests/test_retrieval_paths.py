@@ -339,3 +339,37 @@ def test_a_stored_fusion_z_scores_its_floors_with_the_gallery(corpus, gallery, t
     sims = unit @ unit[qi]
     sims[qi] = -np.inf
     assert _ranked_names(out) == [names[j] for j in np.argsort(-sims, kind="stable")[:5]]
+
+
+def test_groups_appends_the_features_to_a_fused_choice_from_its_raw_rows(corpus, gallery, tmp_path, capsys):  # noqa: F811
+    """``--groups`` with a chosen ``joint + features``: its "+ standardized features blocks"
+    row is ``[L2(the searched vectors) | the features floor z-scored with the gallery]``
+    (built from the raw rows, not from already-finalized vectors)."""
+    import json
+    import shutil
+
+    from model.floors import BLOCK_DIMS
+    from model.fusion import Block
+    from utils.ranking import retrieval_metrics
+    from utils.train.embedding_choice import store_choice
+
+    ckpt = tmp_path / "fused.pth"
+    shutil.copyfile(corpus["joint"], ckpt)
+    blocks = [Block("joint")] + [Block(b, 1.0, np.zeros(BLOCK_DIMS[b]), np.ones(BLOCK_DIMS[b])) for b in ("hist", "gf_raw")]
+    store_choice([ckpt], {"name": "joint + features x1", "blocks": [b.to_dict() for b in blocks], "why": "best"})
+    common = ["--gallery", gallery, "--cache_dir", tmp_path / "cache"]
+    vecs = {}
+    for label, extra in (("auto", ["--model_path", ckpt]), ("features", ["--embedding", "features"])):
+        code, out, err = run_cli(capsys, *extra, *common, "--export", tmp_path / f"{label}.npz")
+        assert code == 0, err
+        with np.load(tmp_path / f"{label}.npz") as z:
+            vecs[label] = ([str(n) for n in z["names"]], z["embeddings"].astype(np.float64))
+    names = vecs["auto"][0]
+    groups = [names[0:3], names[3:6]]
+    (tmp_path / "g.json").write_text(json.dumps(groups, ensure_ascii=False), encoding="utf-8")
+    code, out, err = run_cli(capsys, "--model_path", ckpt, *common, "--groups", tmp_path / "g.json", "--n_boot", "20")
+    assert code == 0, err
+    auto = vecs["auto"][1] / np.linalg.norm(vecs["auto"][1], axis=1, keepdims=True)
+    want = retrieval_metrics(np.concatenate([auto, vecs["features"][1]], axis=1), names, groups)["mAP"]
+    row = next(ln for ln in out.splitlines() if "+ standardized features blocks" in ln and ln.startswith("|"))
+    assert float(row.split("|")[2]) == pytest.approx(want, abs=1e-3)
