@@ -236,10 +236,9 @@ def _finish(cfg: JointConfig, data: JointData, run: Run, results: list[FoldResul
         return {**summarize_folds(results), **extra}
     best = summarize_folds(results)
     if cfg.choose_embedding and best.get("best_checkpoint"):
-        fold = int(best["best_fold"])
-        train_idx, val_idx = run.split.folds[fold]
+        _, val_idx = run.split.folds[int(best["best_fold"])]
         extra["search_embedding"] = choose_and_store(
-            best["best_checkpoint"], data.dataset, data.names, run.split.groups, train_idx, val_idx, run.log,
+            best["best_checkpoint"], data.dataset, data.names, run.split.groups, val_idx, run.log,
             max_drawings=cfg.choice_max_drawings, seed=cfg.seed, user_groups=user_groups)
     return finish_run(run.log, results, extra,
                       f"joint over {len(results)} fold(s): best combined val loss {{val_loss_mean:.4f}} ± "

@@ -94,8 +94,8 @@ def rechoose(out: Path, seed: int, groups: Path | None) -> None:
     class Log:
         def info(self, msg: str) -> None:
             print(f"seed {seed}: {msg}")
-    train_idx, val_idx = split.folds[0]
-    choose_and_store(fold_ckpt, data.dataset, data.names, split.groups, train_idx, val_idx, Log(),
+    _, val_idx = split.folds[0]
+    choose_and_store(fold_ckpt, data.dataset, data.names, split.groups, val_idx, Log(),
                      max_drawings=cfg.choice_max_drawings, seed=cfg.seed, user_groups=user)
     shutil.copyfile(fold_ckpt, run / "best_model.pth")
 

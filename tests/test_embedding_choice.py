@@ -85,7 +85,7 @@ def test_candidates_are_scored_with_the_scored_drawings_own_statistics():
     assert with_statistics_of(far.blocks, None)[0].mean is None  # no gallery: L2 only
 
 
-def test_candidates_zscore_floors_with_the_training_statistics():
+def test_candidates_mark_the_zscored_floors_with_statistics():
     rng = np.random.default_rng(0)
     parts = {"hist": rng.normal(3, 2, (50, 12)), "gf_raw": rng.random((50, 210)),
              "layout": rng.random((50, 768)), "layout_rot": rng.random((50, 120))}

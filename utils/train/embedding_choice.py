@@ -13,7 +13,8 @@ grid is, and a learned embedding may add to either or to neither. So after train
 
 with every z-scored floor block z-scored with the statistics of the drawings it ranks, as
 a search z-scores it with the gallery it searches (``model.fusion.with_statistics_of``;
-the statistics of the training drawings stored with a block mark it as z-scored),
+the statistics stored with a block, those of the validation drawings scored, mark it as
+z-scored),
 
 and stores the best of them in the checkpoint (``search_embedding``: its blocks with
 their statistics, every candidate's mAP, the strongest floor, and one line saying why).
@@ -34,15 +35,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from dataset.formats import N_TYPES
 from model.DeepDXF_model import embed_sequences
-from model.floors import BLOCK_DIMS, FLOOR_LABELS, floor_block, layout_grid
+from model.floors import BLOCK_DIMS, FLOOR_LABELS, floor_block
 from model.fusion import Block, block_statistics, describe_blocks, fuse, with_statistics_of
 from model.GF_model import embed_graphs
 from model.joint_loss import joint_embedding
 from utils.ranking import paired_interval, retrieval_metrics
+from utils.train.val_retrieval import floor_arrays
 
-#: floor blocks that are z-scored with the training drawings' statistics
+#: floor blocks that are z-scored (with the statistics of the drawings they rank)
 ZSCORED = ("hist", "gf_raw", "layout", "layout_rot")
 #: the learned parts fused with a floor block (the DeepDXF part alone too: with grid pooling
 #: it holds a layout floor of its own, and the group term trains it through the joint embedding)
@@ -64,30 +65,25 @@ class Candidate:
     metrics: Optional[dict] = field(default=None, repr=False)
 
 
-def drawing_parts(gf_model: Any, deepdxf_model: Any, dataset: Any, indices: Sequence[int],
-                  learned: bool = True) -> dict[str, np.ndarray]:
-    """Every raw block of the joint drawings ``indices`` of ``dataset`` (``graph(i)``: GF
-    features ``[10, F]`` (the 11 GF columns first) and adjacency; ``rows(i)``: DeepDXF rows):
-    the floor blocks of ``model.floors.BLOCK_DIMS`` and, when ``learned``, ``gf``,
-    ``deepdxf`` and ``joint`` of the two models. Each ``[n, d]``."""
+def drawing_parts(gf_model: Any, deepdxf_model: Any, dataset: Any, indices: Sequence[int]) -> dict[str, np.ndarray]:
+    """Every raw block of the joint drawings ``indices`` of ``dataset`` (a ``JointDataset``):
+    the floor blocks of ``model.floors.BLOCK_DIMS`` (from ``val_retrieval.floor_arrays``, as
+    the retrieval check and a search read them) and ``gf``, ``deepdxf`` and ``joint`` of the
+    two models. Each ``[n, d]``; every drawing is read once."""
     graphs = [dataset.graph(int(i)) for i in indices]
-    feats = np.stack([np.asarray(f, dtype=np.float32) for f, _ in graphs])
-    adj = np.stack([np.asarray(a, dtype=np.float32) for _, a in graphs])
     rows = [np.asarray(dataset.rows(int(i))) for i in indices]
-    arrays = {"type_counts": np.stack([np.bincount(r[:, 0], minlength=N_TYPES)[:N_TYPES] for r in rows]),
-              "gf_features": feats, "gf_adjacency": adj, "layout": np.stack([layout_grid(r) for r in rows])}
+    arrays = floor_arrays(dataset, indices, graphs, rows)
     parts = {name: floor_block(name, arrays) for name in BLOCK_DIMS}
-    if learned:
-        g = embed_graphs(gf_model, feats, adj)
-        d = embed_sequences(deepdxf_model, rows)
-        parts.update(gf=g, deepdxf=d, joint=joint_embedding(torch.from_numpy(g), torch.from_numpy(d)).numpy())
+    g = embed_graphs(gf_model, np.stack([np.asarray(f, dtype=np.float32) for f, _ in graphs]), arrays["gf_adjacency"])
+    d = embed_sequences(deepdxf_model, rows)
+    parts.update(gf=g, deepdxf=d, joint=joint_embedding(torch.from_numpy(g), torch.from_numpy(d)).numpy())
     return parts
 
 
-def candidates(train_parts: dict[str, np.ndarray]) -> list[Candidate]:
-    """The embeddings to choose from; the z-scored floor blocks carry ``train_parts``' statistics
-    (for the record: scoring and search z-score them with the drawings they rank)."""
-    z = {name: Block(name, 1.0, *block_statistics(train_parts[name])) for name in ZSCORED}
+def candidates(parts: dict[str, np.ndarray]) -> list[Candidate]:
+    """The embeddings to choose from; the z-scored floor blocks carry ``parts``' statistics
+    (they mark the block as z-scored: scoring and search z-score it with the drawings it ranks)."""
+    z = {name: Block(name, 1.0, *block_statistics(parts[name])) for name in ZSCORED}
 
     def zb(name: str, weight: float = 1.0) -> Block:
         return Block(name, weight, z[name].mean, z[name].std)
@@ -175,20 +171,18 @@ def pick(cands: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
 
 
 def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, names: Sequence[str],
-                            val_indices: Sequence[int], train_indices: Sequence[int],
-                            groups: Sequence[Sequence[str]], max_drawings: int = 1000,
-                            max_train: int = 2000, seed: int = 0) -> Optional[dict[str, Any]]:
+                            val_indices: Sequence[int], groups: Sequence[Sequence[str]],
+                            max_drawings: int = 1000, seed: int = 0) -> Optional[dict[str, Any]]:
     """Score every candidate on the validation drawings and return the choice to store in
     the checkpoint (``search_embedding``), or None when no group has two validation members.
 
     Args:
         gf_model, deepdxf_model: the trained models (a joint checkpoint's).
         dataset: the joint drawings (``graph(i)``, ``rows(i)``); ``names``: their names.
-        val_indices, train_indices: joint-drawing indices of the validation and training part.
+        val_indices: joint-drawing indices of the validation part.
         groups: groups of similar drawing names (pieces/revisions by ``--group_pattern``, and
             the user's ``--groups``); only validation members count.
         max_drawings: validation drawings at most (whole groups first, then distractors).
-        max_train: training drawings whose statistics z-score the floors.
     Returns:
         ``{"name", "blocks" (Block dicts), "why", "scores" (name -> mAP), "strongest_floor",
         "n_queries", "n_drawings"}``.
@@ -211,12 +205,9 @@ def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, nam
     room = max(0, max_drawings - len(members))
     picked = members + [others[k] for k in rng.permutation(len(others))[:room]]
     idx = [val_names[n] for n in picked]
-    train = np.asarray(train_indices, dtype=np.int64)
-    if len(train) > max_train:
-        train = np.sort(rng.choice(train, max_train, replace=False))
-    cands = candidates(drawing_parts(None, None, dataset, train, learned=False) if len(train) >= 2 else
-                       drawing_parts(None, None, dataset, idx, learned=False))
-    score(cands, drawing_parts(gf_model, deepdxf_model, dataset, idx), picked, val_groups)
+    parts = drawing_parts(gf_model, deepdxf_model, dataset, idx)
+    cands = candidates(parts)
+    score(cands, parts, picked, val_groups)
     best, floor = pick(cands)
     lo, hi = paired_interval(best.metrics["per_query_ap"], floor.metrics["per_query_ap"])
     n_q = best.metrics["n_queries"]
@@ -274,10 +265,10 @@ def group_lists(names: Sequence[str], group_of_each: Sequence[str]) -> list[list
 
 
 def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str], split_groups: Sequence[str],
-                     train_idx: Sequence[int], val_idx: Sequence[int], log: Any, *, max_drawings: int, seed: int,
+                     val_idx: Sequence[int], log: Any, *, max_drawings: int, seed: int,
                      user_groups: Sequence[Sequence[str]] = ()) -> Optional[dict[str, Any]]:
     """Choose the search embedding of the fold checkpoint ``checkpoint`` on the fold's
-    validation drawings (``val_idx``, statistics from ``train_idx``), store it there (the
+    validation drawings (``val_idx``), store it there (the
     checkpoint is then published as ``best_model.pth`` with it), and log what was chosen and
     why. ``split_groups``: each drawing's ``--group_pattern`` group; ``user_groups``:
     ``--groups`` as lists of names. Returns what summary.json keeps of the choice (None:
@@ -286,8 +277,8 @@ def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str],
 
     groups = group_lists(names, split_groups) + [list(g) for g in user_groups]
     trained = load_trained_models(checkpoint, "cpu")
-    choice = choose_search_embedding(trained.gf, trained.deepdxf, dataset, names, val_idx, train_idx,
-                                     groups, max_drawings, seed=seed)
+    choice = choose_search_embedding(trained.gf, trained.deepdxf, dataset, names, val_idx, groups, max_drawings,
+                                     seed=seed)
     if choice is None:
         log.info("search embedding: not chosen: no two validation drawings share a group (--group_pattern, "
                  "--groups); SimDeepDXF.py --embedding auto uses joint_floors. Give the archive revisions "

@@ -101,12 +101,16 @@ def _query_groups(drawings: Sequence[int], names: Sequence[str], groups: Sequenc
     return [m for m in members.values() if len(m) >= 2] + [m for m in listed if len(m) >= 2]
 
 
-def floor_arrays(dataset: Any, drawings: Sequence[int]) -> dict[str, np.ndarray]:
+def floor_arrays(dataset: Any, drawings: Sequence[int],
+                 graphs: Optional[Sequence[tuple[np.ndarray, np.ndarray]]] = None,
+                 rows: Optional[Sequence[np.ndarray]] = None) -> dict[str, np.ndarray]:
     """The encodings :func:`model.floors.floor_embeddings` reads, of ``drawings`` (joint
-    indices of ``dataset``, a ``JointDataset``): ``type_counts [n, 12]`` (from the archive),
-    ``gf_features [n, 10, 11]``, ``gf_adjacency [n, 10, 10]``, ``layout [n, 12, 8, 8]``."""
-    graphs = [dataset.graph(int(i)) for i in drawings]
-    rows = [dataset.rows(int(i)) for i in drawings]
+    indices of ``dataset``, a ``JointDataset``): ``type_counts [n, 12]`` (from the archive,
+    counted before any cut, as a search counts them), ``gf_features [n, 10, 11]``,
+    ``gf_adjacency [n, 10, 10]``, ``layout [n, 12, 8, 8]``. ``graphs``/``rows``: the
+    drawings' ``dataset.graph``/``dataset.rows`` when the caller has read them already."""
+    graphs = graphs if graphs is not None else [dataset.graph(int(i)) for i in drawings]
+    rows = rows if rows is not None else [dataset.rows(int(i)) for i in drawings]
     return {"type_counts": np.stack([dataset.archive.type_counts(int(dataset.ids[int(i)])) for i in drawings]),
             "gf_features": np.stack([f[:, :GF_COLUMNS] for f, _ in graphs]).astype(np.float32),
             "gf_adjacency": np.stack([a for _, a in graphs]).astype(np.float32),
