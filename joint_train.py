@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,6 +66,7 @@ from utils.train.loop import (LAST_NAME, FoldResult, FoldTracker, LoopSettings, 
 from utils.train.schedule import SchedulePlan, make_lr_scheduler, plan_schedule
 from utils.train.splits import Split
 from utils.train.embedding_choice import choose_and_store
+from utils.train.hard_negatives import training_clusters
 from utils.train.val_retrieval import (
     FLOOR_KEYS, floor_maps, merge_groups, pick_validation_drawings, strongest_floor, validation_retrieval,
 )
@@ -335,6 +337,24 @@ def build_fold(cfg: JointConfig, train_loader: JointLoader, info: DistInfo, fold
     return TrainState(objective, model, weighting, optimizer, scheduler, scaler)
 
 
+def hard_negative_clusters(cfg: JointConfig, data: JointData, run: Run, fold: int) -> Optional[np.ndarray]:
+    """``--hard_negatives``: the cluster of each training drawing's group (``utils.train.hard_negatives``),
+    about one batch of drawings per cluster; None when off (or the group term is)."""
+    if not cfg.hard_negatives:
+        return None
+    train_idx = run.split.folds[fold][0]
+    group_ids = data.group_ids(run.split, train_idx)
+    if group_ids is None:
+        run.log.info(f"fold {fold}: --hard_negatives ignored: the group term is off (--group_weight 0)")
+        return None
+    start = time.perf_counter()
+    clusters = training_clusters(data.dataset, train_idx, group_ids, 2 * cfg.GF_batch_size, cfg.seed + fold)
+    run.log.info(f"fold {fold}: hard negatives: {len(np.unique(group_ids))} training groups in "
+                 f"{len(np.unique(clusters))} clusters of look-alikes by their floors "
+                 f"({time.perf_counter() - start:.1f} s); each batch holds the groups of one cluster")
+    return clusters
+
+
 def train_fold(cfg: JointConfig, data: JointData, run: Run, fold: int, info: DistInfo,
                resume: Optional[dict[str, Any]] = None, done: Optional[list[dict[str, Any]]] = None,
                user_groups: Sequence[Sequence[int]] = ()) -> Optional[FoldResult]:
@@ -342,7 +362,7 @@ def train_fold(cfg: JointConfig, data: JointData, run: Run, fold: int, info: Dis
     weights; None when the process left early (``--stop_after_epochs``). ``user_groups``:
     ``--groups`` as joint-drawing indices (more queries for the retrieval check)."""
     log, extra = run.log, extra_weights(cfg)
-    train_loader, val_loader = data.fold_loaders(run.split, fold)
+    train_loader, val_loader = data.fold_loaders(run.split, fold, hard_negative_clusters(cfg, data, run, fold))
     plan = schedule_plan(cfg, train_loader)
     st = build_fold(cfg, train_loader, info, fold, plan)
     _log_fold_plan(cfg, log, fold, train_loader, val_loader, plan, info)

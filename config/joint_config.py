@@ -91,6 +91,10 @@ class JointConfig(GFConfig, DeepDXFConfig):
                           "and each drawing's two views together; batches keep groups together. With revisions among the "
                           "training drawings (dataset/make_revisions.py) it teaches what a revision keeps (0 = off)"})
     group_temperature: float = field(default=0.1, metadata={"help": "temperature of the group term"})
+    hard_negatives: bool = field(default=False, metadata={"help": "fill each training batch with groups that the "
+                                 "non-learned floors find alike (k-means over the z-scored type histogram, raw GF "
+                                 "matrices and rotation-robust layout grid, about one batch per cluster), so the group "
+                                 "term's negatives are look-alikes that counting cannot tell apart (needs the group term)"})
 
     # --- retrieval check -------------------------------------------------------
     val_retrieval: int = field(default=200, metadata={"help": "each validation pass and the test also search up to this many "

@@ -99,11 +99,15 @@ class SplitLike(Protocol):
 
 
 def epoch_parts(n: int, n_batches: int, seed: int, epoch: int, *, shuffle: bool = True,
-                groups: Optional[np.ndarray] = None) -> list[np.ndarray]:
+                groups: Optional[np.ndarray] = None, clusters: Optional[np.ndarray] = None) -> list[np.ndarray]:
     """The batches (as positions 0..n-1) of one epoch: a seeded permutation cut into ``n_batches`` parts.
 
     ``groups``: [n] int group ids; given, the permutation keeps each group's positions
     together (groups in a random order, a random order inside each group).
+    ``clusters``: [n] int cluster ids of the groups (``--hard_negatives``: the groups that the
+    floors find alike share one); given with ``groups``, the groups of one cluster come one
+    after another (clusters in a random order, groups in a random order inside each), so a
+    batch holds look-alike groups.
     """
     if n == 0:
         return []
@@ -113,6 +117,10 @@ def epoch_parts(n: int, n_batches: int, seed: int, epoch: int, *, shuffle: bool 
         _, dense = np.unique(np.asarray(groups), return_inverse=True)
         group_rank = rng.permutation(int(dense.max()) + 1)
         order = order[np.argsort(group_rank[dense[order]], kind="stable")]
+        if clusters is not None:
+            _, cluster_ids = np.unique(np.asarray(clusters), return_inverse=True)
+            cluster_rank = rng.permutation(int(cluster_ids.max()) + 1)
+            order = order[np.argsort(cluster_rank[cluster_ids[order]], kind="stable")]
     return [p for p in np.array_split(order, max(1, min(n_batches, n))) if len(p)]
 
 
@@ -196,15 +204,20 @@ class PartSampler(Sampler[PartRequest]):
             over all ranks.
         groups: [len(indices)] int64 group ids of ``indices`` (group term on): parts keep
             groups together (:func:`epoch_parts`) and carry their ids.
+        clusters: [len(indices)] int64 cluster ids of the drawings' groups (``--hard_negatives``):
+            parts hold groups of one cluster (:func:`epoch_parts`).
 
     Memory: ``indices``, their sorted copy and ``groups`` (int64), nothing per drawing else.
     """
 
     def __init__(self, indices: Sequence[int] | np.ndarray, n_batches: int, seed: int, *, shuffle: bool = True,
                  rank: int = 0, world_size: int = 1, max_steps: int = 0, wrap: bool = True,
-                 groups: Optional[np.ndarray] = None) -> None:
+                 groups: Optional[np.ndarray] = None, clusters: Optional[np.ndarray] = None) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
         self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
+        self.clusters = None if clusters is None else np.asarray(clusters, dtype=np.int64)
+        if self.clusters is not None and len(self.clusters) != len(self.indices):
+            raise ValueError(f"{len(self.clusters)} cluster ids for {len(self.indices)} drawings")
         self.sorted = np.unique(self.indices)
         self.n_batches = n_batches
         self.seed = seed
@@ -240,7 +253,7 @@ class PartSampler(Sampler[PartRequest]):
             return
         epoch = self.epoch if self.shuffle else 0
         parts = epoch_parts(len(self.indices), self.n_batches, self.seed, self.epoch, shuffle=self.shuffle,
-                            groups=self.groups)
+                            groups=self.groups, clusters=self.clusters)
         for k in mine:
             index = self.indices[parts[k]]
             groups = None if self.groups is None else self.groups[parts[k]]
@@ -345,6 +358,8 @@ class JointLoader:
         max_steps: at most this many batches per rank and epoch (0 = all).
         groups: [len(indices)] int64 group ids of ``indices`` for the group term
             (batches keep groups together and carry the ids); None: off.
+        clusters: [len(indices)] int64 cluster ids of their groups (``--hard_negatives``:
+            batches hold look-alike groups); None: groups in a random order.
 
     ``len(loader)`` is the number of batches this rank gets; :attr:`n_batches` the
     global number; :attr:`deepdxf_batch_size` the derived DeepDXF batch size.
@@ -353,7 +368,7 @@ class JointLoader:
 
     def __init__(self, dataset: JointDataset, indices: Sequence[int], cfg: JointConfig, *, shuffle: bool = True,
                  seed: int = 0, rank: int = 0, world_size: int = 1, max_steps: int = 0,
-                 groups: Optional[np.ndarray] = None) -> None:
+                 groups: Optional[np.ndarray] = None, clusters: Optional[np.ndarray] = None) -> None:
         self.dataset = dataset
         self.cfg = cfg
         self.num_workers = int(getattr(cfg, "num_workers", 0))
@@ -363,7 +378,8 @@ class JointLoader:
         self.collate = JointCollate(cfg, self.deepdxf_batch_size or None)
         # The order (drawings, groups, seed, epoch, sharding) lives in one sampler.
         self.part_sampler = PartSampler(indices, self.n_batches, seed, shuffle=shuffle, rank=rank,
-                                        world_size=world_size, max_steps=max_steps, wrap=True, groups=groups)
+                                        world_size=world_size, max_steps=max_steps, wrap=True, groups=groups,
+                                        clusters=clusters)
 
     @property
     def indices(self) -> np.ndarray:
@@ -470,25 +486,35 @@ class JointData:
         return (f"{len(self.names)} drawings with both encodings{extra} from {self.archive.describe()}; "
                 f"test {len(split.test)}, {split.n_folds} folds")
 
-    def _loader(self, split: SplitLike, indices: Sequence[int], *, shuffle: bool, seed: int,
-                max_steps: int = 0) -> JointLoader:
-        groups = None
-        if self.cfg.group_weight > 0:  # the group term's labels: a dense id per group, in order of appearance
-            first_seen: dict[str, int] = {}
-            labels = self.group_labels if self.group_labels is not None else split.groups
-            ids = np.fromiter((first_seen.setdefault(g, len(first_seen)) for g in labels),
-                              dtype=np.int64, count=len(labels))
-            groups = ids[np.asarray(indices, dtype=np.int64)]
-        return JointLoader(self.dataset, indices, self.cfg, shuffle=shuffle, seed=seed, rank=self.rank,
-                           world_size=self.world_size, max_steps=max_steps, groups=groups)
+    def group_ids(self, split: SplitLike, indices: Sequence[int]) -> Optional[np.ndarray]:
+        """[len(indices)] int64 group ids of the group term (the split's ``--group_pattern`` groups,
+        or :meth:`use_group_labels`'), a dense id per group in order of appearance; None when the
+        group term is off."""
+        if self.cfg.group_weight <= 0:
+            return None
+        first_seen: dict[str, int] = {}
+        labels = self.group_labels if self.group_labels is not None else split.groups
+        ids = np.fromiter((first_seen.setdefault(g, len(first_seen)) for g in labels), dtype=np.int64,
+                          count=len(labels))
+        return ids[np.asarray(indices, dtype=np.int64)]
 
-    def fold_loaders(self, split: SplitLike, fold: int) -> tuple[JointLoader, JointLoader]:
-        """(train, validation) loaders of ``fold`` of ``split``; training reshuffles with ``set_epoch``."""
+    def _loader(self, split: SplitLike, indices: Sequence[int], *, shuffle: bool, seed: int,
+                max_steps: int = 0, clusters: Optional[np.ndarray] = None) -> JointLoader:
+        groups = self.group_ids(split, indices)
+        return JointLoader(self.dataset, indices, self.cfg, shuffle=shuffle, seed=seed, rank=self.rank,
+                           world_size=self.world_size, max_steps=max_steps, groups=groups,
+                           clusters=clusters if groups is not None else None)
+
+    def fold_loaders(self, split: SplitLike, fold: int, train_clusters: Optional[np.ndarray] = None
+                     ) -> tuple[JointLoader, JointLoader]:
+        """(train, validation) loaders of ``fold`` of ``split``; training reshuffles with ``set_epoch``.
+        ``train_clusters``: [len(train part)] cluster ids of the training drawings' groups
+        (``--hard_negatives``: training batches hold look-alike groups)."""
         if not 0 <= fold < split.n_folds:
             raise IndexError(f"fold {fold} is not one of the split's {split.n_folds} folds")
         train_idx, val_idx = split.folds[fold]
         train = self._loader(split, train_idx, shuffle=True, seed=self.cfg.seed + 1000 * fold,
-                             max_steps=self.cfg.max_steps_per_epoch)
+                             max_steps=self.cfg.max_steps_per_epoch, clusters=train_clusters)
         return train, self._loader(split, val_idx, shuffle=False, seed=VAL_SEED)
 
     def test_loader(self, split: SplitLike) -> JointLoader:
