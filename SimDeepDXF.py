@@ -8,6 +8,8 @@
     # every gallery embedding to a file, or retrieval metrics against groups of similar drawings
     python SimDeepDXF.py --gallery archive/ --export emb.npz
     python SimDeepDXF.py --gallery archive/ --groups groups.json
+    # choose the search embedding for this archive on its groups; search with the checkpoint written
+    python SimDeepDXF.py --gallery archive/ --groups groups.json --choose checkpoints/archive.pth
     # no checkpoint: a non-learned embedding (features, layout or layout_rot)
     python SimDeepDXF.py --embedding features --gallery data/DXF --query data/DXF/QFN-a_rev0.dxf
     # a search page and JSON API in the browser (http://127.0.0.1:8000/; also: dxf-serve --gallery ...)
@@ -33,7 +35,9 @@ from dataset.dxf_read import DrawingError, drawing_name
 from model.floors import FLOOR_KINDS, floor_raw
 from utils.ranking import GroupsError, percentile_among, read_groups, similarity_matrix
 from utils.retrieval.cache import EmbeddingCache, default_cache_dir
-from utils.retrieval.embedders import Embedder, EmbedderError, floor_embedder, make_embedder, with_features
+from utils.retrieval.choice import ChoiceError
+from utils.retrieval.embedders import (Embedder, EmbedderError, floor_embedder, make_embedder, parts_embedder,
+                                       with_features)
 from utils.retrieval.encodings import SUPPORTED_SUFFIXES, DrawingEncoding, PreprocessedIndex, load_drawing
 from utils.retrieval.gallery import (Gallery, GalleryError, build_gallery, collect_files, evaluate_gallery,
                                      export_gallery, pick_reference, resolve_source, spread, training_data_folder,
@@ -87,6 +91,11 @@ def validate(cfg: SimConfig) -> None:
         for flag in ("query", "export", "groups"):
             if getattr(cfg, flag) is not None:
                 raise UsageError(f"--{flag} needs --gallery DIR [DIR ...] (the drawings to search)")
+    if cfg.choose is not None and (cfg.groups is None or not cfg.gallery):
+        raise UsageError("--choose needs --gallery DIR and --groups FILE.json (the groups it chooses on)")
+    if cfg.choose is not None and (cfg.query or cfg.export or cfg.serve or pair):
+        raise UsageError("--choose writes a checkpoint and stops: search with it in a second command "
+                         "(--model_path FILE --query ...)")
     if cfg.render is not None and cfg.query is None:
         raise UsageError("--render draws a query's matches: give --query FILE and --gallery DIR")
     if cfg.topk < 1:
@@ -106,6 +115,8 @@ def validate(cfg: SimConfig) -> None:
         cfg.render = str(output_path("render", cfg.render, f"{drawing_name(cfg.query)}-top{cfg.topk}.png"))
     if cfg.export is not None:
         cfg.export = str(output_path("export", cfg.export, "embeddings.npz"))
+    if cfg.choose is not None:
+        cfg.choose = str(output_path("choose", cfg.choose, "best_model.pth"))
 
 
 def preprocessed_index(cfg: SimConfig, embedder: Embedder) -> Optional[PreprocessedIndex]:
@@ -245,6 +256,22 @@ def groups_mode(cfg: SimConfig, gallery: Gallery) -> str:
     return table
 
 
+def choose_mode(cfg: SimConfig) -> dict:
+    """--choose: score every candidate search embedding on the gallery's groups and write the
+    checkpoint copy holding the best (``utils/retrieval/choice.py``)."""
+    from utils.retrieval.choice import choose_for_gallery, write_choice
+    from utils.train.embedding_choice import choice_table
+
+    embedder = parts_embedder(cfg.model_path, cfg.device)
+    gallery = open_gallery(cfg, cfg.gallery, embedder)
+    choice = choose_for_gallery(gallery, read_groups(cfg.groups), cfg.groups)
+    out = write_choice(cfg.model_path, cfg.choose, choice)
+    print(f"chosen for this gallery: {choice['name']} [{choice['description']}]: {choice['why']}\n"
+          + choice_table(choice))
+    print(f"wrote {out}: search this gallery with --model_path {out} (--embedding auto uses the choice)")
+    return {"embedding": choice["name"], "choice": choice, "checkpoint": str(out)}
+
+
 def describe_embedding(embedder: Embedder) -> str:
     """One line: which embedding a run uses and why."""
     blocks = " + ".join(b.describe() for b in embedder.blocks)
@@ -278,6 +305,8 @@ def run(cfg: SimConfig) -> dict:
         print(f"no --file1/--file2 or --gallery given: demo query of {demo[0]} over {DEMO_FOLDER}/")
         cfg.gallery, cfg.query = [DEMO_FOLDER], str(demo[0])
     validate(cfg)
+    if cfg.choose is not None:
+        return choose_mode(cfg)
     embedder = make_embedder(cfg.model_path, cfg.embedding, cfg.device)
     if cfg.append_features and embedder.kind in FLOOR_KINDS:
         warn(f"--append_features ignored: --embedding {embedder.kind} is a non-learned embedding already")
@@ -311,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(SimConfig, argv, description=__doc__.split("\n\n")[0])
     try:
         run(cfg)
-    except (UsageError, GalleryError, GroupsError, EmbedderError) as err:
+    except (UsageError, GalleryError, GroupsError, EmbedderError, ChoiceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except DrawingError as err:

@@ -89,17 +89,20 @@ class Embedder:
         why: one line saying why this embedding was chosen (``auto``).
         from_arrays: the non-learned kinds: stacked encodings (``stack_encodings``) -> rows,
             so a gallery computes its rows from its cached encodings; None for a model.
+        split: a blocks embedding (:func:`gallery_blocks_embedder`): rows ``[n, D]`` -> each
+            block's raw columns by name; None for the others.
     """
 
     def __init__(self, kind: str, identity: str, label: str, fn: Callable[[Sequence[DrawingEncoding]], np.ndarray],
                  *, needs_gf: bool, row_wise: bool = True, learned: bool = True, config: Optional[dict] = None,
                  blocks: Sequence[Block] = (), why: str = "",
                  finalize_fn: Optional[Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]] = None,
-                 from_arrays: Optional[Callable[[dict[str, np.ndarray]], np.ndarray]] = None) -> None:
+                 from_arrays: Optional[Callable[[dict[str, np.ndarray]], np.ndarray]] = None,
+                 split: Optional[Callable[[np.ndarray], dict[str, np.ndarray]]] = None) -> None:
         self.kind, self.identity, self.label = kind, identity, label
         self.needs_gf, self.row_wise, self.learned = needs_gf, row_wise, learned
         self.config, self.blocks, self.why = config, tuple(blocks), why
-        self._fn, self._finalize, self.from_arrays = fn, finalize_fn, from_arrays
+        self._fn, self._finalize, self.from_arrays, self.split = fn, finalize_fn, from_arrays, split
         self.calls = 0  # drawings embedded so far (tests and logs)
 
     def check(self, enc: DrawingEncoding) -> None:
@@ -185,7 +188,7 @@ def gallery_blocks_embedder(name: str, blocks: Sequence[Block], why: str, config
                     f"{name} ({'model + ' if learned else 'non-learned, '}floors standardized with the gallery)",
                     fn, needs_gf=any(n in ("gf", "joint", "gf_raw") for n in order), row_wise=False,
                     learned=bool(learned), config=config, blocks=blocks, why=f"{why}; floors z-scored with the gallery",
-                    finalize_fn=finalize, from_arrays=None if learned else from_arrays)
+                    finalize_fn=finalize, from_arrays=None if learned else from_arrays, split=split)
 
 
 def with_features(base: Embedder) -> Embedder:
@@ -287,6 +290,35 @@ def _choose(trained: Any, embedding: str, path: Path) -> tuple[str, tuple[Block,
     return embedding, PRESETS[embedding], f"--embedding {embedding}"
 
 
+def _trained(model_path: Optional[str | Path], device: str
+             ) -> tuple[Path, Any, dict, dict[str, Callable[[Sequence[DrawingEncoding]], np.ndarray]]]:
+    """The checkpoint's path, its trained models, configuration and learned part functions."""
+    if model_path is None:
+        raise EmbedderError("no --model_path given: pass a checkpoint, or use --embedding features")
+    path = Path(model_path)
+    if not path.is_file():
+        raise EmbedderError(f"no checkpoint at {path}: train a model first (python GF_main.py / "
+                            "DeepDXF_train.py / joint_main.py), pass --model_path, or use --embedding features")
+    trained = _load(path, device)
+    config = dict(trained.config or {})
+    gf_layout = bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"]))
+    return path, trained, config, part_functions(trained.gf, trained.deepdxf, gf_layout)
+
+
+def parts_embedder(model_path: Optional[str | Path], device: str = "cpu") -> Embedder:
+    """Every block a search embedding can name, raw and side by side: the learned parts
+    ``joint``, ``gf`` and ``deepdxf`` of a joint checkpoint and each floor block of
+    ``model.floors.BLOCK_DIMS``; what a choice of the search embedding scores
+    (``utils.retrieval.choice``). ``embedder.split(rows)`` gives each block ``[n, d]``."""
+    path, trained, config, parts = _trained(model_path, device)
+    if trained.kind != "joint":
+        raise EmbedderError(f"{path} is a {trained.kind} checkpoint: choosing a search embedding needs a joint "
+                            "checkpoint (joint_main.py), whose learned parts are fused with the floors")
+    blocks = [Block(n) for n in (*LEARNED_PARTS, *BLOCK_DIMS)]
+    return gallery_blocks_embedder("every part", blocks, "", config, parts,
+                                   identity=f"{sha1_files([path])}/every-part/fmt{FORMAT_VERSION}")
+
+
 def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", device: str = "cpu") -> Embedder:
     """The embedding function of a checkpoint, or of a non-learned floor.
 
@@ -302,17 +334,8 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
         raise EmbedderError(f"unknown embedding {embedding!r}: choose one of {', '.join(EMBEDDING_CHOICES)}")
     if embedding in FLOOR_KINDS:
         return floor_embedder(embedding)
-    if model_path is None:
-        raise EmbedderError("no --model_path given: pass a checkpoint, or use --embedding features")
-    path = Path(model_path)
-    if not path.is_file():
-        raise EmbedderError(f"no checkpoint at {path}: train a model first (python GF_main.py / "
-                            "DeepDXF_train.py / joint_main.py), pass --model_path, or use --embedding features")
-    trained = _load(path, device)
+    path, trained, config, parts = _trained(model_path, device)
     chosen, blocks, why = _choose(trained, embedding, path)
-    config = dict(trained.config or {})
-    gf_layout = bool(config.get("GF_layout_features", SAVED_CONFIG_FALLBACKS["GF_layout_features"]))
-    parts = part_functions(trained.gf, trained.deepdxf, gf_layout)
     missing = [b.name for b in blocks if b.name in LEARNED_PARTS and b.name not in parts]
     if missing:
         raise EmbedderError(f"{path}: the chosen embedding {chosen} needs the {', '.join(missing)} model, "
@@ -337,6 +360,6 @@ def dummy_encoding() -> DrawingEncoding:
                            gf_layout=np.zeros((c, LAYOUT_DIM), np.float32))
 
 
-__all__ = ["EMBEDDING_CHOICES", "LEARNED_PARTS", "PRESETS", "AUTO_JOINT", "EmbedderError", "Block", "fuse",
+__all__ = ["parts_embedder", "EMBEDDING_CHOICES", "LEARNED_PARTS", "PRESETS", "AUTO_JOINT", "EmbedderError", "Block", "fuse",
            "block_statistics", "joint_vectors", "Embedder", "floor_embedder", "gallery_blocks_embedder", "with_features", "part_functions",
            "blocks_function", "make_embedder", "dummy_encoding"]

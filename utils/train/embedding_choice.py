@@ -206,22 +206,31 @@ def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, nam
     picked = members + [others[k] for k in rng.permutation(len(others))[:room]]
     idx = [val_names[n] for n in picked]
     parts = drawing_parts(gf_model, deepdxf_model, dataset, idx)
+    return choose_from_parts(parts, picked, val_groups, "validation queries of this archive")
+
+
+def choose_from_parts(parts: dict[str, np.ndarray], names: Sequence[str], groups: Sequence[Sequence[str]],
+                      where: str) -> dict[str, Any]:
+    """Score every candidate of ``parts`` (raw blocks ``[n, d]`` of the drawings ``names``, as
+    :func:`drawing_parts` gives them) against ``groups`` and return the choice (what
+    :func:`choose_search_embedding` returns); ``where`` names the queries in its ``why``
+    (e.g. "validation queries of this archive")."""
     cands = candidates(parts)
-    score(cands, parts, picked, val_groups)
+    score(cands, parts, names, groups)
     best, floor = pick(cands)
     lo, hi = paired_interval(best.metrics["per_query_ap"], floor.metrics["per_query_ap"])
     n_q = best.metrics["n_queries"]
     if best is floor:
         runner = max((c for c in cands if not c.floor), key=lambda c: c.metrics["mAP"])
         lo, hi = paired_interval(runner.metrics["per_query_ap"], floor.metrics["per_query_ap"])
-        why = (f"the strongest floor on {n_q} validation queries of this archive (mAP {best.metrics['mAP']:.3f}); "
+        why = (f"the strongest floor on {n_q} {where} (mAP {best.metrics['mAP']:.3f}); "
                f"no learned candidate was clearly better (best: {runner.name} {runner.metrics['mAP']:.3f}, "
                f"paired 95% {lo:+.3f} to {hi:+.3f})")
     else:
         n_learned = sum(not c.floor for c in cands)
         clo, _ = paired_interval(best.metrics["per_query_ap"], floor.metrics["per_query_ap"],
                                  n_boot=PICK_BOOTSTRAPS, alpha=learned_alpha(n_learned))
-        why = (f"the best of {len(cands)} candidates on {n_q} validation queries of this archive: mAP "
+        why = (f"the best of {len(cands)} candidates on {n_q} {where}: mAP "
                f"{best.metrics['mAP']:.3f} vs the strongest floor {floor.name} {floor.metrics['mAP']:.3f} "
                f"(paired 95% {lo:+.3f} to {hi:+.3f}; lower bound {clo:+.3f} corrected for {n_learned} "
                f"learned candidates)")
@@ -229,7 +238,7 @@ def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, nam
             "description": describe_blocks(best.blocks),
             "scores": {c.name: round(float(c.metrics["mAP"]), 4) for c in cands},
             "strongest_floor": floor.name, "strongest_floor_label": _floor_label(floor.name),
-            "n_queries": int(n_q), "n_drawings": len(picked)}
+            "n_queries": int(n_q), "n_drawings": len(names)}
 
 
 def _floor_label(name: str) -> str:
@@ -291,4 +300,4 @@ def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str],
 
 
 __all__ = ["Candidate", "ZSCORED", "FUSED_PARTS", "FUSION_WEIGHTS", "PICK_BOOTSTRAPS", "TIE", "FLOOR_PRIOR", "learned_alpha", "drawing_parts", "candidates", "score", "pick",
-           "choose_search_embedding", "store_choice", "choice_table", "group_lists", "choose_and_store"]
+           "choose_search_embedding", "choose_from_parts", "store_choice", "choice_table", "group_lists", "choose_and_store"]

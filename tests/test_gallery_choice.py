@@ -1,0 +1,93 @@
+"""SimDeepDXF.py --choose: the search embedding chosen for the gallery searched, on its groups."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import joint_main
+import SimDeepDXF
+from dataset.names import group_of
+from model.floors import BLOCK_DIMS
+from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
+from utils.ranking import retrieval_metrics
+from utils.train.checkpoint import load_checkpoint
+from utils.train.embedding_choice import TIE, choose_from_parts
+
+
+def _parts_with_signal_in(block: str, seed: int = 0) -> tuple[dict[str, np.ndarray], list[str], list[list[str]]]:
+    """40 drawings in 10 groups of 4; only ``block`` tells the groups apart (the rest is noise)."""
+    rng = np.random.default_rng(seed)
+    names = [f"d{i}" for i in range(40)]
+    group = np.repeat(np.arange(10), 4)
+    dims = {**BLOCK_DIMS, "joint": 16, "gf": 8, "deepdxf": 8}
+    parts = {n: rng.standard_normal((40, d)) for n, d in dims.items()}
+    centers = rng.standard_normal((10, dims[block])) * 3
+    parts[block] = centers[group] + 0.3 * rng.standard_normal((40, dims[block]))
+    groups = [[names[i] for i in range(40) if group[i] == g] for g in range(10)]
+    return parts, names, groups
+
+
+@pytest.mark.parametrize("block", ["layout_rot", "hist", "joint"])
+def test_the_choice_follows_what_tells_this_gallerys_groups_apart(block):
+    parts, names, groups = _parts_with_signal_in(block)
+    choice = choose_from_parts(parts, names, groups, "queries of g.json over this gallery")
+    assert block in [b["name"] for b in choice["blocks"]]
+    assert "queries of g.json over this gallery" in choice["why"]
+    floors = ("hist", "gf_raw", "gf_raw(z)", "features", "layout", "layout_rot")
+    assert choice["scores"][choice["name"]] >= max(choice["scores"][f] for f in floors) - TIE
+
+
+def _groups_file(root, path):
+    from dataset.archive import open_archive
+
+    archive = open_archive(root)
+    by_group: dict[str, list[str]] = {}
+    for i in range(len(archive)):
+        by_group.setdefault(group_of(archive.name(i)), []).append(archive.name(i))
+    groups = [g for g in by_group.values() if len(g) >= 2]
+    path.write_text(json.dumps(groups), encoding="utf-8")
+    return groups
+
+
+def test_choose_writes_a_checkpoint_whose_search_scores_what_was_measured(corpus, tmp_path, capsys):  # noqa: F811
+    joint_main.main(_argv(corpus, "for_choose", "--epochs", "1"))
+    model = corpus / "ckpt" / "for_choose" / "best_model.pth"
+    before = load_checkpoint(model)["search_embedding"]
+    groups = _groups_file(corpus, tmp_path / "groups.json")
+    out = tmp_path / "chosen" / "archive.pth"
+    common = ["--gallery", str(corpus / "DeepDXF"), "--cache_dir", str(tmp_path / "cache")]
+    capsys.readouterr()
+    code = SimDeepDXF.main(["--model_path", str(model), *common, "--groups", str(tmp_path / "groups.json"),
+                            "--choose", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and f"wrote {out}" in text
+    stored = load_checkpoint(out)["search_embedding"]
+    assert stored["chosen_on"]["groups"] == str(tmp_path / "groups.json")
+    assert "queries of groups.json over this gallery" in stored["why"]
+    assert load_checkpoint(model)["search_embedding"] == before  # the trained checkpoint is left as it was
+    # searching with the written checkpoint compares exactly the vectors the choice scored
+    code = SimDeepDXF.main(["--model_path", str(out), *common, "--export", str(tmp_path / "e.npz")])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert code == 0 and first.startswith(f"embedding: {stored['name']}") and "over this gallery" in first
+    exported = np.load(tmp_path / "e.npz")
+    names = [str(n) for n in exported["names"]]
+    measured = retrieval_metrics(exported["embeddings"], names, groups)["mAP"]
+    assert measured == pytest.approx(stored["scores"][stored["name"]], abs=1e-4)
+
+
+def test_choose_usage_errors(corpus, tmp_path, capsys):  # noqa: F811
+    gallery = ["--gallery", str(corpus / "DeepDXF"), "--cache_dir", str(tmp_path / "cache")]
+    assert SimDeepDXF.main([*gallery, "--choose", str(tmp_path / "x.pth")]) == 2
+    assert "--choose needs --gallery DIR and --groups" in capsys.readouterr().err
+    (tmp_path / "g.json").write_text(json.dumps([["nowhere_a", "nowhere_b"]]), encoding="utf-8")
+    assert SimDeepDXF.main([*gallery, "--groups", str(tmp_path / "g.json"), "--choose", str(tmp_path / "x.pth"),
+                            "--query", str(next((corpus / "DeepDXF").glob("*.h5")))]) == 2
+    assert "writes a checkpoint and stops" in capsys.readouterr().err
+    joint_main.main(_argv(corpus, "for_choose_err", "--epochs", "1"))
+    model = corpus / "ckpt" / "for_choose_err" / "best_model.pth"
+    assert SimDeepDXF.main(["--model_path", str(model), *gallery, "--groups", str(tmp_path / "g.json"),
+                            "--choose", str(tmp_path / "x.pth")]) == 2
+    assert "g.json has two drawings in the gallery: nothing to choose on" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
