@@ -253,6 +253,9 @@ def groups_mode(cfg: SimConfig, gallery: Gallery) -> str:
         models.append((f"{embedder.label} + standardized features blocks", appended))
     table = evaluate_gallery(gallery, models, read_groups(cfg.groups), cfg.method, cfg.n_boot, cfg.seed)
     print(table)
+    if embedder.learned:
+        print("to search this gallery with the best embedding for it on these groups (a joint checkpoint): "
+              "add --choose OUT.pth, then search with --model_path OUT.pth")
     return table
 
 

@@ -161,6 +161,7 @@ def test_groups_prints_model_and_floors(corpus, gallery, capsys):  # noqa: F811
     assert re.search(r"^gf model \(.+\): (beats the floor to beat by \+|does NOT beat the floor to beat)", out, flags=re.M)
     assert "| mAP | 95% CI (mAP) | P@1 | P@5 | R@10 | nDCG@10 | MRR |" in out
     assert "absent" in err  # a group member that is not in the gallery is named
+    assert "add --choose OUT.pth" in out  # a learned embedding: how to search with the best for this gallery
 
 
 def test_metrics_table_against_a_hand_computed_ranking():
