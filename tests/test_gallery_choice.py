@@ -91,3 +91,26 @@ def test_choose_usage_errors(corpus, tmp_path, capsys):  # noqa: F811
                             "--choose", str(tmp_path / "x.pth")]) == 2
     assert "g.json has two drawings in the gallery: nothing to choose on" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_gallery_choice_bench_chooses_on_one_half_and_judges_the_other(corpus, tmp_path):  # noqa: F811
+    from bench import gallery_choice
+
+    joint_main.main(_argv(corpus, "for_bench", "--epochs", "1"))
+    model = corpus / "ckpt" / "for_bench" / "best_model.pth"
+    groups = _groups_file(corpus, tmp_path / "groups.json")
+    out = tmp_path / "bench"
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "DeepDXF").symlink_to(corpus / "DeepDXF")
+    (folder / "GF").symlink_to(corpus / "GF")
+    assert gallery_choice.main(["--models", str(model), "--set", "tiny", str(folder), str(tmp_path / "groups.json"),
+                                "--splits", "2", "--output", str(out)]) == 0
+    rows = json.loads((out / "gallery_choice.json").read_text())["tiny"]
+    assert len(rows) == 2
+    for r in rows:  # half of the groups are judged (their members are the queries)
+        assert 0 < r["n_queries"] < sum(len(g) for g in groups)
+        assert r["floor_mAP"] >= r["table_floor_mAP"] - 1e-9  # hindsight is the best floor of the judged half
+    line = next(ln for ln in (out / "gallery_choice.md").read_text().splitlines() if ln.startswith("| tiny |"))
+    mean_chosen = np.mean([r["chosen_mAP"] for r in rows])
+    assert f"{mean_chosen:.3f}" in line
