@@ -9,7 +9,8 @@ from typing import ClassVar, Literal, Optional
 
 #: the bundled sample corpus: the demo's gallery and the last-resort pair-mode reference
 DEMO_FOLDER = "data/DXF"
-EMBEDDING_CHOICES = ("auto", "gf", "deepdxf", "joint", "joint_floors", "features", "layout", "layout_rot")
+EMBEDDING_CHOICES = ("auto", "gf", "deepdxf", "joint", "joint_floors", "features", "hist_std", "gf_std", "layout",
+                     "layout_rot")
 
 
 @dataclass
@@ -21,7 +22,7 @@ class SimConfig:
 
     model_path: str = field(default="checkpoints/best_model.pth", metadata={
         "help": "checkpoint of a GF, DeepDXF or joint model (not needed for the non-learned "
-                "--embedding features/layout/layout_rot)"})
+                "--embedding features/hist_std/gf_std/layout/layout_rot)"})
     file1: Optional[str] = field(default=None, metadata={"help": "first drawing (.dxf or .h5) of pair mode"})
     file2: Optional[str] = field(default=None, metadata={"help": "second drawing (.dxf or .h5) of pair mode"})
     method: Literal["cosine", "euclidean"] = field(default="cosine", metadata={
@@ -30,7 +31,8 @@ class SimConfig:
         "help": "auto: what the checkpoint holds; gf/deepdxf: one part of a joint model; joint: both, "
                 "concatenated; joint_floors (auto for a joint checkpoint): joint plus the raw GF "
                 "matrices as a weighted block; non-learned (no checkpoint): features = standardized histogram + raw GF, "
-                "layout = entity types on an 8x8 grid, layout_rot = the grid pooled over 90° turns and flips",
+                "hist_std, gf_std = either alone, layout = entity types on an 8x8 grid, layout_rot = the grid pooled "
+                "over 90° turns and flips (each z-scored with the gallery)",
         "choices": list(EMBEDDING_CHOICES)})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
     gallery: list[str] = field(default_factory=list, metadata={

@@ -57,12 +57,15 @@ _C = len(GF_CLASSES)
 BLOCK_DIMS: dict[str, int] = {"hist": N_TYPES, "gf_raw": _C * (_C + 1) + _C * _C, "layout": N_TYPES * GRID * GRID,
                               "layout_rot": N_TYPES * ((GRID + 1) // 2) * ((GRID + 1) // 2 + 1) // 2}
 #: the non-learned search embeddings (``SimDeepDXF.py --embedding``) and their blocks
-FLOOR_KINDS: dict[str, tuple[str, ...]] = {"features": ("hist", "gf_raw"), "layout": ("layout",),
+FLOOR_KINDS: dict[str, tuple[str, ...]] = {"features": ("hist", "gf_raw"), "hist_std": ("hist",),
+                                           "gf_std": ("gf_raw",), "layout": ("layout",),
                                            "layout_rot": ("layout_rot",)}
 #: what each floor is called in tables
 FLOOR_LABELS: dict[str, str] = {
     "hist": "entity-type histogram log(1+count)",
+    "hist_std": "standardized entity-type histogram",
     "gf_raw": "raw GF matrices",
+    "gf_std": "standardized raw GF matrices",
     "features": "standardized histogram + raw GF",
     "layout": "layout: entity types on an 8x8 grid",
     "layout_rot": "layout, rotation-robust (grid pooled over 90° turns and flips)",
@@ -245,8 +248,9 @@ def floor_embeddings(arrays: dict[str, np.ndarray], fit_rows: Optional[Sequence[
             ``has_gf [n]`` (all present when absent); optional ``layout [n, 12, G, G]``.
         fit_rows: rows whose statistics z-score the standardized floors (default all).
     Returns:
-        ``hist`` and ``gf_raw`` as they are; ``features``, ``layout``, ``layout_rot``
-        standardized; None where ``arrays`` lacks what a floor needs.
+        ``hist`` and ``gf_raw`` as they are; ``hist_std``, ``gf_std``, ``features``,
+        ``layout``, ``layout_rot`` standardized (each block z-scored, then L2-normalized);
+        None where ``arrays`` lacks what a floor needs.
     """
     hist = histogram_embedding(arrays["type_counts"])
     n = len(hist)

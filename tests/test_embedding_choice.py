@@ -13,7 +13,8 @@ import SimDeepDXF
 from model.fusion import Block
 from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
 from utils.train.checkpoint import load_checkpoint
-from utils.train.embedding_choice import PICK_BOOTSTRAPS, Candidate, candidates, learned_alpha, pick, score
+from model.floors import FLOOR_LABELS
+from utils.train.embedding_choice import FLOOR_PRIOR, PICK_BOOTSTRAPS, Candidate, candidates, learned_alpha, pick, score
 from utils.retrieval.embedders import make_embedder
 
 
@@ -103,7 +104,8 @@ def test_training_stores_the_choice_and_auto_searches_with_it(corpus, tmp_path, 
     choice = summary["search_embedding"]
     assert choice is not None and choice["n_queries"] >= 2
     scores = choice["scores"]
-    floors = [n for n in scores if n in ("hist", "gf_raw", "gf_raw(z)", "features", "layout", "layout_rot")]
+    floors = [n for n in scores if n in FLOOR_PRIOR]
+    assert set(floors) == set(FLOOR_LABELS)  # every floor of the tables is a candidate, by the same name
     assert scores[choice["name"]] >= max(scores[n] for n in floors) - 0.002  # never below the strongest floor
     ckpt = load_checkpoint(corpus / "ckpt" / "choice" / "best_model.pth")
     stored = ckpt["search_embedding"]

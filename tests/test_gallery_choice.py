@@ -13,7 +13,7 @@ from model.floors import BLOCK_DIMS
 from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
 from utils.ranking import retrieval_metrics
 from utils.train.checkpoint import load_checkpoint
-from utils.train.embedding_choice import TIE, choose_from_parts
+from utils.train.embedding_choice import FLOOR_PRIOR, TIE, choose_from_parts
 
 
 def _parts_with_signal_in(block: str, seed: int = 0) -> tuple[dict[str, np.ndarray], list[str], list[list[str]]]:
@@ -35,8 +35,7 @@ def test_the_choice_follows_what_tells_this_gallerys_groups_apart(block):
     choice = choose_from_parts(parts, names, groups, "queries of g.json over this gallery")
     assert block in [b["name"] for b in choice["blocks"]]
     assert "queries of g.json over this gallery" in choice["why"]
-    floors = ("hist", "gf_raw", "gf_raw(z)", "features", "layout", "layout_rot")
-    assert choice["scores"][choice["name"]] >= max(choice["scores"][f] for f in floors) - TIE
+    assert choice["scores"][choice["name"]] >= max(choice["scores"][f] for f in FLOOR_PRIOR) - TIE
 
 
 def _groups_file(root, path):

@@ -130,8 +130,8 @@ class Embedder:
 
 
 def floor_embedder(kind: str) -> Embedder:
-    """A non-learned kind (``features``, ``layout``, ``layout_rot``) z-scored with the
-    gallery; no checkpoint."""
+    """A non-learned kind (``model.floors.FLOOR_KINDS``: ``features``, ``hist_std``, ``gf_std``,
+    ``layout``, ``layout_rot``) z-scored with the gallery; no checkpoint."""
     sizes = [BLOCK_DIMS[b] for b in FLOOR_KINDS[kind]]
 
     def from_arrays(arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -140,7 +140,7 @@ def floor_embedder(kind: str) -> Embedder:
     def finalize(rows: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
         return standardize(rows, reference, sizes)
     return Embedder(kind, f"{kind}/fmt{FORMAT_VERSION}", f"{kind} ({FLOOR_LABELS[kind]}, standardized with the gallery)",
-                    lambda encs: from_arrays(stack_encodings(encs)), needs_gf=kind == "features", row_wise=False,
+                    lambda encs: from_arrays(stack_encodings(encs)), needs_gf="gf_raw" in FLOOR_KINDS[kind], row_wise=False,
                     learned=False, finalize_fn=finalize, from_arrays=from_arrays)
 
 

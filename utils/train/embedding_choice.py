@@ -88,10 +88,11 @@ def candidates(parts: dict[str, np.ndarray]) -> list[Candidate]:
     def zb(name: str, weight: float = 1.0) -> Block:
         return Block(name, weight, z[name].mean, z[name].std)
 
-    floors = {
-        "hist": [zb("hist")],
+    floors = {  # the floors of the tables (model.floors.FLOOR_LABELS), by the same names
+        "hist": [Block("hist")],
+        "hist_std": [zb("hist")],
         "gf_raw": [Block("gf_raw")],
-        "gf_raw(z)": [zb("gf_raw")],
+        "gf_std": [zb("gf_raw")],
         "features": [zb("hist"), zb("gf_raw")],
         "layout": [zb("layout")],
         "layout_rot": [zb("layout_rot")],
@@ -103,7 +104,7 @@ def candidates(parts: dict[str, np.ndarray]) -> list[Candidate]:
             out.append(Candidate(f"features + {layout} x{w:g}", floors["features"] + [zb(layout, w)], floor=True))
     for part in FUSED_PARTS:
         for name, blocks in floors.items():
-            if name == "hist":
+            if name in ("hist", "hist_std"):
                 continue
             for w in FUSION_WEIGHTS:
                 fused = [Block(part)] + [Block(b.name, w, b.mean, b.std) for b in blocks]
@@ -123,7 +124,7 @@ def score(cands: Sequence[Candidate], parts: dict[str, np.ndarray], names: Seque
 TIE = 0.002
 #: level floors in order of preference: their strength over the archives measured (the
 #: standardized counts first: the strongest or close to it on every set of round 6)
-FLOOR_PRIOR = ("features", "gf_raw", "gf_raw(z)", "layout_rot", "layout", "hist")
+FLOOR_PRIOR = ("features", "gf_raw", "gf_std", "layout_rot", "layout", "hist_std", "hist")
 
 
 def _prior_rank(name: str) -> int:
@@ -242,8 +243,7 @@ def choose_from_parts(parts: dict[str, np.ndarray], names: Sequence[str], groups
 
 
 def _floor_label(name: str) -> str:
-    base = name.replace("(z)", "")
-    return FLOOR_LABELS.get(base, base)
+    return FLOOR_LABELS.get(name, name)
 
 
 def store_choice(paths: Sequence[str | Path], choice: dict[str, Any]) -> None:

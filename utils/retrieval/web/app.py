@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from model.floors import FLOOR_KINDS
 from utils.retrieval.web.service import COMPARE_FLOOR, BadInput, NotReady, SearchService, ServiceError, TooLarge
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +40,7 @@ _UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-
         "file": {"type": "string", "format": "binary", "description": "the drawing (.dxf)"},
         "topk": {"type": "integer", "description": "how many matches (default: the server's --topk)"},
         "embedding": {"type": "string", "description": "auto (the served embedding) or a non-learned floor: "
-                                                       "features, layout, layout_rot"}}}}}}}
+                                                       + ", ".join(FLOOR_KINDS)}}}}}}}
 
 
 def _int(value: object, what: str) -> Optional[int]:
