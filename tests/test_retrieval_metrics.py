@@ -123,8 +123,10 @@ def test_load_encodings_and_floor_table(tmp_path):
     assert enc["gf_features"].shape == (6, 10, 11) and enc["type_counts"].shape == (6, 12)
     groups = [["p Rev1_1", "p Rev1_2"], ["q（中）_1.dxf", "q（中）_2"]]
     table = floor_table(enc, groups, n_random=3)
-    assert [label.split(" ")[0] for label, _ in table] == ["random", "entity-type", "raw", "standardized",
-                                                          "layout:", "layout,"]
+    assert [label for label, _ in table][1:] == [
+        "entity-type histogram log(1+count)", "standardized entity-type histogram", "raw GF matrices",
+        "standardized raw GF matrices", "standardized histogram + raw GF", "layout: entity types on an 8x8 grid",
+        "layout, rotation-robust (grid pooled over 90° turns and flips)"]
     assert all(m["n_queries"] == 4 for _, m in table)
     assert enc["layout"].shape == (6, 12, 8, 8) and enc["layout"][:, 0].sum() == 6 * 3  # 3 LINE rows each
     with pytest.raises(FileNotFoundError, match="dxf_process.py"):
@@ -146,7 +148,7 @@ def test_bench_cli_prints_table(tmp_path, capsys):
     assert "| embedding | mAP | 95% CI (mAP) | P@1 | P@5 | R@10 | nDCG@10 | MRR |" in out
     model_line = [l for l in out.splitlines() if l.startswith("| model")][0]
     table_rows = [l for l in out.splitlines() if l.startswith("| ")]
-    assert "queries: 4" in out and len(table_rows) == 1 + 1 + 1 + 5  # header, model, random, 5 floors
+    assert "queries: 4" in out and len(table_rows) == 1 + 1 + 1 + 7  # header, model, random, 7 floors
     assert "the floor to beat:" in out and "model:" in out
     # a_1/a_2 find each other at rank 1 (AP 1); b_1/b_2 are orthogonal to everything:
     # ties are broken by gallery index, the partner comes third (AP 1/3)
@@ -200,3 +202,21 @@ def test_paired_interval_resamples_the_per_query_differences():
     lo, hi = paired_interval(a, a[::-1], n_boot=200, seed=1)
     assert lo < 0 < hi
     assert all(np.isnan(paired_interval(a, a[:3])))
+
+
+def test_the_standardized_single_floors_are_each_block_zscored_with_the_set():
+    from model.floors import FLOOR_KINDS, floor_embeddings, zscore_l2
+
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 9, (15, 12))
+    feats = rng.random((15, 10, 11)).astype(np.float32)
+    adj = (rng.random((15, 10, 10)) > 0.5).astype(np.float32)
+    emb = floor_embeddings({"type_counts": counts, "gf_features": feats, "gf_adjacency": adj})
+    hist, gf = histogram_embedding(counts), raw_gf_embedding(feats, adj)
+    np.testing.assert_allclose(emb["hist_std"], zscore_l2(hist, hist), atol=1e-12)
+    np.testing.assert_allclose(emb["gf_std"], zscore_l2(gf, gf), atol=1e-12)
+    np.testing.assert_allclose(emb["features"], np.concatenate([emb["hist_std"], emb["gf_std"]], axis=1), atol=1e-12)
+    assert FLOOR_KINDS["hist_std"] == ("hist",) and FLOOR_KINDS["gf_std"] == ("gf_raw",)
+    # without GF matrices the GF floors are n/a, the histogram ones are not
+    no_gf = floor_embeddings({"type_counts": counts, "has_gf": np.zeros(15, bool)})
+    assert no_gf["gf_std"] is None and no_gf["hist_std"] is not None
