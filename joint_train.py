@@ -238,10 +238,10 @@ def _finish(cfg: JointConfig, data: JointData, run: Run, results: list[FoldResul
         return {**summarize_folds(results), **extra}
     best = summarize_folds(results)
     if cfg.choose_embedding and best.get("best_checkpoint"):
-        _, val_idx = run.split.folds[int(best["best_fold"])]
+        train_idx, val_idx = run.split.folds[int(best["best_fold"])]
         extra["search_embedding"] = choose_and_store(
             best["best_checkpoint"], data.dataset, data.names, run.split.groups, val_idx, run.log,
-            max_drawings=cfg.choice_max_drawings, seed=cfg.seed, user_groups=user_groups)
+            max_drawings=cfg.choice_max_drawings, seed=cfg.seed, user_groups=user_groups, distractors=train_idx)
     return finish_run(run.log, results, extra,
                       f"joint over {len(results)} fold(s): best combined val loss {{val_loss_mean:.4f}} ± "
                       f"{{val_loss_std:.4f}}, test {{test_loss_mean:.4f}} ± {{test_loss_std:.4f}}")

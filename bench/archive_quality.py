@@ -94,9 +94,9 @@ def rechoose(out: Path, seed: int, groups: Path | None) -> None:
     class Log:
         def info(self, msg: str) -> None:
             print(f"seed {seed}: {msg}")
-    _, val_idx = split.folds[0]
+    train_idx, val_idx = split.folds[0]
     choose_and_store(fold_ckpt, data.dataset, data.names, split.groups, val_idx, Log(),
-                     max_drawings=cfg.choice_max_drawings, seed=cfg.seed, user_groups=user)
+                     max_drawings=cfg.choice_max_drawings, seed=cfg.seed, user_groups=user, distractors=train_idx)
     shutil.copyfile(fold_ckpt, run / "best_model.pth")
 
 

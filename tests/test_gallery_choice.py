@@ -13,7 +13,7 @@ from model.floors import BLOCK_DIMS
 from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
 from utils.ranking import retrieval_metrics
 from utils.train.checkpoint import load_checkpoint
-from utils.train.embedding_choice import FLOOR_PRIOR, TIE, choose_from_parts
+from utils.train.embedding_choice import choose_from_parts
 
 
 def _parts_with_signal_in(block: str, seed: int = 0) -> tuple[dict[str, np.ndarray], list[str], list[list[str]]]:
@@ -35,7 +35,7 @@ def test_the_choice_follows_what_tells_this_gallerys_groups_apart(block):
     choice = choose_from_parts(parts, names, groups, "queries of g.json over this gallery")
     assert block in [b["name"] for b in choice["blocks"]]
     assert "queries of g.json over this gallery" in choice["why"]
-    assert choice["scores"][choice["name"]] >= max(choice["scores"][f] for f in FLOOR_PRIOR) - TIE
+    assert choice["scores"][choice["name"]] >= choice["scores"]["features"]  # never below the default floor
 
 
 def _groups_file(root, path):
@@ -66,6 +66,15 @@ def test_choose_writes_a_checkpoint_whose_search_scores_what_was_measured(corpus
     assert stored["chosen_on"]["groups"] == str(tmp_path / "groups.json")
     assert "queries of groups.json over this gallery" in stored["why"]
     assert load_checkpoint(model)["search_embedding"] == before  # the trained checkpoint is left as it was
+    # the copy holds the same weights: its learned rows are the cached ones, not computed again
+    from utils.retrieval.embedders import make_embedder, weights_identity
+    from utils.train.checkpoint import load_trained_models
+
+    assert make_embedder(out, "joint").identity == make_embedder(model, "joint").identity
+    trained = load_trained_models(model, "cpu")
+    same = weights_identity(trained)
+    next(trained.deepdxf.parameters()).data[0] += 1e-3  # one changed weight: another identity
+    assert weights_identity(trained) != same
     # searching with the written checkpoint compares exactly the vectors the choice scored
     code = SimDeepDXF.main(["--model_path", str(out), *common, "--export", str(tmp_path / "e.npz")])
     first = capsys.readouterr().out.splitlines()[0]

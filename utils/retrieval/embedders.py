@@ -44,7 +44,7 @@ from dataset.dxf_read import DrawingError
 from model.floors import BLOCK_DIMS, FLOOR_KINDS, FLOOR_LABELS, floor_block, floor_raw, standardize, zscore_l2
 from model.fusion import LEARNED_PARTS, Block, block_statistics, fuse, with_statistics_of
 from dataset.archive import gf_twin_path
-from utils.retrieval.encodings import DrawingEncoding, sha1_files, stack_encodings
+from utils.retrieval.encodings import DrawingEncoding, stack_encodings
 
 class EmbedderError(Exception):
     """The embedding function cannot be built (no checkpoint, wrong kind, ...)."""
@@ -305,6 +305,29 @@ def _trained(model_path: Optional[str | Path], device: str
     return path, trained, config, part_functions(trained.gf, trained.deepdxf, gf_layout)
 
 
+def weights_identity(trained: Any) -> str:
+    """Hex SHA-1 of what makes a checkpoint's embeddings: its models' parameters and buffers
+    (names, dtypes, shapes, bytes) and its configuration. A checkpoint rewritten with
+    another stored choice (``--choose``, a new choice after training) keeps it, so a
+    gallery's cached rows of its learned parts are not computed again."""
+    h = hashlib.sha1(json.dumps(trained.config or {}, sort_keys=True, default=str).encode())
+    for part, model in (("gf", trained.gf), ("deepdxf", trained.deepdxf)):
+        if model is None:
+            continue
+        for name, tensor in sorted(model.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"\0{part}.{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
+            h.update(t.view(-1).view(torch_uint8()).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def torch_uint8() -> Any:
+    """``torch.uint8`` (torch is imported only with a checkpoint)."""
+    import torch
+
+    return torch.uint8
+
+
 def parts_embedder(model_path: Optional[str | Path], device: str = "cpu") -> Embedder:
     """Every block a search embedding can name, raw and side by side: the learned parts
     ``joint``, ``gf`` and ``deepdxf`` of a joint checkpoint and each floor block of
@@ -316,7 +339,7 @@ def parts_embedder(model_path: Optional[str | Path], device: str = "cpu") -> Emb
                             "checkpoint (joint_main.py), whose learned parts are fused with the floors")
     blocks = [Block(n) for n in (*LEARNED_PARTS, *BLOCK_DIMS)]
     return gallery_blocks_embedder("every part", blocks, "", config, parts,
-                                   identity=f"{sha1_files([path])}/every-part/fmt{FORMAT_VERSION}")
+                                   identity=f"{weights_identity(trained)}/every-part/fmt{FORMAT_VERSION}")
 
 
 def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", device: str = "cpu") -> Embedder:
@@ -341,7 +364,7 @@ def make_embedder(model_path: Optional[str | Path], embedding: str = "auto", dev
         raise EmbedderError(f"{path}: the chosen embedding {chosen} needs the {', '.join(missing)} model, "
                             f"which this {trained.kind} checkpoint does not hold")
     spec = json.dumps([b.to_dict() for b in blocks], sort_keys=True)
-    identity = f"{sha1_files([path])}/{chosen}/{hashlib.sha1(spec.encode()).hexdigest()[:12]}/fmt{FORMAT_VERSION}"
+    identity = f"{weights_identity(trained)}/{chosen}/{hashlib.sha1(spec.encode()).hexdigest()[:12]}/fmt{FORMAT_VERSION}"
     if any(b.mean is not None for b in blocks):  # z-scored floors: with the gallery's statistics
         return gallery_blocks_embedder(chosen, blocks, why, config, parts, identity=f"{identity}/gallery-z")
     needs_gf = any(b.name in ("gf", "joint", "gf_raw") for b in blocks)

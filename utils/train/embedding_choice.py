@@ -120,10 +120,11 @@ def score(cands: Sequence[Candidate], parts: dict[str, np.ndarray], names: Seque
         c.metrics = retrieval_metrics(fuse(parts, with_statistics_of(c.blocks, parts)), names, groups)
 
 
-#: floors this close in mAP are level (then :data:`FLOOR_PRIOR` decides)
+#: the least mAP by which a floor must beat the default floor (beside a clear interval)
 TIE = 0.002
-#: level floors in order of preference: their strength over the archives measured (the
-#: standardized counts first: the strongest or close to it on every set of round 6)
+#: the floors in order of preference: the first scored one is the default (the standardized
+#: counts: the strongest or close to it on every selection set measured); the order also
+#: breaks ties of the others
 FLOOR_PRIOR = ("features", "gf_raw", "gf_std", "layout_rot", "layout", "hist_std", "hist")
 
 
@@ -136,44 +137,56 @@ def _prior_rank(name: str) -> int:
 PICK_BOOTSTRAPS = 10_000
 
 
-def learned_alpha(n_learned: int, alpha: float = 0.05) -> float:
-    """The two-sided error level of each learned candidate's paired interval against the
-    floor: ``alpha / n_learned`` (Bonferroni over the learned candidates)."""
-    return alpha / max(1, n_learned)
+def corrected_alpha(n_tried: int, alpha: float = 0.05) -> float:
+    """The two-sided error level of each candidate's paired interval against the one it would
+    replace: ``alpha / n_tried`` (Bonferroni over the candidates tried)."""
+    return alpha / max(1, n_tried)
+
+
+def corrected_lower_bound(c: Candidate, ref: Candidate, n_tried: int) -> float:
+    """The lower end of the paired interval of ``c``'s per-query AP minus ``ref``'s, 95 %
+    corrected for ``n_tried`` candidates (:func:`corrected_alpha`)."""
+    return paired_interval(c.metrics.get("per_query_ap", []), ref.metrics.get("per_query_ap", []),
+                           n_boot=PICK_BOOTSTRAPS, alpha=corrected_alpha(n_tried))[0]
+
+
+def default_floor(cands: Sequence[Candidate]) -> Candidate:
+    """The first scored floor of :data:`FLOOR_PRIOR` (``features`` when it was scored)."""
+    floors = [c for c in cands if c.floor and c.metrics is not None and np.isfinite(c.metrics["mAP"])]
+    return min(floors, key=lambda c: (_prior_rank(c.name), -c.metrics["mAP"]))
 
 
 def pick(cands: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
-    """The chosen candidate and the strongest floor.
+    """The chosen candidate and the floor it was measured against.
 
-    The strongest floor is the default. A candidate with a learned part replaces it only
-    when it is better on the same queries beyond their noise: the paired bootstrap interval
-    of its per-query AP minus the floor's lies above zero (the best such candidate by mAP).
-    The interval is 95 % corrected for the number of learned candidates (Bonferroni,
-    :func:`learned_alpha`): the best of 30 noisy candidates clears a plain 95 % interval
-    far more often than 1 in 40. The floor is the top-scoring one; floors within
-    :data:`TIE` of it are level, and among level floors the first in :data:`FLOOR_PRIOR`
-    wins (the order of the floors' strength over the archives measured; a small or
-    saturated validation, where every floor scores 1.0, then gets the standardized counts,
-    not the weakest floor that happens to come first). So the choice is never below the strongest floor by more than
-    the noise of the validation queries, and a learned embedding is searched with only
-    where it measurably adds.
+    The default floor (:func:`default_floor`, the standardized counts) stays unless another
+    floor is better on the same queries beyond their noise: higher by more than :data:`TIE`
+    and the paired bootstrap interval of its per-query AP minus the default's above zero,
+    95 % corrected for the number of other floors (Bonferroni); the best such floor by mAP
+    replaces it. A candidate with a learned part replaces that floor the same way, its
+    interval corrected for the number of learned candidates (the best of 30 noisy candidates
+    clears a plain 95 % interval far more often than 1 in 40). A small or saturated
+    validation (20 queries, every floor at 1.0) thus keeps the default instead of the floor
+    that its noise favours; a large one switches where the archive wants another floor
+    (e.g. a rotation-robust layout grid, 0.41 against 0.26 mAP on one footprint library).
     """
     scored = [c for c in cands if c.metrics is not None and np.isfinite(c.metrics["mAP"])]
-    floors = [c for c in scored if c.floor]
-    top = max(c.metrics["mAP"] for c in floors)
-    level = [c for c in floors if c.metrics["mAP"] >= top - TIE]
-    floor = min(level, key=lambda c: (_prior_rank(c.name), -c.metrics["mAP"]))
-    alpha = learned_alpha(sum(not c.floor for c in scored))
-    better = [c for c in scored if not c.floor and c.metrics["mAP"] > floor.metrics["mAP"]
-              and paired_interval(c.metrics.get("per_query_ap", []), floor.metrics.get("per_query_ap", []),
-                                  n_boot=PICK_BOOTSTRAPS, alpha=alpha)[0] > 0]
+    default = default_floor(scored)
+    others = [c for c in scored if c.floor and c is not default]
+    better_floors = [c for c in others if c.metrics["mAP"] > default.metrics["mAP"] + TIE
+                     and corrected_lower_bound(c, default, len(others)) > 0]
+    floor = max(better_floors, key=lambda c: (c.metrics["mAP"], -_prior_rank(c.name))) if better_floors else default
+    learned = [c for c in scored if not c.floor]
+    better = [c for c in learned if c.metrics["mAP"] > floor.metrics["mAP"]
+              and corrected_lower_bound(c, floor, len(learned)) > 0]
     best = max(better, key=lambda c: c.metrics["mAP"]) if better else floor
     return best, floor
 
 
 def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, names: Sequence[str],
                             val_indices: Sequence[int], groups: Sequence[Sequence[str]],
-                            max_drawings: int = 1000, seed: int = 0) -> Optional[dict[str, Any]]:
+                            max_drawings: int = 1000, seed: int = 0,
+                            distractors: Sequence[int] = ()) -> Optional[dict[str, Any]]:
     """Score every candidate on the validation drawings and return the choice to store in
     the checkpoint (``search_embedding``), or None when no group has two validation members.
 
@@ -183,7 +196,11 @@ def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, nam
         val_indices: joint-drawing indices of the validation part.
         groups: groups of similar drawing names (pieces/revisions by ``--group_pattern``, and
             the user's ``--groups``); only validation members count.
-        max_drawings: validation drawings at most (whole groups first, then distractors).
+        max_drawings: drawings at most: whole validation groups first, then the other
+            validation drawings, then ``distractors``.
+        distractors: joint-drawing indices that may fill the gallery after the other validation
+            drawings (the training drawings: the archive a search ranks holds them too, and
+            without them a small archive's few validation queries score 1.0 with every floor).
     Returns:
         ``{"name", "blocks" (Block dicts), "why", "scores" (name -> mAP), "strongest_floor",
         "n_queries", "n_drawings"}``.
@@ -202,10 +219,14 @@ def choose_search_embedding(gf_model: Any, deepdxf_model: Any, dataset: Any, nam
                 keep.extend(n for n in val_groups[k] if n not in keep)
         members = keep
         val_groups = [g for g in val_groups if all(n in set(members) for n in g)]
-    others = [n for n in val_names if n not in set(members)]
+    chosen = set(members)
+    others = [n for n in val_names if n not in chosen]
     room = max(0, max_drawings - len(members))
     picked = members + [others[k] for k in rng.permutation(len(others))[:room]]
-    idx = [val_names[n] for n in picked]
+    room = max(0, max_drawings - len(picked))
+    extra = [int(i) for i in distractors if names[int(i)] not in val_names]
+    idx = [val_names[n] for n in picked] + [extra[k] for k in rng.permutation(len(extra))[:room]]
+    picked = picked + [names[i] for i in idx[len(picked):]]
     parts = drawing_parts(gf_model, deepdxf_model, dataset, idx)
     return choose_from_parts(parts, picked, val_groups, "validation queries of this archive")
 
@@ -219,27 +240,37 @@ def choose_from_parts(parts: dict[str, np.ndarray], names: Sequence[str], groups
     cands = candidates(parts)
     score(cands, parts, names, groups)
     best, floor = pick(cands)
-    lo, hi = paired_interval(best.metrics["per_query_ap"], floor.metrics["per_query_ap"])
-    n_q = best.metrics["n_queries"]
-    if best is floor:
-        runner = max((c for c in cands if not c.floor), key=lambda c: c.metrics["mAP"])
-        lo, hi = paired_interval(runner.metrics["per_query_ap"], floor.metrics["per_query_ap"])
-        why = (f"the strongest floor on {n_q} {where} (mAP {best.metrics['mAP']:.3f}); "
-               f"no learned candidate was clearly better (best: {runner.name} {runner.metrics['mAP']:.3f}, "
-               f"paired 95% {lo:+.3f} to {hi:+.3f})")
-    else:
-        n_learned = sum(not c.floor for c in cands)
-        clo, _ = paired_interval(best.metrics["per_query_ap"], floor.metrics["per_query_ap"],
-                                 n_boot=PICK_BOOTSTRAPS, alpha=learned_alpha(n_learned))
-        why = (f"the best of {len(cands)} candidates on {n_q} {where}: mAP "
-               f"{best.metrics['mAP']:.3f} vs the strongest floor {floor.name} {floor.metrics['mAP']:.3f} "
-               f"(paired 95% {lo:+.3f} to {hi:+.3f}; lower bound {clo:+.3f} corrected for {n_learned} "
-               f"learned candidates)")
-    return {"name": best.name, "blocks": [b.to_dict() for b in best.blocks], "why": why,
+    return {"name": best.name, "blocks": [b.to_dict() for b in best.blocks],
+            "why": _why(cands, best, floor, f"{best.metrics['n_queries']} {where}"),
             "description": describe_blocks(best.blocks),
             "scores": {c.name: round(float(c.metrics["mAP"]), 4) for c in cands},
             "strongest_floor": floor.name, "strongest_floor_label": _floor_label(floor.name),
-            "n_queries": int(n_q), "n_drawings": len(names)}
+            "n_queries": int(best.metrics["n_queries"]), "n_drawings": len(names)}
+
+
+def _why(cands: Sequence[Candidate], best: Candidate, floor: Candidate, queries: str) -> str:
+    """One line: why ``best`` was chosen (``queries``: e.g. "257 validation queries of this archive")."""
+    default = default_floor(cands)
+    learned = [c for c in cands if not c.floor]
+    runner = max(learned, key=lambda c: c.metrics["mAP"])
+
+    def vs(c: Candidate, ref: Candidate) -> str:
+        lo, hi = paired_interval(c.metrics["per_query_ap"], ref.metrics["per_query_ap"])
+        return f"{c.name} {c.metrics['mAP']:.3f} vs {ref.name} {ref.metrics['mAP']:.3f}, paired 95% {lo:+.3f} to {hi:+.3f}"
+    if best is not floor:
+        lower = corrected_lower_bound(best, floor, len(learned))
+        return (f"the best of {len(cands)} candidates on {queries}: {vs(best, floor)} (lower bound {lower:+.3f} "
+                f"corrected for {len(learned)} learned candidates)")
+    if floor is default:
+        rival = max((c for c in cands if c.floor and c is not default), key=lambda c: c.metrics["mAP"],
+                    default=None)
+        beaten = f"best other floor: {vs(rival, default)}; " if rival is not None else ""
+        return (f"the default floor on {queries} (mAP {default.metrics['mAP']:.3f}): no other floor and no learned "
+                f"candidate was clearly better ({beaten}best learned: {vs(runner, default)})")
+    n_other = sum(c.floor for c in cands) - 1
+    return (f"clearly better than the default floor {default.name} on {queries}: {vs(floor, default)} (lower bound "
+            f"{corrected_lower_bound(floor, default, n_other):+.3f} corrected for {n_other} floors); no learned "
+            f"candidate was clearly better (best: {vs(runner, floor)})")
 
 
 def _floor_label(name: str) -> str:
@@ -275,19 +306,21 @@ def group_lists(names: Sequence[str], group_of_each: Sequence[str]) -> list[list
 
 def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str], split_groups: Sequence[str],
                      val_idx: Sequence[int], log: Any, *, max_drawings: int, seed: int,
-                     user_groups: Sequence[Sequence[str]] = ()) -> Optional[dict[str, Any]]:
+                     user_groups: Sequence[Sequence[str]] = (), distractors: Sequence[int] = ()
+                     ) -> Optional[dict[str, Any]]:
     """Choose the search embedding of the fold checkpoint ``checkpoint`` on the fold's
     validation drawings (``val_idx``), store it there (the
     checkpoint is then published as ``best_model.pth`` with it), and log what was chosen and
     why. ``split_groups``: each drawing's ``--group_pattern`` group; ``user_groups``:
-    ``--groups`` as lists of names. Returns what summary.json keeps of the choice (None:
-    nothing to choose on)."""
+    ``--groups`` as lists of names; ``distractors``: the fold's training drawings (they fill
+    the ranked gallery after the validation drawings). Returns what summary.json keeps of
+    the choice (None: nothing to choose on)."""
     from utils.train.checkpoint import load_trained_models
 
     groups = group_lists(names, split_groups) + [list(g) for g in user_groups]
     trained = load_trained_models(checkpoint, "cpu")
     choice = choose_search_embedding(trained.gf, trained.deepdxf, dataset, names, val_idx, groups, max_drawings,
-                                     seed=seed)
+                                     seed=seed, distractors=distractors)
     if choice is None:
         log.info("search embedding: not chosen: no two validation drawings share a group (--group_pattern, "
                  "--groups); SimDeepDXF.py --embedding auto uses joint_floors. Give the archive revisions "
@@ -299,5 +332,5 @@ def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str],
     return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
 
 
-__all__ = ["Candidate", "ZSCORED", "FUSED_PARTS", "FUSION_WEIGHTS", "PICK_BOOTSTRAPS", "TIE", "FLOOR_PRIOR", "learned_alpha", "drawing_parts", "candidates", "score", "pick",
+__all__ = ["Candidate", "ZSCORED", "FUSED_PARTS", "FUSION_WEIGHTS", "PICK_BOOTSTRAPS", "TIE", "FLOOR_PRIOR", "corrected_alpha", "default_floor", "drawing_parts", "candidates", "score", "pick",
            "choose_search_embedding", "choose_from_parts", "store_choice", "choice_table", "group_lists", "choose_and_store"]
