@@ -94,7 +94,8 @@ class JointConfig(GFConfig, DeepDXFConfig):
     hard_negatives: bool = field(default=False, metadata={"help": "fill each training batch with groups that the "
                                  "non-learned floors find alike (k-means over the z-scored type histogram, raw GF "
                                  "matrices and rotation-robust layout grid, about one batch per cluster), so the group "
-                                 "term's negatives are look-alikes that counting cannot tell apart (needs the group term)"})
+                                 "term's negatives are look-alikes that counting cannot tell apart (needs the group term; on our footprint "
+                                 "archive it lowered retrieval, so it is off)"})
 
     # --- retrieval check -------------------------------------------------------
     val_retrieval: int = field(default=200, metadata={"help": "each validation pass and the test also search up to this many "
@@ -109,7 +110,8 @@ class JointConfig(GFConfig, DeepDXFConfig):
                           "non-learned floor and their fusions on this archive's validation drawings (groups by "
                           "--group_pattern and --groups) and store the best in the checkpoint: what "
                           "SimDeepDXF.py --embedding auto searches with"})
-    choice_max_drawings: int = field(default=1000, metadata={"help": "validation drawings at most for that choice"})
+    choice_max_drawings: int = field(default=1000, metadata={"help": "drawings at most that choice ranks (the "
+                                     "validation drawings first, then training drawings as distractors)"})
     groups: Optional[str] = field(default=None, metadata={"help": "JSON list of groups of similar drawing names of this "
                           "archive (as SimDeepDXF.py --groups takes), e.g. part kinds: the group term pulls each group "
                           "together (supervised; with a drawing's pieces and revisions), and their validation members "

@@ -47,8 +47,8 @@ class SimConfig:
                 "beside the non-learned floors over the gallery, and the floor to beat"})
     choose: Optional[str] = field(default=None, metadata={
         "help": "with --groups and a joint checkpoint: choose the search embedding for this gallery (the learned "
-                "embedding, every floor and their fusions, scored on your groups; the strongest floor unless a "
-                "learned candidate is clearly better) and write a copy of the checkpoint holding that choice to "
+                "embedding, every floor and their fusions, scored on your groups; the standardized counts unless "
+                "another floor, then a learned candidate, is clearly better) and write a copy of the checkpoint holding that choice to "
                 "this .pth; search with --model_path FILE (--embedding auto uses the choice and says so)"})
     render: Optional[str] = field(default=None, metadata={
         "help": "with --query: draw the query and its top-k matches into this PNG (a folder: "

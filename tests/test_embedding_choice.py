@@ -124,6 +124,10 @@ def test_training_stores_the_choice_and_auto_searches_with_it(corpus, tmp_path, 
     assert scores[choice["name"]] >= scores["features"]  # never below the default floor
     ckpt = load_checkpoint(corpus / "ckpt" / "choice" / "best_model.pth")
     stored = ckpt["search_embedding"]
+    from utils.train.splits import Split
+
+    train_idx, val_idx = Split.load(corpus / "logs" / "choice" / "split.json").folds[0]
+    assert stored["n_drawings"] == len(train_idx) + len(val_idx)  # the training drawings rank as distractors
     assert stored["name"] == choice["name"] and stored["why"] == choice["why"]
     embedder = make_embedder(corpus / "ckpt" / "choice" / "best_model.pth")
     assert embedder.kind == choice["name"] and embedder.why.startswith(choice["why"])
