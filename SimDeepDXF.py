@@ -137,17 +137,22 @@ def preprocessed_index(cfg: SimConfig, embedder: Embedder) -> Optional[Preproces
 
 
 def open_gallery(cfg: SimConfig, entries: list[str], embedder: Embedder, at_most: int = 0,
-                 quiet: bool = False, on_progress: Optional[Callable[[int, int], None]] = None) -> Gallery:
+                 quiet: bool = False, on_progress: Optional[Callable[[int, int], None]] = None,
+                 subset: Optional[Callable[[list], list]] = None) -> Gallery:
     """Collect, encode, embed (cached) and report the drawings of ``entries``
-    (``on_progress(done, total)``: see :func:`build_gallery`)."""
+    (``on_progress(done, total)``: see :func:`build_gallery`; ``subset``: files -> the files
+    to use, e.g. ``--choose``'s sample)."""
     files = collect_files(entries)
     if not files:
         raise UsageError(f"empty gallery: no .dxf/.h5 files under {', '.join(entries)}")
     files = spread(files, at_most) if at_most else files
+    sample = bool(at_most) or subset is not None  # a sample: the cache keeps its bookkeeping of the rest
+    if subset is not None:
+        files = subset(files)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(entries[0])
     cache = EmbeddingCache(cache_dir if cfg.cache else None)
     gallery = build_gallery(files, embedder, cache, cfg.workers, cfg.max_len, quiet=quiet, timeout=cfg.timeout,
-                            progress_bar=True, forget_missing=not at_most,
+                            progress_bar=True, forget_missing=not sample,
                             preprocessed=preprocessed_index(cfg, embedder), on_progress=on_progress)
     if not gallery.names:
         raise UsageError(f"empty gallery: none of the {len(files)} files under {', '.join(entries)} "
@@ -262,12 +267,14 @@ def groups_mode(cfg: SimConfig, gallery: Gallery) -> str:
 def choose_mode(cfg: SimConfig) -> dict:
     """--choose: score every candidate search embedding on the gallery's groups and write the
     checkpoint copy holding the best (``utils/retrieval/choice.py``)."""
-    from utils.retrieval.choice import choose_for_gallery, write_choice
+    from utils.retrieval.choice import choice_files, choose_for_gallery, write_choice
     from utils.train.embedding_choice import choice_table
 
     embedder = parts_embedder(cfg.model_path, cfg.device)
-    gallery = open_gallery(cfg, cfg.gallery, embedder)
-    choice = choose_for_gallery(gallery, read_groups(cfg.groups), cfg.groups)
+    groups = read_groups(cfg.groups)
+    gallery = open_gallery(cfg, cfg.gallery, embedder,
+                           subset=lambda files: choice_files(files, groups, cfg.choose_max_drawings, cfg.seed))
+    choice = choose_for_gallery(gallery, groups, cfg.groups)
     out = write_choice(cfg.model_path, cfg.choose, choice)
     print(f"chosen for this gallery: {choice['name']} [{choice['description']}]: {choice['why']}\n"
           + choice_table(choice))

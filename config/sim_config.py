@@ -50,6 +50,9 @@ class SimConfig:
                 "embedding, every floor and their fusions, scored on your groups; the standardized counts unless "
                 "another floor, then a learned candidate, is clearly better) and write a copy of the checkpoint holding that choice to "
                 "this .pth; search with --model_path FILE (--embedding auto uses the choice and says so)"})
+    choose_max_drawings: int = field(default=20_000, metadata={
+        "help": "--choose ranks at most this many drawings: every member of your groups, then a seeded sample of "
+                "the rest of the gallery as distractors"})
     render: Optional[str] = field(default=None, metadata={
         "help": "with --query: draw the query and its top-k matches into this PNG (a folder: "
                 "<folder>/<query name>-top<k>.png)"})

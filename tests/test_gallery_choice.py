@@ -122,3 +122,21 @@ def test_gallery_choice_bench_chooses_on_one_half_and_judges_the_other(corpus, t
     line = next(ln for ln in (out / "gallery_choice.md").read_text().splitlines() if ln.startswith("| tiny |"))
     mean_chosen = np.mean([r["chosen_mAP"] for r in rows])
     assert f"{mean_chosen:.3f}" in line
+
+
+def test_choice_files_keep_every_group_member_and_sample_the_rest(tmp_path):
+    from pathlib import Path
+
+    from utils.retrieval.choice import choice_files
+
+    files = [(Path(f"/g/d{i}.h5"), f"d{i}") for i in range(100)]
+    groups = [["d3", "d97"], ["d50", "d51", "missing"]]
+    small = choice_files(files, groups, max_drawings=100)
+    assert small == files  # a gallery within the cap is used whole
+    sub = choice_files(files, groups, max_drawings=10, seed=1)
+    names = [n for _, n in sub]
+    assert len(sub) == 10 and {"d3", "d97", "d50", "d51"} <= set(names)
+    assert names == sorted(names, key=lambda n: int(n[1:]))  # the gallery's order
+    assert choice_files(files, groups, max_drawings=10, seed=1) == sub  # seeded
+    assert choice_files(files, groups, max_drawings=10, seed=2) != sub
+    assert len(choice_files(files, groups, max_drawings=2)) == 4  # the members are all kept

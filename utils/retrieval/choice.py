@@ -17,7 +17,26 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from utils.ranking import resolve_groups
+
+
+def choice_files(files: Sequence[tuple[Path, str]], groups: Sequence[Sequence[str]], max_drawings: int,
+                 seed: int = 0) -> list[tuple[Path, str]]:
+    """The gallery files a choice ranks: every member of ``groups`` (resolved as ``--groups``
+    resolves names), then a seeded sample of the others, ``max_drawings`` at most (the members
+    are all kept). A million-drawing gallery is not embedded whole to choose."""
+    if len(files) <= max_drawings:
+        return list(files)
+    index_groups, _ = resolve_groups([name for _, name in files], groups)
+    members = sorted({i for g in index_groups for i in g})
+    taken = set(members)
+    others = [i for i in range(len(files)) if i not in taken]
+    room = max(0, max_drawings - len(members))
+    sample = np.random.default_rng(seed).permutation(len(others))[:room]
+    keep = sorted(members + [others[k] for k in sample])
+    return [files[i] for i in keep]
 
 
 class ChoiceError(Exception):
