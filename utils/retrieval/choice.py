@@ -7,7 +7,8 @@ standardized counts were the strongest floor, on another a rotation-robust layou
 by a wide margin. With groups of similar drawings of the gallery, the same candidates as
 at training (``utils.train.embedding_choice``: the learned parts, every floor and their
 fusions, floors z-scored with the gallery) are scored on those groups, the same rule picks
-(the strongest floor unless a learned candidate is better beyond the corrected noise), and
+(the standardized counts unless another floor, then a learned candidate, is better beyond
+the corrected noise), and
 a copy of the checkpoint holding that choice is written; ``--embedding auto`` with it
 then searches exactly that embedding, and says where it was chosen.
 """
@@ -77,4 +78,4 @@ def write_choice(model_path: str | Path, out: str | Path, choice: dict[str, Any]
     return out
 
 
-__all__ = ["ChoiceError", "choose_for_gallery", "write_choice"]
+__all__ = ["ChoiceError", "choice_files", "choose_for_gallery", "write_choice"]

@@ -6,9 +6,10 @@ grid is, and a learned embedding may add to either or to neither. So after train
 ``joint_main.py`` scores on the archive's own validation drawings
 
 - the learned parts (``joint``, ``gf``, ``deepdxf``),
-- every non-learned floor (the entity-type histogram, the raw GF matrices, their
-  standardized pair, the layout grid and its rotation-robust form), and the standardized
-  pair with a small layout block added (it breaks the near-ties of global counts),
+- every non-learned floor of the tables (the entity-type histogram and the raw GF
+  matrices, each as it is and standardized, their standardized pair, the layout grid and
+  its rotation-robust form), and the standardized pair with a small layout block added
+  (it breaks the near-ties of global counts),
 - and the joint embedding and the DeepDXF part fused with each floor at a few weights,
 
 with every z-scored floor block z-scored with the statistics of the drawings it ranks, as
@@ -16,14 +17,17 @@ a search z-scores it with the gallery it searches (``model.fusion.with_statistic
 the statistics stored with a block, those of the validation drawings scored, mark it as
 z-scored),
 
-and stores the best of them in the checkpoint (``search_embedding``: its blocks with
-their statistics, every candidate's mAP, the strongest floor, and one line saying why).
+and stores the one :func:`pick` chooses in the checkpoint (``search_embedding``: its blocks
+with their statistics, every candidate's mAP, the floor it was measured against, and one
+line saying why): the standardized counts unless another floor, then a learned candidate,
+is better on the same queries beyond their noise.
 ``SimDeepDXF.py --embedding auto`` then searches with exactly that embedding.
 
 Queries are the validation drawings that share a group (``--group_pattern``: pieces and
 revisions of one drawing, e.g. the revisions ``dataset/make_revisions.py`` generates)
-or a group of the user's ``--groups`` file; the gallery is those drawings plus other
-validation drawings as distractors (at most ``max_drawings``). Without two such
+or a group of the user's ``--groups`` file; the gallery is those drawings plus the other
+validation drawings, then training drawings, as distractors (at most ``max_drawings``;
+a search ranks the training drawings too). Without two such
 drawings there is nothing to choose on, and no choice is stored.
 """
 from __future__ import annotations
