@@ -77,7 +77,7 @@ class Embedder:
 
     Attributes:
         kind: the embedding's name (``gf``, ``joint_floors``, ``features``, ...).
-        identity: changes whenever the rows of a drawing could change (checkpoint bytes,
+        identity: changes whenever the rows of a drawing could change (the weights,
             blocks, encoding format): the cache key of the model's store.
         label: for tables and messages.
         needs_gf: drawings without GF matrices cannot be embedded.
