@@ -199,3 +199,40 @@ def test_the_group_term_learns_the_users_groups(corpus, tmp_path):  # noqa: F811
     ids = group_ids()
     assert len(set(ids.tolist())) == len(data.names) - 4
     assert all(ids[data.names.index(a)] == ids[data.names.index(b)] for a, b in pairs)
+
+
+def test_the_choice_resamples_whole_groups_of_queries():
+    """Queries of one group succeed or fail together: a candidate better on most groups and
+    worse on some clears a query-by-query interval but not one over groups."""
+    from utils.ranking import paired_interval, query_clusters
+
+    groups = [[f"g{k}_{j}" for j in range(20)] for k in range(20)]
+    queries = [n for g in groups for n in g]
+    clusters = query_clusters(queries, groups)
+    assert clusters.tolist() == [k for k in range(20) for _ in range(20)]
+    assert query_clusters(["g3_1", "nowhere", "other"], groups).tolist()[0] == 3
+    assert len(set(query_clusters(["nowhere", "other"], groups).tolist())) == 2  # each its own
+    base = np.full(400, 0.5)
+    gain = np.where(clusters < 14, 0.05, -0.08)  # +0.05 on 14 groups, -0.08 on 6
+    assert paired_interval(base + gain, base)[0] > 0  # one by one: "clearly better"
+    lo, hi = paired_interval(base + gain, base, clusters=clusters)
+    assert lo < 0 < hi  # over groups: not
+    floor = Candidate("features", [Block("hist")], floor=True,
+                      metrics={"mAP": 0.5, "per_query_ap": list(base), "query_groups": clusters})
+    lucky = Candidate("joint", [Block("joint")],
+                      metrics={"mAP": float((base + gain).mean()), "per_query_ap": list(base + gain),
+                               "query_groups": clusters})
+    assert pick([lucky, floor])[0].name == "features"
+    del lucky.metrics["query_groups"]
+    assert pick([lucky, floor])[0].name == "joint"  # what the query-by-query rule did
+
+
+def test_score_gives_each_candidate_the_group_of_each_query():
+    rng = np.random.default_rng(2)
+    names = [f"d{i}" for i in range(12)]
+    groups = [names[0:3], names[3:6], names[6:9]]
+    parts = {"hist": rng.random((12, 12)), "gf_raw": rng.random((12, 210))}
+    cands = [Candidate("gf_raw", [Block("gf_raw")], floor=True), Candidate("hist", [Block("hist")], floor=True)]
+    score(cands, parts, names, groups)
+    for c in cands:
+        assert c.metrics["query_groups"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]

@@ -272,13 +272,35 @@ def bootstrap_interval(values: Sequence[float], n_boot: int = 1000, seed: int = 
 
 
 def paired_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, seed: int = 0,
-                    alpha: float = 0.05) -> tuple[float, float]:
+                    alpha: float = 0.05, clusters: Optional[Sequence[int]] = None) -> tuple[float, float]:
     """Bootstrap interval of the mean per-query difference ``a - b`` (the same queries in
-    the same order, e.g. two embeddings' ``per_query_ap``); NaN, NaN when they differ in length."""
+    the same order, e.g. two embeddings' ``per_query_ap``); NaN, NaN when they differ in length.
+
+    ``clusters``: [n] an id per query (e.g. its group): whole clusters are resampled (a
+    cluster bootstrap of the mean over queries), since the queries of one group succeed or
+    fail together and resampling them one by one gives too narrow an interval."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size == 0 or a.shape != b.shape:
         return float("nan"), float("nan")
-    return bootstrap_interval(a - b, n_boot, seed, alpha)
+    if clusters is None:
+        return bootstrap_interval(a - b, n_boot, seed, alpha)
+    _, ids = np.unique(np.asarray(clusters), return_inverse=True)
+    sums = np.bincount(ids, weights=a - b)  # [k] per cluster
+    sizes = np.bincount(ids).astype(np.float64)
+    draw = np.random.default_rng(seed).integers(0, len(sizes), size=(n_boot, len(sizes)))
+    means = sums[draw].sum(1) / sizes[draw].sum(1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def query_clusters(queries: Sequence[str], groups: Sequence[Sequence[str]]) -> np.ndarray:
+    """[len(queries)] int: the index of the first group of ``groups`` that holds each query
+    (``retrieval_metrics``' ``queries``), the cluster of :func:`paired_interval`."""
+    first: dict[str, int] = {}
+    for k, g in enumerate(groups):
+        for name in g:
+            first.setdefault(normalize_name(name), k)
+    return np.array([first.get(normalize_name(q), -1 - i) for i, q in enumerate(queries)], dtype=np.int64)
 
 
 def best_by_map(rows: Sequence[tuple[str, Optional[dict]]]) -> Optional[tuple[str, dict]]:
@@ -295,4 +317,5 @@ def best_by_map(rows: Sequence[tuple[str, Optional[dict]]]) -> Optional[tuple[st
 
 __all__ = ["Method", "METRIC_KEYS", "GroupsError", "read_groups", "l2_normalize", "similarity_matrix", "topk",
            "topk_blocks", "percentile_among", "percentile_of", "normalize_name", "resolve_groups",
-           "metrics_from_relevance", "retrieval_metrics", "bootstrap_interval", "paired_interval", "best_by_map"]
+           "metrics_from_relevance", "retrieval_metrics", "bootstrap_interval", "paired_interval", "query_clusters",
+           "best_by_map"]

@@ -44,7 +44,7 @@ from model.floors import BLOCK_DIMS, FLOOR_LABELS, floor_block
 from model.fusion import Block, block_statistics, describe_blocks, fuse, with_statistics_of
 from model.GF_model import embed_graphs
 from model.joint_loss import joint_embedding
-from utils.ranking import paired_interval, retrieval_metrics
+from utils.ranking import paired_interval, query_clusters, retrieval_metrics
 from utils.train.val_retrieval import floor_arrays
 
 #: floor blocks that are z-scored (with the statistics of the drawings they rank)
@@ -120,8 +120,12 @@ def score(cands: Sequence[Candidate], parts: dict[str, np.ndarray], names: Seque
           groups: Sequence[Sequence[str]]) -> None:
     """Fill each candidate's ``metrics`` (``utils.ranking.retrieval_metrics``) on the drawings
     ``names`` (rows of ``parts``) against ``groups``."""
+    clusters = None
     for c in cands:  # floor blocks z-scored with the scored drawings, as a search z-scores them with its gallery
         c.metrics = retrieval_metrics(fuse(parts, with_statistics_of(c.blocks, parts)), names, groups)
+        if clusters is None:  # the same queries for every candidate: the group of each, once
+            clusters = query_clusters(c.metrics["queries"], groups)
+        c.metrics["query_groups"] = clusters
 
 
 #: the least mAP by which a floor must beat the default floor (beside a clear interval)
@@ -149,9 +153,11 @@ def corrected_alpha(n_tried: int, alpha: float = 0.05) -> float:
 
 def corrected_lower_bound(c: Candidate, ref: Candidate, n_tried: int) -> float:
     """The lower end of the paired interval of ``c``'s per-query AP minus ``ref``'s, 95 %
-    corrected for ``n_tried`` candidates (:func:`corrected_alpha`)."""
+    corrected for ``n_tried`` candidates (:func:`corrected_alpha`); the queries' groups
+    (``query_groups``, when scored) are resampled whole."""
     return paired_interval(c.metrics.get("per_query_ap", []), ref.metrics.get("per_query_ap", []),
-                           n_boot=PICK_BOOTSTRAPS, alpha=corrected_alpha(n_tried))[0]
+                           n_boot=PICK_BOOTSTRAPS, alpha=corrected_alpha(n_tried),
+                           clusters=c.metrics.get("query_groups"))[0]
 
 
 def default_floor(cands: Sequence[Candidate]) -> Candidate:
@@ -259,7 +265,8 @@ def _why(cands: Sequence[Candidate], best: Candidate, floor: Candidate, queries:
     runner = max(learned, key=lambda c: c.metrics["mAP"])
 
     def vs(c: Candidate, ref: Candidate) -> str:
-        lo, hi = paired_interval(c.metrics["per_query_ap"], ref.metrics["per_query_ap"])
+        lo, hi = paired_interval(c.metrics["per_query_ap"], ref.metrics["per_query_ap"],
+                                 clusters=c.metrics.get("query_groups"))
         return f"{c.name} {c.metrics['mAP']:.3f} vs {ref.name} {ref.metrics['mAP']:.3f}, paired 95% {lo:+.3f} to {hi:+.3f}"
     if best is not floor:
         lower = corrected_lower_bound(best, floor, len(learned))
