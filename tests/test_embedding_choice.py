@@ -212,6 +212,8 @@ def test_the_choice_resamples_whole_groups_of_queries():
     assert clusters.tolist() == [k for k in range(20) for _ in range(20)]
     assert query_clusters(["g3_1", "nowhere", "other"], groups).tolist()[0] == 3
     assert len(set(query_clusters(["nowhere", "other"], groups).tolist())) == 2  # each its own
+    # members matched as --groups matches them: a unique bare stem, an extension
+    assert query_clusters(["lib__a", "lib__b", "c"], [["a.dxf", "b"], ["c", "a"]]).tolist() == [0, 0, 1]
     base = np.full(400, 0.5)
     gain = np.where(clusters < 14, 0.05, -0.08)  # +0.05 on 14 groups, -0.08 on 6
     assert paired_interval(base + gain, base)[0] > 0  # one by one: "clearly better"

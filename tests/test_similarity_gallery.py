@@ -162,6 +162,7 @@ def test_groups_prints_model_and_floors(corpus, gallery, capsys):  # noqa: F811
     assert "| mAP | 95% CI (mAP) | P@1 | P@5 | R@10 | nDCG@10 | MRR |" in out
     assert "absent" in err  # a group member that is not in the gallery is named
     assert "add --choose OUT.pth" in out  # a learned embedding: how to search with the best for this gallery
+    assert "paired over the same queries, resampling their 2 groups" in out  # whole groups, not queries
 
 
 def test_metrics_table_against_a_hand_computed_ranking():

@@ -295,12 +295,13 @@ def paired_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, 
 
 def query_clusters(queries: Sequence[str], groups: Sequence[Sequence[str]]) -> np.ndarray:
     """[len(queries)] int: the index of the first group of ``groups`` that holds each query
-    (``retrieval_metrics``' ``queries``), the cluster of :func:`paired_interval`."""
-    first: dict[str, int] = {}
-    for k, g in enumerate(groups):
-        for name in g:
-            first.setdefault(normalize_name(name), k)
-    return np.array([first.get(normalize_name(q), -1 - i) for i, q in enumerate(queries)], dtype=np.int64)
+    (``retrieval_metrics``' ``queries``; members matched as :func:`resolve_groups` matches
+    them), the cluster of :func:`paired_interval`; a query in no group is a cluster alone."""
+    out = -1 - np.arange(len(queries), dtype=np.int64)
+    index_groups, _ = resolve_groups(queries, groups)
+    for k in range(len(index_groups) - 1, -1, -1):  # the first group that holds a query wins
+        out[np.asarray(index_groups[k], dtype=np.int64)] = k
+    return out
 
 
 def best_by_map(rows: Sequence[tuple[str, Optional[dict]]]) -> Optional[tuple[str, dict]]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from model.floors import FLOOR_LABELS, floor_embeddings, random_embedding
 from utils.ranking import (METRIC_KEYS, Method, best_by_map, bootstrap_interval, normalize_name, paired_interval,
-                           retrieval_metrics)
+                           query_clusters, retrieval_metrics)
 
 
 def load_encodings(data_dir: str | Path) -> dict:
@@ -117,8 +117,10 @@ def strongest_floor(rows: Sequence[tuple[str, dict | None]]) -> tuple[str, dict]
 
 
 def verdict_lines(models: Sequence[tuple[str, dict | None]], floors: Sequence[tuple[str, dict | None]],
-                  n_boot: int = 1000, seed: int = 0) -> list[str]:
-    """Plain sentences under a table: the floor to beat, and whether each model beats it."""
+                  n_boot: int = 1000, seed: int = 0, groups: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """Plain sentences under a table: the floor to beat, and whether each model beats it.
+    ``groups``: the groups of the queries; given, the paired interval resamples whole groups
+    (the queries of one group succeed or fail together)."""
     best = strongest_floor(floors)
     if best is None:
         return ["no floor could be computed: nothing to compare with"]
@@ -128,8 +130,11 @@ def verdict_lines(models: Sequence[tuple[str, dict | None]], floors: Sequence[tu
         if m is None:
             continue
         diff = m["mAP"] - fm["mAP"]
-        p_lo, p_hi = paired_interval(m.get("per_query_ap", []), fm.get("per_query_ap", []), n_boot, seed)
-        paired = "" if math.isnan(p_lo) else f"; paired over the same queries {p_lo:+.3f} to {p_hi:+.3f} (95%)"
+        clusters = None if groups is None or "queries" not in fm else query_clusters(fm["queries"], groups)
+        p_lo, p_hi = paired_interval(m.get("per_query_ap", []), fm.get("per_query_ap", []), n_boot, seed,
+                                     clusters=clusters)
+        over = "queries" if clusters is None else f"queries, resampling their {len(set(clusters.tolist()))} groups"
+        paired = "" if math.isnan(p_lo) else f"; paired over the same {over} {p_lo:+.3f} to {p_hi:+.3f} (95%)"
         clear = not math.isnan(p_lo) and (p_lo > 0 or p_hi < 0)
         noise = "" if clear or math.isnan(p_lo) else ": not a clear difference"
         if diff > 0:
@@ -173,7 +178,7 @@ def compare_table(
     model_rows = [(label, None if emb is None else retrieval_metrics(emb, names, groups, method))
                   for label, emb in models]
     floors = floor_table(enc, groups, method, seed, n_random, fit_rows)
-    verdicts = verdict_lines(model_rows, floors, n_boot, seed)
+    verdicts = verdict_lines(model_rows, floors, n_boot, seed, groups)
     floors = [(label if label.startswith(RANDOM_LABEL) else floor_prefix + label, m) for label, m in floors]
     first = floors[0][1]
     if first["n_queries"] == 0:
