@@ -310,6 +310,8 @@ def weights_identity(trained: Any) -> str:
     (names, dtypes, shapes, bytes) and its configuration. A checkpoint rewritten with
     another stored choice (``--choose``, a new choice after training) keeps it, so a
     gallery's cached rows of its learned parts are not computed again."""
+    import torch  # only with a checkpoint
+
     h = hashlib.sha1(json.dumps(trained.config or {}, sort_keys=True, default=str).encode())
     for part, model in (("gf", trained.gf), ("deepdxf", trained.deepdxf)):
         if model is None:
@@ -317,15 +319,8 @@ def weights_identity(trained: Any) -> str:
         for name, tensor in sorted(model.state_dict().items()):
             t = tensor.detach().cpu().contiguous()
             h.update(f"\0{part}.{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
-            h.update(t.view(-1).view(torch_uint8()).numpy().tobytes() if t.numel() else b"")
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def torch_uint8() -> Any:
-    """``torch.uint8`` (torch is imported only with a checkpoint)."""
-    import torch
-
-    return torch.uint8
 
 
 def parts_embedder(model_path: Optional[str | Path], device: str = "cpu") -> Embedder:

@@ -126,11 +126,11 @@ def verdict_lines(models: Sequence[tuple[str, dict | None]], floors: Sequence[tu
         return ["no floor could be computed: nothing to compare with"]
     label, fm = best
     lines = [f"the floor to beat: {label} (mAP {fm['mAP']:.3f})"]
+    clusters = None if groups is None or "queries" not in fm else query_clusters(fm["queries"], groups)
     for mlabel, m in models:
         if m is None:
             continue
         diff = m["mAP"] - fm["mAP"]
-        clusters = None if groups is None or "queries" not in fm else query_clusters(fm["queries"], groups)
         p_lo, p_hi = paired_interval(m.get("per_query_ap", []), fm.get("per_query_ap", []), n_boot, seed,
                                      clusters=clusters)
         over = "queries" if clusters is None else f"queries, resampling their {len(set(clusters.tolist()))} groups"
