@@ -15,7 +15,8 @@ each member of a group is a query. Rows per set: every floor (z-scored with that
 gallery, as ``SimDeepDXF.py --groups`` prints them), then per training seed the
 embeddings of ``--embeddings`` (``auto``: what training chose for the archive). Tables
 go to stdout and ``--output``/archive_quality.md (+ .json), with the strongest floor
-marked and, for each learned row, the paired interval against it. Models are trained
+marked and, for each learned row, the paired interval against it (every interval resamples
+whole groups of queries: the queries of one group succeed or fail together). Models are trained
 once per seed and reused on a rerun.
 """
 from __future__ import annotations
@@ -119,7 +120,7 @@ def evaluate_set(name: str, folder: Path, groups_path: Path, models: dict[int, P
             runs.append(retrieval_metrics(g.vectors, g.names, groups))
         note = "chosen per seed: " + ", ".join(sorted(chosen)) if emb == "auto" else ""
         entries.append(Entry(emb, "inductive", runs, note))
-    table = build_table(entries)
+    table = build_table(entries, groups=groups)
     text = format_markdown(name, table)
     verdicts = [format_verdict(name, v) for e in embeddings if (v := verdict(table, e)) is not None]
     return {"table": table, "text": text + "\n\n" + "\n".join(f"- {v}" for v in verdicts)}

@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         emb = apply_metric(model, kind, torch.tensor(x_sel, dtype=torch.float32)).numpy()
                     runs.append(retrieval_metrics(emb, sel.names, sel.groups))
                 entries.append(Entry(f"{set_name}, learned {kind} (reg {reg:g})", "inductive", runs))
-    table = build_table(entries, n_boot=args.n_boot)
+    table = build_table(entries, n_boot=args.n_boot, groups=sel.groups)
     text = (f"Learned metrics on floor features: trained on the train split ({len(train_names)} drawings, "
             f"{len(ids)} groups), seeds {args.seeds}; selection split only.\n\n"
             + format_markdown("selection-revisions", table) + "\n")

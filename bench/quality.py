@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 
 from bench.bench_data import LABELLED, LEADFRAME  # noqa: E402
 from dataset.files import atomic_write_text  # noqa: E402
-from utils.ranking import bootstrap_interval, normalize_name, retrieval_metrics  # noqa: E402
+from utils.ranking import bootstrap_interval, normalize_name, paired_interval, query_clusters, retrieval_metrics  # noqa: E402
 from utils.retrieval.evaluate import floor_table, load_encodings  # noqa: E402
 
 SETS = ("selection-revisions", "report-revisions", "report-human-groups")
@@ -77,9 +77,10 @@ class Entry:
     note: str = ""
 
 
-def summarize(entry: Entry, n_boot: int = 1000, seed: int = 0) -> dict:
+def summarize(entry: Entry, n_boot: int = 1000, seed: int = 0, clusters: Optional[Sequence[int]] = None) -> dict:
     """Mean metrics over the runs of ``entry``, the seed spread of mAP and a bootstrap
-    95 % interval over queries of the per-query AP (averaged over runs first)."""
+    95 % interval over queries of the per-query AP (averaged over runs first); with
+    ``clusters`` (an id per query, e.g. its group) whole clusters are resampled."""
     runs = entry.runs
     out: dict = {"label": entry.label, "kind": entry.kind, "n_seeds": len(runs), "note": entry.note}
     for key in ("mAP", "P@1", "R@10", "nDCG@10", "MRR"):
@@ -91,7 +92,8 @@ def summarize(entry: Entry, n_boot: int = 1000, seed: int = 0) -> dict:
     per_q = [r.get("per_query_ap", []) for r in runs]
     if per_q and all(len(p) == len(per_q[0]) for p in per_q) and per_q[0]:
         ap = np.mean(np.asarray(per_q, dtype=np.float64), axis=0)
-        lo, hi = bootstrap_interval(ap, n_boot=n_boot, seed=seed)
+        lo, hi = bootstrap_interval(ap, n_boot=n_boot, seed=seed,
+                                    clusters=clusters if clusters is not None and len(clusters) == ap.size else None)
         out["per_query_ap"] = [float(a) for a in ap]
     else:
         lo, hi = float("nan"), float("nan")
@@ -102,23 +104,33 @@ def summarize(entry: Entry, n_boot: int = 1000, seed: int = 0) -> dict:
     return out
 
 
-def build_table(entries: Sequence[Entry], n_boot: int = 1000, seed: int = 0) -> dict:
+def build_table(entries: Sequence[Entry], n_boot: int = 1000, seed: int = 0,
+                groups: Optional[Sequence[Sequence[str]]] = None) -> dict:
     """Summaries of ``entries`` with the strongest floor marked.
 
     The floor to beat is the non-random floor with the highest mAP; every row gets
-    ``delta_vs_floor`` (its mAP minus that floor's).
+    ``delta_vs_floor`` (its mAP minus that floor's). ``groups``: the groups the queries
+    came from (names); given, every interval of the table and of :func:`verdict` resamples
+    whole groups (``utils.ranking.query_clusters``), not single queries.
 
     Returns:
-        ``{"rows": [summaries], "floor_to_beat": label or None}``.
+        ``{"rows": [summaries], "floor_to_beat": label or None, "query_groups": [n_queries]
+        group ids or None, "n_groups": int or None}``.
     """
-    rows = [summarize(e, n_boot, seed) for e in entries if e.runs]
+    clusters = None
+    if groups is not None:
+        queries = next((e.runs[0].get("queries") for e in entries if e.runs and e.runs[0].get("queries")), None)
+        clusters = None if queries is None else query_clusters(queries, groups)
+    rows = [summarize(e, n_boot, seed, clusters) for e in entries if e.runs]
     floors = [r for r in rows if r["kind"] == "floor" and not r["label"].startswith("random")
               and not math.isnan(r["mAP"])]
     best = max(floors, key=lambda r: r["mAP"], default=None)
     for r in rows:
         r["floor_to_beat"] = best is not None and r is best
         r["delta_vs_floor"] = (r["mAP"] - best["mAP"]) if best is not None else float("nan")
-    return {"rows": rows, "floor_to_beat": best["label"] if best else None}
+    return {"rows": rows, "floor_to_beat": best["label"] if best else None,
+            "query_groups": None if clusters is None else [int(c) for c in clusters],
+            "n_groups": None if clusters is None else int(len(np.unique(clusters)))}
 
 
 def format_markdown(title: str, table: dict) -> str:
@@ -126,7 +138,8 @@ def format_markdown(title: str, table: dict) -> str:
     rows = table["rows"]
     n_q = rows[0]["n_queries"] if rows else 0
     n_g = rows[0]["n_gallery"] if rows else 0
-    lines = [f"### {title} (gallery {n_g} drawings, {n_q} queries)", "",
+    in_groups = f" in {table['n_groups']} groups; intervals resample whole groups" if table.get("n_groups") else ""
+    lines = [f"### {title} (gallery {n_g} drawings, {n_q} queries{in_groups})", "",
              "| embedding | row | seeds | mAP | 95% CI | P@1 | R@10 | vs floor to beat |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -151,7 +164,8 @@ def verdict(table: dict, label: str, kind: str = "inductive", n_boot: int = 1000
 
     Beside that criterion, the paired one: the bootstrap 95 % interval over queries of
     the mean per-query AP difference (row minus floor, the same queries resampled for
-    both), which sees through the spread the two share.
+    both), which sees through the spread the two share; whole groups of queries are
+    resampled when the table knows them (``build_table(..., groups=)``).
 
     Returns ``{"label", "kind", "mAP", "floor", "floor_mAP", "difference", "half_width",
     "beats", "paired_CI95"}`` (``beats``: difference > half-width; ``paired_CI95``
@@ -167,10 +181,13 @@ def verdict(table: dict, label: str, kind: str = "inductive", n_boot: int = 1000
     half = (hi - lo) / 2 if not (math.isnan(lo) or math.isnan(hi)) else float("nan")
     diff = row["mAP"] - floor["mAP"]
     a, b = np.asarray(row.get("per_query_ap", [])), np.asarray(floor.get("per_query_ap", []))
-    paired = list(bootstrap_interval(a - b, n_boot=n_boot, seed=seed)) if a.size and a.size == b.size \
-        else [float("nan"), float("nan")]
+    clusters = table.get("query_groups")
+    paired = list(paired_interval(a, b, n_boot=n_boot, seed=seed,
+                                  clusters=clusters if clusters is not None and len(clusters) == a.size else None)) \
+        if a.size and a.size == b.size else [float("nan"), float("nan")]
     return {"label": label, "kind": kind, "mAP": row["mAP"], "floor": floor["label"], "floor_mAP": floor["mAP"],
-            "difference": diff, "half_width": half, "beats": bool(diff > half), "paired_CI95": paired}
+            "difference": diff, "half_width": half, "beats": bool(diff > half), "paired_CI95": paired,
+            "n_groups": table.get("n_groups")}
 
 
 def format_verdict(set_name: str, v: dict) -> str:
@@ -178,7 +195,8 @@ def format_verdict(set_name: str, v: dict) -> str:
     head = (f"{set_name}: {v['label']} ({v['kind']}) {v['mAP']:.3f} vs {v['floor']} {v['floor_mAP']:.3f}: "
             f"{v['difference']:+.3f}, floor interval half-width {v['half_width']:.3f}")
     lo, hi = v.get("paired_CI95", [float("nan")] * 2)
-    paired = "" if math.isnan(lo) else (f" Paired over the same queries, the difference is {lo:+.3f} to {hi:+.3f} (95 %): "
+    over = f"the same queries, resampling their {v['n_groups']} groups" if v.get("n_groups") else "the same queries"
+    paired = "" if math.isnan(lo) else (f" Paired over {over}, the difference is {lo:+.3f} to {hi:+.3f} (95 %): "
                                         + ("better than the floor." if lo > 0 else "worse than the floor." if hi < 0
                                            else "not distinguishable from the floor."))
     if v["beats"]:
@@ -608,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     learned.setdefault(f"{kind}|{row}", []).append(vecs)
         entries = evaluate_set(s, floor_vecs, learned, notes)
-        table = build_table(entries, n_boot=args.n_boot)
+        table = build_table(entries, n_boot=args.n_boot, groups=s.groups)
         results["sets"][s.name] = table
         md.append(format_markdown(s.name, table))
         v = verdict(table, args.learned[0]) if args.learned else None
@@ -617,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdicts.append("- " + format_verdict(s.name, v))
 
     n_seeds = max((len(v) for v in models.values()), default=0)
-    header = ("Retrieval quality (mAP over queries, cosine; 95% CI: bootstrap over queries). "
+    header = ("Retrieval quality (mAP over queries, cosine; 95% CI: bootstrap over whole groups of queries). "
               + (f"Learned rows: joint models ({args.epochs} epochs when trained here), mean ± std over "
                  f"{n_seeds} seed(s)." if models else "No learned rows.")
               + f" Train split: {len(train_names)} drawings"

@@ -140,3 +140,15 @@ def test_choice_files_keep_every_group_member_and_sample_the_rest(tmp_path):
     assert choice_files(files, groups, max_drawings=10, seed=1) == sub  # seeded
     assert choice_files(files, groups, max_drawings=10, seed=2) != sub
     assert len(choice_files(files, groups, max_drawings=2)) == 4  # the members are all kept
+
+
+def test_archive_quality_tables_resample_the_sets_groups(corpus, tmp_path):  # noqa: F811
+    from bench.archive_quality import evaluate_set
+
+    joint_main.main(_argv(corpus, "for_tables", "--epochs", "1"))
+    groups = _groups_file(corpus, tmp_path / "groups.json")
+    result = evaluate_set("tiny", corpus, tmp_path / "groups.json", {0: corpus / "ckpt" / "for_tables" / "best_model.pth"},
+                          ["auto"], tmp_path / "cache")
+    assert result["table"]["n_groups"] == len(groups)
+    assert f"in {len(groups)} groups; intervals resample whole groups" in result["text"]
+    assert f"resampling their {len(groups)} groups" in result["text"]

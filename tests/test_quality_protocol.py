@@ -328,3 +328,31 @@ def test_cached_models_are_named_after_the_trainer_defaults(monkeypatch):
 
     monkeypatch.setattr(joint_config, "JointConfig", Changed)
     assert defaults_fingerprint() != before
+
+
+def test_tables_with_groups_resample_whole_groups_in_every_interval():
+    from bench.quality import Entry, build_table, format_markdown, format_verdict, verdict
+
+    # 10 groups of 6 queries; the learned row gains +0.2 on 4 groups and loses 0.04 on the rest:
+    # query by query that looks clearly better, over the 10 groups it does not
+    groups = [[f"g{k}_{i}" for i in range(6)] for k in range(10)]
+    queries = [n for g in groups for n in g]
+    rng = np.random.default_rng(1)
+    base = np.repeat(rng.uniform(0.3, 0.9, 10), 6)
+    gain = np.repeat(np.where(np.arange(10) < 4, 0.2, -0.04), 6)
+
+    def run(ap):
+        return {"mAP": float(np.mean(ap)), "P@1": 0.5, "R@10": 0.5, "nDCG@10": 0.5, "MRR": 0.5, "n_queries": 60,
+                "n_gallery": 60, "queries": queries, "per_query_ap": list(ap)}
+    entries = [Entry("floor", "floor", [run(base)]), Entry("joint", "inductive", [run(base + gain)])]
+    plain, grouped = build_table(entries, n_boot=2000), build_table(entries, n_boot=2000, groups=groups)
+    assert plain["n_groups"] is None and grouped["n_groups"] == 10
+    assert grouped["query_groups"] == [k for k in range(10) for _ in range(6)]
+    w = [t["rows"][0]["mAP_CI95"][1] - t["rows"][0]["mAP_CI95"][0] for t in (plain, grouped)]
+    assert w[1] > 1.8 * w[0]  # the floor's own interval widens too
+    v_plain, v_grouped = verdict(plain, "joint", n_boot=2000), verdict(grouped, "joint", n_boot=2000)
+    assert v_plain["paired_CI95"][0] > 0 > v_grouped["paired_CI95"][0]
+    assert "resampling their 10 groups" in format_verdict("s", v_grouped)
+    assert "not distinguishable" in format_verdict("s", v_grouped) and "better than" in format_verdict("s", v_plain)
+    assert "60 queries in 10 groups; intervals resample whole groups" in format_markdown("s", grouped)
+    assert "groups" not in format_markdown("s", plain).splitlines()[0]

@@ -220,3 +220,25 @@ def test_the_standardized_single_floors_are_each_block_zscored_with_the_set():
     # without GF matrices the GF floors are n/a, the histogram ones are not
     no_gf = floor_embeddings({"type_counts": counts, "has_gf": np.zeros(15, bool)})
     assert no_gf["gf_std"] is None and no_gf["hist_std"] is not None
+
+
+def test_cluster_bootstrap_matches_a_slow_reference_and_singletons_equal_the_plain_bootstrap():
+    from utils.ranking import bootstrap_interval
+
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0, 1, 12)
+    clusters = np.array([5, 5, 5, 2, 2, 9, 9, 9, 9, 1, 7, 7])
+    lo, hi = bootstrap_interval(values, n_boot=300, seed=4, clusters=clusters)
+    # slow reference: draw whole clusters (ids in sorted order) and average the values they hold
+    ids = np.unique(clusters)
+    draws = np.random.default_rng(4).integers(0, len(ids), size=(300, len(ids)))
+    means = [np.concatenate([values[clusters == ids[k]] for k in row]).mean() for row in draws]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    # one query per cluster: exactly the query-level bootstrap
+    assert bootstrap_interval(values, 300, 4, clusters=np.arange(12)) == pytest.approx(bootstrap_interval(values, 300, 4))
+    # a cluster's values move together: the interval is wider than resampling queries one by one
+    tied = np.repeat(rng.uniform(0, 1, 6), 10)
+    groups = np.repeat(np.arange(6), 10)
+    q_lo, q_hi = bootstrap_interval(tied, 2000, 0)
+    c_lo, c_hi = bootstrap_interval(tied, 2000, 0, clusters=groups)
+    assert c_hi - c_lo > 2 * (q_hi - q_lo)

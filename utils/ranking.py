@@ -258,15 +258,27 @@ def retrieval_metrics(embeddings: np.ndarray, names: Sequence[str], groups: Iter
     return result
 
 
-def bootstrap_interval(values: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
-                       ) -> tuple[float, float]:
+def bootstrap_interval(values: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                       clusters: Optional[Sequence[int]] = None) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (resampling queries);
-    NaN, NaN when empty."""
+    NaN, NaN when empty.
+
+    ``clusters``: [n] an id per value (e.g. its query's group): whole clusters are resampled
+    and each draw's mean is taken over the values it holds (a cluster bootstrap), since the
+    queries of one group succeed or fail together and resampling them one by one gives too
+    narrow an interval."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(1)
+    if clusters is None:
+        means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(1)
+    else:
+        _, ids = np.unique(np.asarray(clusters), return_inverse=True)
+        sums = np.bincount(ids, weights=v)  # [k] per cluster
+        sizes = np.bincount(ids).astype(np.float64)
+        draw = rng.integers(0, len(sizes), size=(n_boot, len(sizes)))
+        means = sums[draw].sum(1) / sizes[draw].sum(1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
@@ -276,21 +288,12 @@ def paired_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, 
     """Bootstrap interval of the mean per-query difference ``a - b`` (the same queries in
     the same order, e.g. two embeddings' ``per_query_ap``); NaN, NaN when they differ in length.
 
-    ``clusters``: [n] an id per query (e.g. its group): whole clusters are resampled (a
-    cluster bootstrap of the mean over queries), since the queries of one group succeed or
-    fail together and resampling them one by one gives too narrow an interval."""
+    ``clusters``: [n] an id per query (e.g. its group): whole clusters are resampled
+    (:func:`bootstrap_interval`)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size == 0 or a.shape != b.shape:
         return float("nan"), float("nan")
-    if clusters is None:
-        return bootstrap_interval(a - b, n_boot, seed, alpha)
-    _, ids = np.unique(np.asarray(clusters), return_inverse=True)
-    sums = np.bincount(ids, weights=a - b)  # [k] per cluster
-    sizes = np.bincount(ids).astype(np.float64)
-    draw = np.random.default_rng(seed).integers(0, len(sizes), size=(n_boot, len(sizes)))
-    means = sums[draw].sum(1) / sizes[draw].sum(1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+    return bootstrap_interval(a - b, n_boot, seed, alpha, clusters)
 
 
 def query_clusters(queries: Sequence[str], groups: Sequence[Sequence[str]]) -> np.ndarray:
