@@ -152,3 +152,20 @@ def test_archive_quality_tables_resample_the_sets_groups(corpus, tmp_path):  # n
     assert result["table"]["n_groups"] == len(groups)
     assert f"in {len(groups)} groups; intervals resample whole groups" in result["text"]
     assert f"resampling their {len(groups)} groups" in result["text"]
+
+
+def test_the_gf_part_fused_with_the_counts_is_a_candidate_when_each_tells_half_the_groups_apart():
+    rng = np.random.default_rng(2)
+    names = [f"d{i}" for i in range(60)]
+    group = np.repeat(np.arange(15), 4)
+    dims = {**BLOCK_DIMS, "joint": 16, "gf": 8, "deepdxf": 8}
+    parts = {n: rng.standard_normal((60, d)) for n, d in dims.items()}
+    coarse = rng.standard_normal((3, BLOCK_DIMS["hist"])) * 3  # the counts tell 3 families apart
+    parts["hist"] = coarse[group // 5] + 0.3 * rng.standard_normal((60, BLOCK_DIMS["hist"]))
+    parts["gf_raw"] = np.repeat(parts["gf_raw"][:1], 60, 0) + 0.01 * rng.standard_normal((60, BLOCK_DIMS["gf_raw"]))
+    fine = rng.standard_normal((5, 8)) * 3  # the learned GF part tells 5 members of a family apart
+    parts["gf"] = fine[group % 5] + 0.3 * rng.standard_normal((60, 8))
+    groups = [[names[i] for i in range(60) if group[i] == g] for g in range(15)]
+    choice = choose_from_parts(parts, names, groups, "q")
+    assert choice["name"].startswith("gf + ") and {"gf", "hist"} <= {b["name"] for b in choice["blocks"]}
+    assert choice["scores"][choice["name"]] > max(choice["scores"]["gf"], choice["scores"]["features"]) + 0.2

@@ -10,7 +10,7 @@ grid is, and a learned embedding may add to either or to neither. So after train
   matrices, each as it is and standardized, their standardized pair, the layout grid and
   its rotation-robust form), and the standardized pair with a small layout block added
   (it breaks the near-ties of global counts),
-- and the joint embedding and the DeepDXF part fused with each floor at a few weights,
+- and each learned part (joint, GF, DeepDXF) fused with each floor at a few weights,
 
 with every z-scored floor block z-scored with the statistics of the drawings it ranks, as
 a search z-scores it with the gallery it searches (``model.fusion.with_statistics_of``;
@@ -49,9 +49,11 @@ from utils.train.val_retrieval import floor_arrays
 
 #: floor blocks that are z-scored (with the statistics of the drawings they rank)
 ZSCORED = ("hist", "gf_raw", "layout", "layout_rot")
-#: the learned parts fused with a floor block (the DeepDXF part alone too: with grid pooling
-#: it holds a layout floor of its own, and the group term trains it through the joint embedding)
-FUSED_PARTS = ("joint", "deepdxf")
+#: the learned parts fused with a floor block: the joint embedding and each model's part alone
+#: (with grid pooling the DeepDXF part holds a layout floor of its own; the GF part fused with
+#: the counts was the strongest candidate on two of three selection sets: footprint variants
+#: and lead-frame revisions)
+FUSED_PARTS = ("joint", "deepdxf", "gf")
 #: weights of a floor block fused with the unit learned part
 FUSION_WEIGHTS = (1.0, 2.0, 4.0)
 #: weights of a layout block added to the standardized histogram + raw GF pair: a small layout
@@ -174,7 +176,7 @@ def pick(cands: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
     and the paired bootstrap interval of its per-query AP minus the default's above zero,
     95 % corrected for the number of other floors (Bonferroni); the best such floor by mAP
     replaces it. A candidate with a learned part replaces that floor the same way, its
-    interval corrected for the number of learned candidates (the best of 30 noisy candidates
+    interval corrected for the number of learned candidates (the best of dozens of noisy candidates
     clears a plain 95 % interval far more often than 1 in 40). A small or saturated
     validation (20 queries, every floor at 1.0) thus keeps the default instead of the floor
     that its noise favours; a large one switches where the archive wants another floor
