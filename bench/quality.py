@@ -92,9 +92,11 @@ def summarize(entry: Entry, n_boot: int = 1000, seed: int = 0, clusters: Optiona
     per_q = [r.get("per_query_ap", []) for r in runs]
     if per_q and all(len(p) == len(per_q[0]) for p in per_q) and per_q[0]:
         ap = np.mean(np.asarray(per_q, dtype=np.float64), axis=0)
-        lo, hi = bootstrap_interval(ap, n_boot=n_boot, seed=seed,
-                                    clusters=clusters if clusters is not None and len(clusters) == ap.size else None)
+        usable = clusters is not None and len(clusters) == ap.size
+        lo, hi = bootstrap_interval(ap, n_boot=n_boot, seed=seed, clusters=clusters if usable else None)
         out["per_query_ap"] = [float(a) for a in ap]
+        if usable:
+            out["query_groups"] = [int(c) for c in clusters]
     else:
         lo, hi = float("nan"), float("nan")
         out["per_query_ap"] = []
@@ -111,17 +113,18 @@ def build_table(entries: Sequence[Entry], n_boot: int = 1000, seed: int = 0,
     The floor to beat is the non-random floor with the highest mAP; every row gets
     ``delta_vs_floor`` (its mAP minus that floor's). ``groups``: the groups the queries
     came from (names); given, every interval of the table and of :func:`verdict` resamples
-    whole groups (``utils.ranking.query_clusters``), not single queries.
+    whole groups (``utils.ranking.query_clusters`` of each row's ``queries``, kept in the
+    row as ``query_groups``), not single queries.
 
     Returns:
-        ``{"rows": [summaries], "floor_to_beat": label or None, "query_groups": [n_queries]
-        group ids or None, "n_groups": int or None}``.
+        ``{"rows": [summaries], "floor_to_beat": label or None, "n_groups": the number of
+        groups the queries fall in, or None}``.
     """
-    clusters = None
-    if groups is not None:
-        queries = next((e.runs[0].get("queries") for e in entries if e.runs and e.runs[0].get("queries")), None)
-        clusters = None if queries is None else query_clusters(queries, groups)
-    rows = [summarize(e, n_boot, seed, clusters) for e in entries if e.runs]
+    def clusters_of(e: Entry) -> Optional[np.ndarray]:
+        queries = e.runs[0].get("queries") if groups is not None else None
+        return query_clusters(queries, groups) if queries else None
+    rows = [summarize(e, n_boot, seed, clusters_of(e)) for e in entries if e.runs]
+    ids = next((r["query_groups"] for r in rows if r.get("query_groups")), None)
     floors = [r for r in rows if r["kind"] == "floor" and not r["label"].startswith("random")
               and not math.isnan(r["mAP"])]
     best = max(floors, key=lambda r: r["mAP"], default=None)
@@ -129,8 +132,7 @@ def build_table(entries: Sequence[Entry], n_boot: int = 1000, seed: int = 0,
         r["floor_to_beat"] = best is not None and r is best
         r["delta_vs_floor"] = (r["mAP"] - best["mAP"]) if best is not None else float("nan")
     return {"rows": rows, "floor_to_beat": best["label"] if best else None,
-            "query_groups": None if clusters is None else [int(c) for c in clusters],
-            "n_groups": None if clusters is None else int(len(np.unique(clusters)))}
+            "n_groups": None if ids is None else int(len(np.unique(ids)))}
 
 
 def format_markdown(title: str, table: dict) -> str:
@@ -181,13 +183,14 @@ def verdict(table: dict, label: str, kind: str = "inductive", n_boot: int = 1000
     half = (hi - lo) / 2 if not (math.isnan(lo) or math.isnan(hi)) else float("nan")
     diff = row["mAP"] - floor["mAP"]
     a, b = np.asarray(row.get("per_query_ap", [])), np.asarray(floor.get("per_query_ap", []))
-    clusters = table.get("query_groups")
+    clusters = row.get("query_groups")
     paired = list(paired_interval(a, b, n_boot=n_boot, seed=seed,
                                   clusters=clusters if clusters is not None and len(clusters) == a.size else None)) \
         if a.size and a.size == b.size else [float("nan"), float("nan")]
+    n_groups = int(len(np.unique(clusters))) if clusters is not None and len(clusters) == a.size else None
     return {"label": label, "kind": kind, "mAP": row["mAP"], "floor": floor["label"], "floor_mAP": floor["mAP"],
             "difference": diff, "half_width": half, "beats": bool(diff > half), "paired_CI95": paired,
-            "n_groups": table.get("n_groups")}
+            "n_groups": n_groups}
 
 
 def format_verdict(set_name: str, v: dict) -> str:

@@ -347,7 +347,7 @@ def test_tables_with_groups_resample_whole_groups_in_every_interval():
     entries = [Entry("floor", "floor", [run(base)]), Entry("joint", "inductive", [run(base + gain)])]
     plain, grouped = build_table(entries, n_boot=2000), build_table(entries, n_boot=2000, groups=groups)
     assert plain["n_groups"] is None and grouped["n_groups"] == 10
-    assert grouped["query_groups"] == [k for k in range(10) for _ in range(6)]
+    assert grouped["rows"][1]["query_groups"] == [k for k in range(10) for _ in range(6)]
     w = [t["rows"][0]["mAP_CI95"][1] - t["rows"][0]["mAP_CI95"][0] for t in (plain, grouped)]
     assert w[1] > 1.8 * w[0]  # the floor's own interval widens too
     v_plain, v_grouped = verdict(plain, "joint", n_boot=2000), verdict(grouped, "joint", n_boot=2000)
