@@ -254,7 +254,7 @@ def build_joint(cfg: JointConfig, deepdxf_batch_size: Optional[int] = None) -> t
     dx_cfg = cfg.deepdxf_config(deepdxf_batch_size)
     objective = JointObjective(build_gf_model(cfg.gf_config()), build_deepdxf_model(dx_cfg), dx_cfg,
                                cfg.cross_weight, cfg.cross_temperature, cfg.cross_dim,
-                               cfg.group_weight, cfg.group_temperature, cfg.group_embedding)
+                               cfg.group_weight, cfg.group_temperature)
     weighting = build_weighting(cfg.weighting, list(TASKS), fixed_weights=[cfg.w_GF, cfg.w_DeepDXF],
                                 dwa_temperature=cfg.dwa_temperature, gradnorm_alpha=cfg.gradnorm_alpha)
     return objective, weighting

@@ -91,10 +91,6 @@ class JointConfig(GFConfig, DeepDXFConfig):
                           "and each drawing's two views together; batches keep groups together. With revisions among the "
                           "training drawings (dataset/make_revisions.py) it teaches what a revision keeps (0 = off)"})
     group_temperature: float = field(default=0.1, metadata={"help": "temperature of the group term"})
-    group_embedding: str = field(default="joint", metadata={"help": "the embedding the group term shapes: joint "
-                                 "(GF and DeepDXF parts together) or gf (the GF part alone: the DeepDXF part is then "
-                                 "trained only by its own loss, and with --w_DeepDXF 0 with grid pooling stays the "
-                                 "layout floor it starts as)", "choices": ("joint", "gf")})
     hard_negatives: bool = field(default=False, metadata={"help": "fill each training batch with groups that the "
                                  "non-learned floors find alike (k-means over the z-scored type histogram, raw GF "
                                  "matrices and rotation-robust layout grid, about one batch per cluster), so the group "
@@ -145,8 +141,6 @@ class JointConfig(GFConfig, DeepDXFConfig):
             raise ValueError(f"val_retrieval must be >= 0, got {self.val_retrieval}")
         if self.group_temperature <= 0:
             raise ValueError(f"group_temperature must be > 0, got {self.group_temperature}")
-        if self.group_embedding not in ("joint", "gf"):
-            raise ValueError(f"group_embedding must be joint or gf, got {self.group_embedding!r}")
         if self.dwa_temperature <= 0:
             raise ValueError(f"dwa_temperature must be > 0, got {self.dwa_temperature}")
 

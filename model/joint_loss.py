@@ -170,17 +170,12 @@ class JointObjective(nn.Module):
         cross_temperature, cross_dim: of the cross-model term.
         group_weight: > 0 computes the group term (its weight is applied by the trainer).
         group_temperature: of the group term.
-        group_embedding: what the group term shapes: ``"joint"`` (the joint embedding) or ``"gf"``
-            (the normalized GF part alone; the DeepDXF part gets no gradient from it).
     """
 
     def __init__(self, gf: nn.Module, deepdxf: nn.Module, deepdxf_cfg, cross_weight: float = 0.0,
                  cross_temperature: float = 0.1, cross_dim: int = 64, group_weight: float = 0.0,
-                 group_temperature: float = 0.1, group_embedding: str = "joint") -> None:
+                 group_temperature: float = 0.1) -> None:
         super().__init__()
-        if group_embedding not in ("joint", "gf"):
-            raise ValueError(f"group_embedding must be joint or gf, got {group_embedding!r}")
-        self.group_embedding = group_embedding
         self.group_on = group_weight > 0
         self.group_temperature = group_temperature
         self.gf = gf
@@ -219,7 +214,7 @@ class JointObjective(nn.Module):
         if views is None:
             raise ValueError("the group term is on but the batch holds no group views (JointCollate group_views=True)")
         g = self.gf.encode(views.x, views.adj, views.mask)
-        j = joint_embedding(g, torch.cat([e1, e2])) if self.group_embedding == "joint" else F.normalize(g.float(), dim=-1)
+        j = joint_embedding(g, torch.cat([e1, e2]))
         b = batch.gf_graphs.x.shape[0]
         group = batch.group if batch.group is not None else torch.arange(b, device=g.device)
         return group_contrastive_loss(j, torch.cat([group, group]), self.group_temperature)

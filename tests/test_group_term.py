@@ -152,24 +152,3 @@ def test_metric_bench_learns_to_pull_groups_together():
             emb = apply_metric(model, kind, xt)
         assert emb.shape == (24, 5)
         assert group_contrastive_loss(emb, yt).item() < before - 0.1
-
-
-def test_the_group_term_on_the_gf_part_alone_leaves_deepdxf_untouched(corpus):
-    data, split = joint_data(_cfg(corpus))
-    train, _ = data.fold_loaders(split, 0)
-    train.set_epoch(0)
-    batch = next(iter(train))
-    torch.manual_seed(0)
-    obj, _ = build_joint(_cfg(corpus, group_embedding="gf"), train.deepdxf_batch_size)
-    out = obj(batch)
-    out["group"].backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.gf.parameters())
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in obj.deepdxf.parameters())
-    # it is SupCon over the normalized GF embeddings of the two group views
-    with torch.no_grad():
-        g = obj.gf.encode(batch.group_views.x, batch.group_views.adj, batch.group_views.mask)
-        want = group_contrastive_loss(torch.nn.functional.normalize(g.float(), dim=-1),
-                                      torch.cat([batch.group, batch.group]), 0.1)
-    assert out["group"].item() == pytest.approx(want.item(), rel=1e-5)
-    with pytest.raises(ValueError, match="group_embedding"):
-        JointConfig(group_embedding="deepdxf")
