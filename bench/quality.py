@@ -184,10 +184,11 @@ def verdict(table: dict, label: str, kind: str = "inductive", n_boot: int = 1000
     diff = row["mAP"] - floor["mAP"]
     a, b = np.asarray(row.get("per_query_ap", [])), np.asarray(floor.get("per_query_ap", []))
     clusters = row.get("query_groups")
-    paired = list(paired_interval(a, b, n_boot=n_boot, seed=seed,
-                                  clusters=clusters if clusters is not None and len(clusters) == a.size else None)) \
+    if clusters is not None and len(clusters) != a.size:
+        clusters = None
+    paired = list(paired_interval(a, b, n_boot=n_boot, seed=seed, clusters=clusters)) \
         if a.size and a.size == b.size else [float("nan"), float("nan")]
-    n_groups = int(len(np.unique(clusters))) if clusters is not None and len(clusters) == a.size else None
+    n_groups = None if clusters is None else int(len(np.unique(clusters)))
     return {"label": label, "kind": kind, "mAP": row["mAP"], "floor": floor["label"], "floor_mAP": floor["mAP"],
             "difference": diff, "half_width": half, "beats": bool(diff > half), "paired_CI95": paired,
             "n_groups": n_groups}
