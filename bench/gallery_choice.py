@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from dataset.files import atomic_write_text  # noqa: E402
 from model.fusion import Block, fuse, with_statistics_of  # noqa: E402
-from utils.ranking import paired_interval, read_groups, resolve_groups, retrieval_metrics  # noqa: E402
+from utils.ranking import paired_interval, query_clusters, read_groups, resolve_groups, retrieval_metrics  # noqa: E402
 from utils.retrieval.cache import EmbeddingCache  # noqa: E402
 from utils.retrieval.embedders import make_embedder, parts_embedder  # noqa: E402
 from utils.retrieval.gallery import build_gallery, collect_files  # noqa: E402
@@ -42,6 +42,13 @@ from utils.train.embedding_choice import candidates, choose_from_parts, score  #
 def vectors_of(blocks: Sequence[Block], parts: dict[str, np.ndarray]) -> np.ndarray:
     """The searched vectors of ``blocks`` over the gallery ``parts`` (z-scored floors with the gallery)."""
     return fuse(parts, with_statistics_of(blocks, parts))
+
+
+def paired_over_groups(a: dict, b: dict, groups: Sequence[Sequence[str]]) -> tuple[float, float]:
+    """Paired 95 % interval of ``a``'s minus ``b``'s per-query AP (two ``retrieval_metrics``
+    results over the same queries), resampling whole ``groups``: a split counts as clearly
+    above or below the floor only if the difference holds over its groups, not query by query."""
+    return paired_interval(a["per_query_ap"], b["per_query_ap"], clusters=query_clusters(a["queries"], groups))
 
 
 def judge_set(folder: Path, groups_path: Path, model: Path, splits: int, cache: Path) -> list[dict]:
@@ -69,7 +76,7 @@ def judge_set(folder: Path, groups_path: Path, model: Path, splits: int, cache: 
         best = max(floors, key=lambda c: c.metrics["mAP"])
         auto_m = retrieval_metrics(auto_vectors, names, judged)
         fixed = next(c for c in floors if c.name == table_floor.name)
-        lo, hi = paired_interval(chosen["per_query_ap"], best.metrics["per_query_ap"])
+        lo, hi = paired_over_groups(chosen, best.metrics, judged)
         rows.append({"split": split, "chosen": choice["name"], "chosen_mAP": chosen["mAP"], "auto": auto.kind,
                      "auto_mAP": auto_m["mAP"], "floor": best.name, "floor_mAP": best.metrics["mAP"],
                      "table_floor": fixed.name, "table_floor_mAP": fixed.metrics["mAP"],

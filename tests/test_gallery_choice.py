@@ -11,7 +11,7 @@ import SimDeepDXF
 from dataset.names import group_of
 from model.floors import BLOCK_DIMS
 from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
-from utils.ranking import retrieval_metrics
+from utils.ranking import paired_interval, retrieval_metrics
 from utils.train.checkpoint import load_checkpoint
 from utils.train.embedding_choice import choose_from_parts
 
@@ -169,3 +169,18 @@ def test_the_gf_part_fused_with_the_counts_is_a_candidate_when_each_tells_half_t
     choice = choose_from_parts(parts, names, groups, "q")
     assert choice["name"].startswith("gf + ") and {"gf", "hist"} <= {b["name"] for b in choice["blocks"]}
     assert choice["scores"][choice["name"]] > max(choice["scores"]["gf"], choice["scores"]["features"]) + 0.2
+
+
+def test_gallery_choice_splits_count_as_clearly_better_only_over_their_groups():
+    from bench.gallery_choice import paired_over_groups
+
+    # 10 groups of 5 queries; the chosen embedding gains 0.5 on every query of 3 groups, 0 elsewhere
+    groups = [[f"g{g}_{k}" for k in range(5)] for g in range(10)]
+    queries = [n for g in groups for n in g]
+    gain = np.array([0.5 if int(n[1:].split("_")[0]) < 3 else 0.0 for n in queries])
+    floor = {"queries": queries, "per_query_ap": np.full(len(queries), 0.4)}
+    chosen = {"queries": queries, "per_query_ap": 0.4 + gain}
+    query_level = paired_interval(chosen["per_query_ap"], floor["per_query_ap"])
+    assert query_level[0] > 0  # one query at a time, the gain looks clear
+    lo, hi = paired_over_groups(chosen, floor, groups)
+    assert lo <= 0.0 < hi and hi > query_level[1]  # over its 10 groups it is not (a draw may miss all 3)
