@@ -4,6 +4,7 @@
     python bench/make_bench_sets.py revisions --revisions data/bench/revisions --encodings data/bench/prep-revisions
     python bench/make_bench_sets.py human --encodings data/enc/leadframe-dev data/enc/leadframe \
         --labels LABELLED_DIR/groups.json
+    python bench/make_bench_sets.py folders --encodings data/enc/librecad --name librecad
 
 - ``kicad``: a footprint library preprocessed by ``dataset/dxf_process.py`` (names
   ``<folder>__<footprint>``) split **by library folder** into train / selection / report:
@@ -15,6 +16,11 @@
   preprocessed encodings -> ``lf-train``, ``lf-selection``, ``lf-report``, each source with
   its revisions as one group.
 - ``human``: labelled drawings plus distractors in one gallery, with their ``groups.json``.
+- ``folders``: an archive preprocessed by ``dataset/dxf_process.py`` from nested folders
+  (names ``<folder>__<subfolder>__<drawing>``), e.g. a symbol library: one gallery
+  ``--name`` whose groups are the folders (``groups.json``: "the same kind of drawing"),
+  and those groups halved by a seeded hash (``groups-a.json``, ``groups-b.json``: label one
+  half for training, judge on the other).
 
 Everything goes under ``--output`` (default ``data/bench``); the links point at the
 encodings, nothing is copied.
@@ -101,14 +107,38 @@ def human(encodings: Sequence[Path], labels: Path, out: Path) -> None:
     print(f"lf-human: {len(drawings)} drawings")
 
 
+def folder_of(name: str) -> str:
+    """The folder part of a name ``<folder>__...__<drawing>`` ("" for a drawing at the top)."""
+    return name.rsplit("__", 1)[0] if "__" in name else ""
+
+
+def folders(encodings: Path, out: Path, name: str, seed: int) -> None:
+    names = sorted(p.stem for p in (encodings / "DeepDXF").glob("*.h5"))
+    dest = out / name
+    link_drawings(dest, [(n, encodings) for n in names])
+    by_folder: dict[str, list[str]] = {}
+    for n in names:
+        by_folder.setdefault(folder_of(n), []).append(n)
+    groups = {f: g for f, g in sorted(by_folder.items()) if len(g) >= 2}
+    (dest / "groups.json").write_text(json.dumps(list(groups.values()), ensure_ascii=False))
+    halves = {"a": [], "b": []}
+    for f, g in groups.items():
+        halves["a" if _h01(f"{seed}/{name}/{f}") < 0.5 else "b"].append(g)
+    for half, gs in halves.items():
+        (dest / f"groups-{half}.json").write_text(json.dumps(gs, ensure_ascii=False))
+    print(f"{name}: {len(names)} drawings in {len(groups)} folder groups "
+          f"({len(halves['a'])} in groups-a.json, {len(halves['b'])} in groups-b.json)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["kicad", "revisions", "human"])
+    p.add_argument("what", choices=["kicad", "revisions", "human", "folders"])
     p.add_argument("--encodings", nargs="+", required=True, help="preprocessed folders (GF/, DeepDXF/)")
     p.add_argument("--labels", default=None, help="kicad: groups.json with kind/variant; human: groups.json")
     p.add_argument("--revisions", default=None, help="revisions: the make_revisions.py output folder")
     p.add_argument("--fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="folders", help="folders: the set's folder name under --output")
     p.add_argument("--output", default="data/bench")
     a = p.parse_args(argv)
     out, enc = Path(a.output), [Path(e) for e in a.encodings]
@@ -116,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kicad(enc[0], Path(a.labels), out, a.fractions, a.seed)
     elif a.what == "revisions":
         revisions(Path(a.revisions), enc[0], out)
+    elif a.what == "folders":
+        folders(enc[0], out, a.name, a.seed)
     else:
         human(enc, Path(a.labels), out)
     return 0
