@@ -50,6 +50,7 @@ from config.joint_config import JointConfig
 from dataset.archive import ArchiveError
 from dataset.loaders.joint import JointData, JointDataError, JointLoader
 from dataset.loaders.views import VAL_SEED
+from dataset.names import group_of
 from model.DeepDXF_loss import nt_xent_chance
 from model.DeepDXF_model import build_deepdxf_model
 from model.GF_loss import chance_level
@@ -64,7 +65,7 @@ from utils.train.distributed import (DistInfo, all_reduce_mean, all_reduce_sum, 
 from utils.train.loop import (LAST_NAME, FoldResult, FoldTracker, LoopSettings, Run, RunError, finish_run,
                               start_run, summarize_folds)
 from utils.train.schedule import SchedulePlan, make_lr_scheduler, plan_schedule
-from utils.train.splits import Split
+from utils.train.splits import Split, make_split
 from utils.train.embedding_choice import choose_and_store
 from utils.train.hard_negatives import training_clusters
 from utils.train.val_retrieval import (
@@ -114,6 +115,8 @@ def _train(cfg: JointConfig, info: DistInfo) -> dict[str, Any] | int:
         cfg.run_name = message
     try:
         data = JointData(cfg, info.rank, info.world_size)
+        if split is None and cfg.groups and cfg.split_by_groups:
+            split = split_keeping_groups(cfg, data.names)
         run = start_run(cfg, data.names, "joint", dist=info, split=split)
     except (ArchiveError, JointDataError, RunError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -181,6 +184,16 @@ def fit_batch_to_archive(cfg: JointConfig, n_train: int, world_size: int = 1) ->
             f"one fold of a few (--k_folds 5 --fold 0) with more epochs (README: Small archives)")
 
 
+def split_keeping_groups(cfg: JointConfig, names: Sequence[str]) -> Split:
+    """The run's split with every ``--groups`` group on one side of each cut (``--split_by_groups``):
+    pattern groups (pieces, revisions) and the listed groups merged (``merge_groups``), so that
+    validation and test hold groups the model never trained on."""
+    found, _ = resolve_groups(names, read_groups(cfg.groups))
+    pattern = [group_of(n, cfg.group_pattern) for n in names]
+    labels = merge_groups(pattern, [g for g in found if len(g) >= 2])
+    return make_split(names, cfg.test_fraction, cfg.k_folds, cfg.seed, cfg.group_pattern, groups=labels)
+
+
 def read_user_groups(cfg: JointConfig, names: Sequence[str], log: Any) -> list[list[int]]:
     """``--groups``: the listed groups as joint-drawing indices (names not among ``names`` are
     left out, and the log says how many). Empty without ``--groups``."""
@@ -191,6 +204,8 @@ def read_user_groups(cfg: JointConfig, names: Sequence[str], log: Any) -> list[l
     found = [g for g in found if len(g) >= 2]
     log.info(f"--groups {cfg.groups}: {len(found)} of {len(listed)} group(s) with >= 2 of the joint drawings"
              + (f"; {len(missing)} name(s) not among them, e.g. {missing[0]!r}" if missing else "")
+             + ("; each kept on one side of the split (validation: groups never trained on)" if cfg.split_by_groups
+                else "; split apart (--no-split_by_groups: validation holds new members of trained groups)")
              + ("" if cfg.val_retrieval else "; unused: --val_retrieval 0 turns the retrieval check off"))
     return found
 

@@ -101,9 +101,6 @@ class JointConfig(GFConfig, DeepDXFConfig):
     val_retrieval: int = field(default=200, metadata={"help": "each validation pass and the test also search up to this many "
                           "of their drawings with each other (groups by --group_pattern: pieces, revisions) and log the mAP "
                           "of the joint embedding beside the strongest non-learned floor's (0 = off; NaN when no group has two members)"})
-    groups: str = field(default="", metadata={"help": "JSON file: a list of groups of similar drawing names (as SimDeepDXF.py "
-                        "--groups reads); the retrieval check also searches with the validation and test drawings of these "
-                        "groups (a path relative to the current folder)"})
 
     # --- the search embedding --------------------------------------------------
     choose_embedding: bool = field(default=True, metadata={"help": "after training, score the learned embedding, every "
@@ -115,7 +112,13 @@ class JointConfig(GFConfig, DeepDXFConfig):
     groups: Optional[str] = field(default=None, metadata={"help": "JSON list of groups of similar drawing names of this "
                           "archive (as SimDeepDXF.py --groups takes), e.g. part kinds: the group term pulls each group "
                           "together (supervised; with a drawing's pieces and revisions), and their validation members "
-                          "are queries of the embedding choice and of the retrieval check"})
+                          "are queries of the embedding choice and of the retrieval check (a path relative to the "
+                          "current folder)"})
+    split_by_groups: bool = field(default=True, metadata={"help": "keep every --groups group on one side of the "
+                          "train/validation/test split, as a drawing's pieces and revisions are: the embedding choice and "
+                          "the retrieval check then measure groups the model never trained on, as a search of new kinds "
+                          "of drawings meets them (--no-split_by_groups: a group's drawings may fall on both sides, and "
+                          "validation measures new members of trained groups)"})
 
     # --- run control ----------------------------------------------------------
     resume: bool = field(default=False, metadata={"help": "continue the run --run_name (default: the latest joint run) from checkpoints/<run>/last.pth"})

@@ -56,6 +56,23 @@ def test_split_covers_everything_once_and_keeps_groups_together():
         assert not (tg & vg) and not (tg & test_groups) and not (vg & test_groups)
 
 
+def test_given_group_labels_replace_the_pattern_and_stay_on_one_side():
+    names = [f"part{i:02d}" for i in range(40)]  # every name its own group by the pattern
+    labels = [f"kind{i % 8}" for i in range(40)]  # 8 kinds of 5 drawings each
+    s = make_split(names, test_fraction=0.2, k_folds=3, seed=0, groups=labels)
+    assert s.groups == labels  # saved with the split
+    sides = [set(s.test)] + [set(va) for _, va in s.folds]
+    for kind in set(labels):
+        members = {i for i, g in enumerate(labels) if g == kind}
+        assert sum(bool(members & side) for side in sides) == 1  # in the test set or one fold's validation only
+        for train, val in s.folds:
+            assert not (members & set(train)) or not (members & (set(val) | set(s.test)))
+    plain = make_split(names, test_fraction=0.2, k_folds=3, seed=0)
+    assert any({labels[i] for i in tr} & {labels[i] for i in va} for tr, va in plain.folds)  # the pattern splits kinds
+    with pytest.raises(ValueError, match="3 group labels for 40 drawings"):
+        make_split(names, groups=["a", "b", "c"])
+
+
 def test_same_seed_same_split_other_seed_differs():
     names = _names()
     a = make_split(names, seed=1, k_folds=4)

@@ -131,3 +131,25 @@ def test_both_archive_layouts_give_the_type_counts_before_any_cut(tmp_path):
         want = np.asarray(attrs["type_counts"], dtype=np.int64)
         assert np.array_equal(folders.type_counts(i), want) and np.array_equal(packed.type_counts(i), want), name
     packed.close()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_joint_main_keeps_each_user_group_on_one_side_of_the_split(corpus, tmp_path, keep):
+    no_pattern = ["--group_pattern", "NO-SUCH-SUFFIX$"]  # every drawing its own group by the pattern
+    kinds = [[f"d{i:04d}_{p}" for i in range(k, 24, 4) for p in (1, 2)] for k in range(4)]  # 4 kinds of 12
+    groups = tmp_path / "kinds.json"
+    groups.write_text(json.dumps(kinds), encoding="utf-8")
+    run = f"kinds_{keep}"
+    flag = "--split_by_groups" if keep else "--no-split_by_groups"
+    joint_main.main(_argv(corpus, run, *no_pattern, "--groups", str(groups), "--test_fraction", "0.25", flag))
+    split = json.loads((corpus / "logs" / run / "split.json").read_text(encoding="utf-8"))
+    kind_of = {n: k for k, g in enumerate(kinds) for n in g}
+    side = lambda idx: {kind_of[split["names"][i]] for i in idx}  # noqa: E731
+    train, val = split["folds"][0]["train"], split["folds"][0]["val"]
+    log = (corpus / "logs" / run / "train.log").read_text(encoding="utf-8")
+    if keep:  # validation and test hold kinds the model never trained on
+        assert not side(train) & side(val) and not side(train) & side(split["test"])
+        assert "each kept on one side of the split" in log
+    else:
+        assert side(train) & side(val)
+        assert "split apart (--no-split_by_groups" in log

@@ -13,7 +13,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
@@ -110,6 +110,7 @@ def make_split(
     k_folds: int = 10,
     seed: int = 0,
     group_pattern: str = DEFAULT_GROUP_PATTERN,
+    groups: Optional[Sequence[str]] = None,
 ) -> Split:
     """Draw the grouped test split and the k grouped folds.
 
@@ -121,6 +122,9 @@ def make_split(
             there are fewer groups than folds.
         seed: the seed; the same seed and names give the same split.
         group_pattern: the grouping regex (see ``dataset.names.group_of``).
+        groups: [len(names)] group label of every drawing, instead of the pattern's (e.g. the
+            pattern's groups with a user's ``--groups`` merged in:
+            ``utils.train.val_retrieval.merge_groups``); drawings of one label stay on one side.
     Returns:
         a :class:`Split`.
     """
@@ -134,7 +138,11 @@ def make_split(
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
 
-    groups = [group_of(n, group_pattern) for n in names]
+    if groups is None:
+        groups = [group_of(n, group_pattern) for n in names]
+    elif len(groups) != len(names):
+        raise ValueError(f"{len(groups)} group labels for {len(names)} drawings")
+    groups = [str(g) for g in groups]
     _, group_ids = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
     rest, test = _test_part(group_ids, test_fraction, seed)
     folds = _folds(rest, group_ids[rest], k_folds, seed)
