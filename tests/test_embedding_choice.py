@@ -56,6 +56,45 @@ def test_another_floor_replaces_the_default_only_beyond_the_noise():
     assert pick([lucky, default, clear, learned])[1].name == "layout_rot"
 
 
+def test_queries_from_too_few_groups_keep_the_default_floor():
+    from utils.train.embedding_choice import MIN_CHOICE_GROUPS, n_query_groups
+
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.3, 0.7, 60)
+
+    def grouped(name, per_query, n_groups, floor=True):
+        c = _cand(name, per_query, floor=floor)
+        c.metrics["query_groups"] = np.arange(60) % n_groups
+        return c
+    for n_groups, want in ((MIN_CHOICE_GROUPS - 1, "features"), (MIN_CHOICE_GROUPS, "joint + layout_rot x1")):
+        default = grouped("features", list(base), n_groups)
+        clear = grouped("layout_rot", list(base + 0.2), n_groups)  # better on every query
+        learned = grouped("joint + layout_rot x1", list(base + 0.3), n_groups, floor=False)
+        assert n_query_groups(default) == n_groups
+        best, floor = pick([default, clear, learned])
+        assert best.name == want and floor.name == ("features" if want == "features" else "layout_rot")
+    assert n_query_groups(_cand("features", [0.5] * 7, floor=True)) == 7  # no groups: each query alone
+
+
+def test_the_reason_says_when_the_groups_were_too_few():
+    from utils.train.embedding_choice import MIN_CHOICE_GROUPS, choose_from_parts
+
+    rng = np.random.default_rng(4)
+    for n_groups, said in ((MIN_CHOICE_GROUPS - 2, True), (MIN_CHOICE_GROUPS + 2, False)):
+        names = [f"d{i}" for i in range(3 * n_groups + 20)]
+        groups = [names[3 * g:3 * g + 3] for g in range(n_groups)]
+        centres = np.repeat(rng.normal(0, 1, (n_groups, 12)), 3, axis=0)
+        hist = np.vstack([centres + rng.normal(0, 0.3, centres.shape), rng.normal(0, 1, (20, 12))])
+        parts = {"hist": hist, "gf_raw": rng.random((len(names), 210)), "layout": rng.random((len(names), 768)),
+                 "layout_rot": rng.random((len(names), 120)), "joint": rng.normal(0, 1, (len(names), 8)),
+                 "gf": rng.normal(0, 1, (len(names), 8)), "deepdxf": rng.normal(0, 1, (len(names), 8))}
+        choice = choose_from_parts(parts, names, groups, "validation queries of this archive")
+        assert f"{3 * n_groups} validation queries of this archive ({n_groups} groups)" in choice["why"]
+        assert (f"fewer than {MIN_CHOICE_GROUPS} groups are too few" in choice["why"]) == said
+        if said:
+            assert choice["name"] == "features"
+
+
 def test_a_saturated_validation_gets_the_first_floor_of_the_prior_not_the_first_listed():
     perfect = [1.0] * 20
     floors = [_cand(name, perfect, floor=True) for name in ("hist", "layout", "gf_raw", "features")]
