@@ -28,8 +28,9 @@ class SimConfig:
     method: Literal["cosine", "euclidean"] = field(default="cosine", metadata={
         "help": "cosine similarity, or euclidean distance (ranked as its negative)"})
     embedding: str = field(default="auto", metadata={
-        "help": "auto: what the checkpoint holds; gf/deepdxf: one part of a joint model; joint: both, "
-                "concatenated; joint_floors (auto for a joint checkpoint): joint plus the raw GF "
+        "help": "auto: the embedding the checkpoint chose for its archive (a joint checkpoint without a "
+                "choice: features); gf/deepdxf: one part of a joint model; joint: both, "
+                "concatenated; joint_floors: joint plus the raw GF "
                 "matrices as a weighted block; non-learned (no checkpoint): features = standardized histogram + raw GF, "
                 "hist_std, gf_std = either alone, layout = entity types on an 8x8 grid, layout_rot = the grid pooled "
                 "over 90° turns and flips (each z-scored with the gallery)",

@@ -87,12 +87,13 @@ def test_learn_ablation_combines_every_block_set_and_weight():
     np.testing.assert_allclose(emb[:, 5:], 2.0 * raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
 
 
-def test_auto_gives_joint_floors_for_a_joint_checkpoint(tmp_path):
+def test_auto_gives_the_default_floor_for_a_joint_checkpoint_without_a_choice(tmp_path):
     from utils.retrieval.embedders import AUTO_JOINT
 
     ckpt = _joint_checkpoint(tmp_path / "joint.pth", False)
-    assert AUTO_JOINT == "joint_floors"
-    assert make_embedder(ckpt, "auto").kind == "joint_floors"
+    assert AUTO_JOINT == "features"
+    assert make_embedder(ckpt, "auto").kind == "features"
+    assert make_embedder(ckpt, "joint_floors").kind == "joint_floors"
     assert make_embedder(ckpt, "joint").kind == "joint"
 
 

@@ -190,7 +190,8 @@ def test_without_groups_nothing_is_chosen_and_auto_says_so(corpus, capsys):  # n
                                     "--group_weight", "0"))
     assert summary["search_embedding"] is None
     embedder = make_embedder(corpus / "ckpt" / "nochoice" / "best_model.pth")
-    assert embedder.kind == "joint_floors" and "stores no choice" in embedder.why
+    assert embedder.kind == "features" and "stores no choice" in embedder.why
+    assert [b.name for b in embedder.blocks] == ["hist", "gf_raw"] and not embedder.learned
 
 
 def test_a_users_groups_file_is_chosen_on(corpus, tmp_path):  # noqa: F811

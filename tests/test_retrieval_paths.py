@@ -67,7 +67,23 @@ def test_auto_prints_which_embedding_and_why(corpus, gallery, tmp_path, capsys):
                              "--query", gallery / "b" / "图 1.dxf", "--cache_dir", tmp_path / "cache")
     assert code == 0, err
     line = out.splitlines()[0]
-    assert line.startswith("embedding: joint_floors [joint") and "(" in line
+    assert line.startswith("embedding: features [hist") and "stores no choice" in line
+
+
+def test_auto_without_a_stored_choice_searches_exactly_the_features_floor(corpus, gallery, tmp_path, capsys):  # noqa: F811
+    """A joint checkpoint that stores no choice: ``auto`` is the default floor, the same vectors
+    as ``--embedding features`` (no checkpoint), not the learned model."""
+    vectors = {}
+    for embedding, model in (("auto", ["--model_path", corpus["joint"]]), ("features", [])):
+        code, out, err = run_cli(capsys, *model, "--embedding", embedding, "--gallery", gallery,
+                                 "--cache_dir", tmp_path / f"cache-{embedding}", "--export", tmp_path / f"{embedding}.npz")
+        assert code == 0, err
+        with np.load(tmp_path / f"{embedding}.npz") as z:
+            vectors[embedding] = dict(zip([str(n) for n in z["names"]], z["embeddings"].astype(np.float64)))
+    assert vectors["auto"].keys() == vectors["features"].keys()
+    for name, v in vectors["auto"].items():
+        np.testing.assert_allclose(v / np.linalg.norm(v), vectors["features"][name]
+                                   / np.linalg.norm(vectors["features"][name]), atol=1e-5)
 
 
 def test_a_file_rewritten_with_the_same_size_is_embedded_again(corpus, gallery, tmp_path, capsys):  # noqa: F811

@@ -24,7 +24,8 @@ the blocks are concatenated (:func:`model.fusion.fuse`). Named choices:
 ``joint_floors``  ``joint`` followed by the raw GF matrices as a block of length 4
 ``auto``          what the checkpoint chose for its archive (``search_embedding``,
                   chosen by ``joint_main.py`` on that archive's validation drawings),
-                  else ``joint_floors`` for a joint checkpoint, else the model's own
+                  else the default floor ``features`` for a joint checkpoint (as the
+                  choice keeps it when nothing is clearly better), else the model's own
 ================  =====================================================================
 """
 from __future__ import annotations
@@ -57,8 +58,23 @@ PRESETS: dict[str, tuple[Block, ...]] = {
     "joint": (Block("joint"),),
     "joint_floors": (Block("joint"), Block("gf_raw", 4.0)),
 }
-#: what ``auto`` gives for a joint checkpoint that stores no choice of its own
-AUTO_JOINT = "joint_floors"
+#: what ``auto`` gives for a joint checkpoint that stores no choice of its own: the default
+#: floor of the choice (``utils.train.embedding_choice.FLOOR_PRIOR``), not a fusion whose
+#: weight was fixed on one archive (``joint_floors``, the raw GF block x4 chosen on lead-frame
+#: revisions, lost to a layout grid by 0.27 mAP on floor plans)
+AUTO_JOINT = "features"
+
+
+def zscored_block(name: str, weight: float = 1.0) -> Block:
+    """A floor block marked z-scored (placeholder statistics: a search z-scores it with the
+    gallery, as every chosen floor is searched)."""
+    d = BLOCK_DIMS[name]
+    return Block(name, weight, np.zeros(d), np.ones(d))
+
+
+#: the blocks of :data:`AUTO_JOINT`: the standardized histogram and raw GF matrices, as the
+#: choice stores the ``features`` floor
+AUTO_JOINT_BLOCKS = (zscored_block("hist"), zscored_block("gf_raw"))
 
 
 def joint_vectors(gf: np.ndarray, deepdxf: np.ndarray) -> np.ndarray:
@@ -281,9 +297,11 @@ def _choose(trained: Any, embedding: str, path: Path) -> tuple[str, tuple[Block,
         if stored:
             blocks = tuple(Block.from_dict(b) for b in stored["blocks"])
             return str(stored["name"]), blocks, str(stored.get("why", "chosen when the model was trained"))
-        chosen = AUTO_JOINT if natural == "joint" else natural
-        return chosen, PRESETS[chosen], ("the default for a joint checkpoint that stores no choice of its own"
-                                         if natural == "joint" else f"the model of this {trained.kind} checkpoint")
+        if natural != "joint":
+            return natural, PRESETS[natural], f"the model of this {trained.kind} checkpoint"
+        return AUTO_JOINT, AUTO_JOINT_BLOCKS, ("the default floor: this joint checkpoint stores no choice of its "
+                                               "own (its archive had no validation groups to choose on); "
+                                               "--embedding joint searches with the learned embedding")
     if embedding not in available:
         raise EmbedderError(f"{path} is a {trained.kind} checkpoint: it cannot give a {embedding} embedding "
                             f"(choose --embedding {' or '.join(sorted(available))}, or features/layout/layout_rot)")

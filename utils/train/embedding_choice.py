@@ -357,7 +357,7 @@ def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str],
                                      seed=seed, distractors=distractors)
     if choice is None:
         log.info("search embedding: not chosen: no two validation drawings share a group (--group_pattern, "
-                 "--groups); SimDeepDXF.py --embedding auto uses joint_floors. Give the archive revisions "
+                 "--groups); SimDeepDXF.py --embedding auto uses the default floor features. Give the archive revisions "
                  "(dataset/make_revisions.py) or --groups to let training choose")
         return None
     store_choice([checkpoint], choice)
