@@ -4,6 +4,7 @@ checkpoint, and SimDeepDXF.py --embedding auto searches with exactly that, sayin
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from model.fusion import Block
 from tests.test_joint_main import _argv, corpus  # noqa: F401 (fixture)
 from utils.train.checkpoint import load_checkpoint
 from model.floors import FLOOR_LABELS
-from utils.train.embedding_choice import FLOOR_PRIOR, PICK_BOOTSTRAPS, Candidate, candidates, corrected_alpha, pick, score
+from utils.train.embedding_choice import FLOOR_PRIOR, MIN_CHOICE_GROUPS, PICK_BOOTSTRAPS, Candidate, candidates, corrected_alpha, pick, score
 from utils.retrieval.embedders import make_embedder
 
 
@@ -91,6 +92,7 @@ def test_the_reason_says_when_the_groups_were_too_few():
         choice = choose_from_parts(parts, names, groups, "validation queries of this archive")
         assert f"{3 * n_groups} validation queries of this archive ({n_groups} groups)" in choice["why"]
         assert (f"fewer than {MIN_CHOICE_GROUPS} groups are too few" in choice["why"]) == said
+        assert choice["n_groups"] == n_groups
         if said:
             assert choice["name"] == "features"
 
@@ -278,3 +280,27 @@ def test_score_gives_each_candidate_the_group_of_each_query():
     score(cands, parts, names, groups)
     for c in cands:
         assert c.metrics["query_groups"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_the_training_log_asks_for_more_validation_groups_only_when_they_were_too_few(monkeypatch):
+    import utils.train.checkpoint as checkpoint
+    import utils.train.embedding_choice as embedding_choice
+
+    rng = np.random.default_rng(5)
+    monkeypatch.setattr(checkpoint, "load_trained_models", lambda path, device: SimpleNamespace(gf=None, deepdxf=None))
+    monkeypatch.setattr(embedding_choice, "store_choice", lambda paths, choice: None)
+    for n_groups, said in ((MIN_CHOICE_GROUPS - 1, True), (MIN_CHOICE_GROUPS, False)):
+        names = [f"d{i}" for i in range(2 * n_groups)]
+        groups = [names[2 * g:2 * g + 2] for g in range(n_groups)]
+        parts = {"hist": rng.random((len(names), 12)), "gf_raw": rng.random((len(names), 210)),
+                 "layout": rng.random((len(names), 768)), "layout_rot": rng.random((len(names), 120)),
+                 "joint": rng.normal(0, 1, (len(names), 8)), "gf": rng.normal(0, 1, (len(names), 8)),
+                 "deepdxf": rng.normal(0, 1, (len(names), 8))}
+        choice = embedding_choice.choose_from_parts(parts, names, groups, "validation queries of this archive")
+        monkeypatch.setattr(embedding_choice, "choose_search_embedding", lambda *a, **k: choice)  # noqa: B023
+        lines: list[str] = []
+        kept = embedding_choice.choose_and_store("fold.pth", None, names, names, range(len(names)),
+                                                 SimpleNamespace(info=lines.append), max_drawings=100, seed=0)
+        assert kept["n_groups"] == n_groups
+        assert any(f"the validation held {n_groups} group(s)" in line and "--k_folds 2" in line
+                   for line in lines) == said

@@ -113,6 +113,7 @@ def test_joint_main_groups_file_adds_the_check(corpus, tmp_path, capsys):
     log = (corpus / "logs" / "usergroups" / "train.log").read_text(encoding="utf-8")
     assert f"the model is compared with the strongest, {best}" in log
     assert "1 name(s) not among them" in log
+    assert "to choose on at least 10, validate on more of them: --k_folds 2" in log  # a handful of pairs validated
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
     assert joint_main.main(_argv(corpus, "bad", "--groups", str(bad))) == 2

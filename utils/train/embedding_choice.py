@@ -274,7 +274,7 @@ def choose_from_parts(parts: dict[str, np.ndarray], names: Sequence[str], groups
             "description": describe_blocks(best.blocks),
             "scores": {c.name: round(float(c.metrics["mAP"]), 4) for c in cands},
             "strongest_floor": floor.name, "strongest_floor_label": _floor_label(floor.name),
-            "n_queries": int(best.metrics["n_queries"]), "n_drawings": len(names)}
+            "n_queries": int(best.metrics["n_queries"]), "n_groups": n_query_groups(best), "n_drawings": len(names)}
 
 
 def _why(cands: Sequence[Candidate], best: Candidate, floor: Candidate, queries: str) -> str:
@@ -363,7 +363,11 @@ def choose_and_store(checkpoint: str | Path, dataset: Any, names: Sequence[str],
     store_choice([checkpoint], choice)
     log.info(f"search embedding: {choice['name']} [{choice['description']}]: {choice['why']}\n"
              + choice_table(choice))
-    return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries")}
+    if choice["n_groups"] < MIN_CHOICE_GROUPS:
+        log.info(f"search embedding: the validation held {choice['n_groups']} group(s); to choose on at least "
+                 f"{MIN_CHOICE_GROUPS}, validate on more of them: --k_folds 2 (half of the non-test drawings) and "
+                 "--test_fraction 0.1, or more --groups")
+    return {k: choice[k] for k in ("name", "description", "why", "scores", "strongest_floor", "n_queries", "n_groups")}
 
 
 __all__ = ["Candidate", "ZSCORED", "FUSED_PARTS", "FUSION_WEIGHTS", "PICK_BOOTSTRAPS", "TIE", "FLOOR_PRIOR", "corrected_alpha", "default_floor", "drawing_parts", "candidates", "score", "pick",
