@@ -269,12 +269,13 @@ def choose_from_parts(parts: dict[str, np.ndarray], names: Sequence[str], groups
     cands = candidates(parts)
     score(cands, parts, names, groups)
     best, floor = pick(cands)
+    n_groups = n_query_groups(best)
     return {"name": best.name, "blocks": [b.to_dict() for b in best.blocks],
-            "why": _why(cands, best, floor, f"{best.metrics['n_queries']} {where} ({n_query_groups(best)} groups)"),
+            "why": _why(cands, best, floor, f"{best.metrics['n_queries']} {where} ({n_groups} groups)"),
             "description": describe_blocks(best.blocks),
             "scores": {c.name: round(float(c.metrics["mAP"]), 4) for c in cands},
             "strongest_floor": floor.name, "strongest_floor_label": _floor_label(floor.name),
-            "n_queries": int(best.metrics["n_queries"]), "n_groups": n_query_groups(best), "n_drawings": len(names)}
+            "n_queries": int(best.metrics["n_queries"]), "n_groups": n_groups, "n_drawings": len(names)}
 
 
 def _why(cands: Sequence[Candidate], best: Candidate, floor: Candidate, queries: str) -> str:
